@@ -1,0 +1,1 @@
+"""The Faust worker: app factory and its agents (sampler, sink)."""

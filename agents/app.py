@@ -1,0 +1,42 @@
+"""The Faust app factory: one worker process runs the agents its roles name."""
+
+from __future__ import annotations
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents.sampler import register_sampler
+from agents.sink import register_sink
+from pipeline.settings import Settings
+
+ROLES = {"sampler": register_sampler, "sink": register_sink}
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app for the configured roles (e.g. "sampler,sink")."""
+    roles = [role.strip() for role in settings.worker_roles.split(",") if role.strip()]
+    unknown = sorted(set(roles) - ROLES.keys())
+    if unknown:
+        raise ValueError(f"unknown worker roles {unknown}; choose from {sorted(ROLES)}")
+    datadir = (settings.state_dir / "worker").resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
+    brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
+    app = faust.App(
+        f"{settings.topic_prefix}-worker",
+        broker=brokers,
+        store="rocksdb://",
+        datadir=str(datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+    )
+
+    @app.page("/metrics")
+    async def prometheus(web, _request):
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    for role in roles:
+        ROLES[role](app, settings)
+    return app

@@ -1,0 +1,1 @@
+"""spansieve: a tail-sampling tracing backend (OTLP -> Kafka -> Faust -> OpenSearch)."""

@@ -1,0 +1,90 @@
+"""Kafka plumbing shared by the gateway and the tools: topic creation and an asyncio producer.
+
+confluent-kafka (librdkafka) does the batching, compression and retries in C; this module
+only bridges its delivery callbacks to asyncio futures so a request can await its acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.settings import TOPIC_NAMES, Settings
+
+log = structlog.get_logger(__name__)
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create the product's topics if missing (idempotent; existing topics are left as is)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [
+        NewTopic(settings.topic(name), num_partitions=settings.partitions, replication_factor=1)
+        for name in TOPIC_NAMES
+        if settings.topic(name) not in existing
+    ]
+    if not wanted:
+        return
+    for topic, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+            log.info("topic created", topic=topic, partitions=settings.partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+class AsyncProducer:
+    """An idempotent, acks=all confluent-kafka producer whose sends can be awaited."""
+
+    def __init__(self, settings: Settings, **overrides: object) -> None:
+        config = {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "message.timeout.ms": 10_000,
+            **overrides,
+        }
+        self._producer = Producer(config)
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll_forever, daemon=True, name="kafka-poll")
+        self._poller.start()
+
+    def _poll_forever(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    def send(self, topic: str, value: bytes, partition: int, key: bytes | None = None):
+        """Queue one message; returns a future resolved when the broker acknowledged it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def delivered(err, _msg) -> None:
+            loop.call_soon_threadsafe(_settle, future, err)
+
+        self._producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
+        return future
+
+    def queue_length(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to timeout), then stop the poll thread."""
+        self._producer.flush(timeout)
+        self._stopping.set()
+        self._poller.join()
+
+
+def _settle(future: asyncio.Future, err: KafkaError | None) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(KafkaException(err))

@@ -1,0 +1,95 @@
+"""OTLP protobuf codecs: parse export requests and regroup their spans by a key.
+
+Spans travel through Kafka as serialized ``TracesData`` messages. Because protobuf merges
+concatenated messages by appending repeated fields, the bytes of several ``TracesData``
+joined end to end parse as one ``TracesData`` holding all their spans: a trace's buffer can
+grow by appending bytes, never by re-encoding what is already there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
+
+__all__ = [
+    "DecodeError",
+    "ExportTraceServiceRequest",
+    "ExportTraceServiceResponse",
+    "TraceSummary",
+    "TracesData",
+    "parse_export_request",
+    "regroup_spans",
+    "summarize_trace",
+]
+
+STATUS_ERROR = Status.STATUS_CODE_ERROR
+K = TypeVar("K", bound=Hashable)
+
+
+def parse_export_request(body: bytes) -> ExportTraceServiceRequest:
+    """Parse an OTLP/protobuf export request; raises DecodeError on malformed bytes."""
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    return request
+
+
+def regroup_spans(
+    resource_spans_list, key_of: Callable[[Span], K]
+) -> dict[K, TracesData]:
+    """Split spans into one TracesData per key, keeping each span's resource and scope.
+
+    ``resource_spans_list`` is the ``resource_spans`` field of an export request or of a
+    TracesData; ``key_of`` maps a span to its group (a partition, a trace id, ...).
+    """
+    groups: dict[K, TracesData] = {}
+    for resource_spans in resource_spans_list:
+        for scope_spans in resource_spans.scope_spans:
+            targets = {}
+            for span in scope_spans.spans:
+                key = key_of(span)
+                target = targets.get(key)
+                if target is None:
+                    data = groups.get(key)
+                    if data is None:
+                        data = groups[key] = TracesData()
+                    out_resource = data.resource_spans.add()
+                    out_resource.resource.CopyFrom(resource_spans.resource)
+                    out_resource.schema_url = resource_spans.schema_url
+                    target = out_resource.scope_spans.add()
+                    target.scope.CopyFrom(scope_spans.scope)
+                    target.schema_url = scope_spans.schema_url
+                    targets[key] = target
+                target.spans.append(span)
+    return groups
+
+
+@dataclass(slots=True)
+class TraceSummary:
+    """What the sampler needs to know about a piece of a trace without its spans."""
+
+    span_count: int = 0
+    has_error: bool = False
+    start_ns: int = 0
+    end_ns: int = 0
+
+
+def summarize_trace(data: TracesData) -> TraceSummary:
+    """Count spans, spot error status and the time extent of one trace's spans."""
+    summary = TraceSummary(start_ns=2**63 - 1)
+    for resource_spans in data.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                summary.span_count += 1
+                if span.status.code == STATUS_ERROR:
+                    summary.has_error = True
+                summary.start_ns = min(summary.start_ns, span.start_time_unix_nano)
+                summary.end_ns = max(summary.end_ns, span.end_time_unix_nano)
+    return summary

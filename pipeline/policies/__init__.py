@@ -1,0 +1,1 @@
+"""Tail-sampling policies (OpenTelemetry Collector `tail_sampling` semantics)."""

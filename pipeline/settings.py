@@ -1,0 +1,74 @@
+"""All configuration in one place: SPANSIEVE_* environment variables, overridable by CLI flags.
+
+Every field here is one environment variable (``SPANSIEVE_<FIELD>``) and, where a command
+uses it, one ``--<field>`` flag of that command (see ``pipeline.cli``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC_NAMES = ("spans", "sampled", "red-metrics", "service-graph", "dlq")
+SPAN_ALIAS = "otel-v1-apm-span"
+SERVICE_MAP_INDEX = "otel-v1-apm-service-map"
+
+
+class Settings(BaseSettings):
+    """The product's settings; defaults match the local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="SPANSIEVE_", extra="ignore")
+
+    state_dir: Path = Field(Path(".spansieve"), description="data, logs and pid files")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: readable on a terminal, JSON otherwise"
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    opensearch_url: str = Field("http://127.0.0.1:9200", description="OpenSearch base URL")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+
+    topic_prefix: str = Field("spansieve", description="prefix of every Kafka topic")
+    partitions: int = Field(8, ge=1, description="partitions of the span topics")
+
+    gateway_host: str = Field("127.0.0.1", description="address the gateway listens on")
+    gateway_http_port: int = Field(4318, description="OTLP/HTTP port")
+    gateway_grpc_port: int = Field(4317, description="OTLP/gRPC port")
+    gateway_metrics_port: int = Field(8888, description="gateway /healthz and /metrics port")
+
+    worker_web_port: int = Field(6066, description="Faust web port with /metrics")
+    worker_roles: str = Field("sampler,sink", description="comma-separated agents to run")
+    query_port: int = Field(16686, description="query API and web UI port")
+
+    policies: Path | None = Field(None, description="sampling policy YAML file")
+    decision_wait: float = Field(
+        30.0, gt=0, description="seconds after a trace's last span before deciding"
+    )
+    sampling_percentage: float = Field(
+        0.0, ge=0, le=100, description="share of error-free traces kept (skeleton policy)"
+    )
+    tick_interval: float = Field(1.0, gt=0, description="seconds between decision sweeps")
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for one of TOPIC_NAMES."""
+        if name not in TOPIC_NAMES:
+            raise ValueError(f"unknown topic {name!r}; expected one of {TOPIC_NAMES}")
+        return f"{self.topic_prefix}-{name}"
+
+    @cached_property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @cached_property
+    def opensearch_port(self) -> int:
+        return urlsplit(self.opensearch_url).port or 9200
+
+    @cached_property
+    def redis_port(self) -> int:
+        return urlsplit(self.redis_url).port or 6379
