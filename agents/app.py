@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from agents.sampler import register_sampler
 from agents.sink import register_sink
 from pipeline.settings import Settings
 
+# aiohttp refuses a charset inside content_type, so not prometheus_client.CONTENT_TYPE_LATEST.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 ROLES = {"sampler": register_sampler, "sink": register_sink}
 
 
@@ -35,7 +37,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def prometheus(web, _request):
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(generate_latest(), content_type=PROMETHEUS_TEXT)
 
     for role in roles:
         ROLES[role](app, settings)

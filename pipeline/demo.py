@@ -34,19 +34,27 @@ def send_demo_trace(gateway_http: str = "http://127.0.0.1:4318", fail: bool = Tr
     tracers = {}
     for service in SERVICES:
         providers[service], tracers[service] = _tracer(service, endpoint)
-    with tracers["frontend"].start_as_current_span(
+
+    def payments() -> None:
+        with tracers["payments"].start_as_current_span(
+            "Charge", kind=SpanKind.SERVER, attributes={"payment.amount": 42.5}
+        ) as charge:
+            time.sleep(0.005)
+            if fail:
+                charge.set_status(Status(StatusCode.ERROR, "card declined"))
+
+    def checkout() -> None:
+        with tracers["checkout"].start_as_current_span("PlaceOrder", kind=SpanKind.SERVER):
+            time.sleep(0.005)
+            with tracers["checkout"].start_as_current_span("charge", kind=SpanKind.CLIENT):
+                payments()
+
+    frontend = tracers["frontend"]
+    with frontend.start_as_current_span(
         "GET /checkout", kind=SpanKind.SERVER, attributes={"http.request.method": "GET"}
     ) as root:
-        with tracers["frontend"].start_as_current_span("checkout.place", kind=SpanKind.CLIENT):
-            with tracers["checkout"].start_as_current_span("PlaceOrder", kind=SpanKind.SERVER):
-                time.sleep(0.005)
-                with tracers["checkout"].start_as_current_span("charge", kind=SpanKind.CLIENT):
-                    with tracers["payments"].start_as_current_span(
-                        "Charge", kind=SpanKind.SERVER, attributes={"payment.amount": 42.5}
-                    ) as charge:
-                        time.sleep(0.005)
-                        if fail:
-                            charge.set_status(Status(StatusCode.ERROR, "card declined"))
+        with frontend.start_as_current_span("checkout.place", kind=SpanKind.CLIENT):
+            checkout()
         trace_id = format(root.get_span_context().trace_id, "032x")
     for provider in providers.values():
         provider.shutdown()

@@ -39,5 +39,5 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "faust", "mode", "opensearch", "urllib3", "kafka"):
+    for noisy in ("aiokafka", "faust", "mode", "opensearch", "urllib3", "kafka", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

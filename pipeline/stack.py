@@ -326,7 +326,7 @@ def _inspect(settings: Settings, paths: _Paths, svc: _Service) -> _Probe:
     if detail is not None:
         state: State = "running" if pid else "external"
         if not pid:
-            detail += "; not started by spansieve, left alone"
+            detail += "; not started by spansieve"
     elif pid:
         state, detail = "running", "process alive but not answering (starting?)"
     elif port_open:
@@ -488,6 +488,7 @@ def _bring_up(
     start: bool,
     bar: Progress,
     task: TaskID,
+    cancel: threading.Event,
 ) -> None:
     """Start one service if asked, then wait until it answers or fail with its log tail."""
     proc = None
@@ -525,7 +526,8 @@ def _bring_up(
                 f"it is still running (stop it with `spansieve stack down`). "
                 f"Last 20 lines of {log}:\n{_log_tail(log)}"
             )
-        time.sleep(0.5)
+        if cancel.wait(0.5):
+            return  # Ctrl-C in the main thread: stop waiting (`stack down` cleans up)
 
 
 def _conflicts(svc: _Service, probe: _Probe) -> list[str]:
@@ -585,12 +587,17 @@ def stack_up(settings: Settings, progress: bool = True) -> None:
     )
     with Progress(*columns, console=console, disable=not progress) as bar:
         tasks = {svc.name: bar.add_task(f"{svc.title}: queued", total=None) for svc, _ in plan}
+        cancel = threading.Event()
         with ThreadPoolExecutor(len(plan)) as pool:
             futures = [
-                pool.submit(_bring_up, settings, paths, svc, start, bar, tasks[svc.name])
+                pool.submit(_bring_up, settings, paths, svc, start, bar, tasks[svc.name], cancel)
                 for svc, start in plan
             ]
-            errors = [f.exception() for f in futures]
+            try:
+                errors = [f.exception() for f in futures]
+            except KeyboardInterrupt:
+                cancel.set()
+                raise
     failures = [e for e in errors if e is not None]
     for error in failures:
         if not isinstance(error, StackError):

@@ -62,3 +62,11 @@ async def index_traces(client: AsyncOpenSearch, traces: list[TracesData]) -> int
         return 0
     written, _errors = await async_bulk(client, actions, max_retries=5, initial_backoff=1)
     return written
+
+
+def trace_span_count(client: OpenSearch, trace_id: str) -> int:
+    """How many span documents of a trace are searchable now (0 before the index exists)."""
+    if not client.indices.exists_alias(name=SPAN_ALIAS):
+        return 0
+    result = client.count(index=SPAN_ALIAS, body={"query": {"term": {"traceId": trace_id}}})
+    return int(result["count"])

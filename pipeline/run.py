@@ -1,0 +1,124 @@
+"""`spansieve run`: the whole pipeline on the local stack, with a demo trace to look at."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from opensearchpy import OpenSearch
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pipeline.demo import SERVICES, send_demo_trace
+from pipeline.kafka import ensure_topics
+from pipeline.settings import Settings
+from pipeline.stack import StackError, print_status, stack_status, stack_up
+from pipeline.store import trace_span_count
+
+console = Console(stderr=True)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float) -> bool:
+    """Poll check() with a spinner until it is true or timeout seconds passed."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(what)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return True
+            except Exception:
+                pass
+            time.sleep(0.5)
+    return False
+
+
+def _answers(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code < 500
+
+
+def start_component(name: str, settings: Settings) -> subprocess.Popen:
+    """Start `spansieve <name>` in the background, its JSON log in the state directory."""
+    log_dir = settings.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (log_dir / f"{name}.log").open("ab")
+    env = {**os.environ, **_settings_env(settings), "SPANSIEVE_LOG_FORMAT": "json"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", name], stdout=log_file, stderr=log_file, env=env
+    )
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as SPANSIEVE_* variables, so children see the flags given to `run`."""
+    values = settings.model_dump(exclude_none=True)
+    return {f"SPANSIEVE_{key.upper()}": str(value) for key, value in values.items()}
+
+
+def stop_components(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
+    """Stack up, gateway and worker up, demo trace through; returns an exit status."""
+    try:
+        stack_up(settings)
+    except StackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    print_status(stack_status(settings))
+    ensure_topics(settings)
+    children = [start_component("gateway", settings), start_component("worker", settings)]
+    logs = Path(settings.state_dir / "logs").resolve()
+    try:
+        gateway_health = f"http://127.0.0.1:{settings.gateway_metrics_port}/healthz"
+        worker_web = f"http://127.0.0.1:{settings.worker_web_port}/"
+        if not (
+            wait_until(lambda: _answers(gateway_health), "gateway starting", 60)
+            and wait_until(lambda: _answers(worker_web), "worker starting", 120)
+        ):
+            console.print(f"[red]error:[/] gateway or worker did not start; see {logs}")
+            return 1
+        gateway_http = f"http://127.0.0.1:{settings.gateway_http_port}"
+        trace_id = send_demo_trace(gateway_http)
+        console.print(f"demo trace [bold]{trace_id}[/] sent over {', '.join(SERVICES)}")
+        client = OpenSearch(hosts=[settings.opensearch_url])
+        stored = wait_until(
+            lambda: trace_span_count(client, trace_id) >= 5,
+            f"waiting for the tail-sampling decision (decision_wait={settings.decision_wait}s)"
+            " and indexing",
+            settings.decision_wait + 90,
+        )
+        if not stored:
+            console.print(f"[red]error:[/] demo trace not in OpenSearch in time; see {logs}")
+            return 1
+        url = f"{settings.opensearch_url}/otel-v1-apm-span/_search?q=traceId:{trace_id}&pretty"
+        console.print("[green]stored.[/] All 5 spans are in OpenSearch:")
+        console.print(f"  curl '{url}'")
+        console.print(f"Send your own OTLP/HTTP traces to {gateway_http}/v1/traces.")
+        console.print(f"Logs: {logs}   Metrics: http://127.0.0.1:{settings.gateway_metrics_port}"
+                      f"/metrics, {worker_web}metrics")
+        if exit_after_demo:
+            return 0
+        console.print("Pipeline running; Ctrl-C stops it (`spansieve stack down` stops the stack).")
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        console.print(f"[red]a component exited; see {logs}[/]")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_components(children)

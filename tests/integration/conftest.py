@@ -1,0 +1,61 @@
+"""One real local stack per test session, and one gateway + worker on private topics."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from opensearchpy import OpenSearch
+
+from pipeline.run import start_component, stop_components, wait_until
+from pipeline.settings import Settings
+from pipeline.stack import stack_up
+
+DECISION_WAIT = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """The local stack (started if needed; left running for the next session)."""
+    settings = Settings()
+    stack_up(settings, progress=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings(stack: Settings, tmp_path_factory) -> Iterator[Settings]:
+    """A gateway and a worker on topics of their own, with a short decision_wait."""
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("spansieve"),
+        topic_prefix=f"it-{uuid.uuid4().hex[:8]}",
+        partitions=4,
+        decision_wait=DECISION_WAIT,
+        sampling_percentage=0.0,
+        gateway_http_port=free_port(),
+        gateway_grpc_port=free_port(),
+        gateway_metrics_port=free_port(),
+        worker_web_port=free_port(),
+    )
+    children = [start_component("gateway", settings), start_component("worker", settings)]
+    try:
+        health = f"http://127.0.0.1:{settings.gateway_metrics_port}/healthz"
+        worker = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+        assert wait_until(lambda: httpx.get(health).status_code == 200, "gateway", 60)
+        assert wait_until(lambda: httpx.get(worker).status_code == 200, "worker", 120)
+        yield settings
+    finally:
+        stop_components(children)
+
+
+@pytest.fixture(scope="session")
+def opensearch(stack: Settings) -> OpenSearch:
+    return OpenSearch(hosts=[stack.opensearch_url])
