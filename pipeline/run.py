@@ -21,7 +21,7 @@ from pipeline.settings import Settings
 from pipeline.stack import StackError, print_status, stack_status, stack_up
 from pipeline.store import trace_span_count
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # URLs must stay on one line
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float) -> bool:

@@ -1,0 +1,18 @@
+# The two commands of the README, and the pieces they are made of.
+VENV := .venv
+
+.PHONY: setup run test lint
+
+setup:  ## virtual environment, package, redis-server (idempotent)
+	@deploy/bootstrap.sh
+
+run: setup  ## local stack + gateway + worker + a demo trace
+	$(VENV)/bin/spansieve run
+
+test: setup  ## the whole suite against the real local stack
+	$(VENV)/bin/spansieve stack up
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Prepares a fresh machine for spansieve: checks Java and Maven, installs Debian's
+# redis-server if missing, and builds the virtual environment with the package and its
+# dev extras. Idempotent: a second run only re-installs when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+if ! need java; then
+  echo "error: Java 17+ is needed for Kafka and OpenSearch: apt-get install -y openjdk-17-jre-headless" >&2
+  exit 1
+fi
+if ! need mvn; then
+  echo "error: Maven is needed once to fetch the Kafka and OpenSearch jars: apt-get install -y maven" >&2
+  exit 1
+fi
+if ! need redis-server; then
+  echo "installing redis-server (Debian package)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y -q redis-server >/dev/null 2>&1 || {
+    $sudo_cmd apt-get update -q >/dev/null
+    $sudo_cmd apt-get install -y -q redis-server >/dev/null
+  }
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+stamp=.venv/.spansieve-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
