@@ -95,13 +95,16 @@ def stack_status(**overrides: Any) -> None:
 
 @main.command()
 @settings_options(
-    *SERVICES, "gateway_host", "gateway_http_port", "gateway_grpc_port", "gateway_metrics_port"
+    *SERVICES, *(name for name in Settings.model_fields if name.startswith("gateway_"))
 )
 def gateway(**overrides: Any) -> None:
-    """OTLP/HTTP on :4318 into Kafka; /healthz and /metrics on :8888."""
-    from pipeline.gateway.server import run_gateway
+    """OTLP/gRPC on :4317 and OTLP/HTTP on :4318 into Kafka; health and metrics on :8888."""
+    from pipeline.gateway.server import GatewayConfigError, run_gateway
 
-    run_gateway(load_settings(overrides))
+    try:
+        run_gateway(load_settings(overrides))
+    except (GatewayConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -51,6 +51,8 @@ class AsyncProducer:
             "message.timeout.ms": 10_000,
             **overrides,
         }
+        self.reachable = True
+        config.setdefault("error_cb", self._on_error)
         self._producer = Producer(config)
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, daemon=True, name="kafka-poll")
@@ -73,6 +75,21 @@ class AsyncProducer:
 
     def queue_length(self) -> int:
         return len(self._producer)
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka reports losing every broker at once; stop accepting until it is back."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.reachable = False
+            log.warning("kafka unreachable", error=err.str())
+
+    def probe(self, timeout: float = 1.0) -> bool:
+        """Ask the cluster for metadata (blocking); updates and returns ``reachable``."""
+        try:
+            self._producer.list_topics(timeout=timeout)
+            self.reachable = True
+        except KafkaException:
+            self.reachable = False
+        return self.reachable
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (up to timeout), then stop the poll thread."""

@@ -42,12 +42,13 @@ def parse_export_request(body: bytes) -> ExportTraceServiceRequest:
 
 
 def regroup_spans(
-    resource_spans_list, key_of: Callable[[Span], K]
+    resource_spans_list, key_of: Callable[[Span], K | None]
 ) -> dict[K, TracesData]:
     """Split spans into one TracesData per key, keeping each span's resource and scope.
 
     ``resource_spans_list`` is the ``resource_spans`` field of an export request or of a
-    TracesData; ``key_of`` maps a span to its group (a partition, a trace id, ...).
+    TracesData; ``key_of`` maps a span to its group (a partition, a trace id, ...) or to
+    None to leave the span out.
     """
     groups: dict[K, TracesData] = {}
     for resource_spans in resource_spans_list:
@@ -55,6 +56,8 @@ def regroup_spans(
             targets = {}
             for span in scope_spans.spans:
                 key = key_of(span)
+                if key is None:
+                    continue
                 target = targets.get(key)
                 if target is None:
                     data = groups.get(key)

@@ -41,6 +41,38 @@ class Settings(BaseSettings):
     gateway_http_port: int = Field(4318, description="OTLP/HTTP port")
     gateway_grpc_port: int = Field(4317, description="OTLP/gRPC port")
     gateway_metrics_port: int = Field(8888, description="gateway /healthz and /metrics port")
+    gateway_allow_insecure: bool = Field(
+        False, description="allow listening beyond loopback without API keys or TLS"
+    )
+    gateway_api_keys: str = Field(
+        "", description="comma-separated API keys (empty: authentication off)"
+    )
+    gateway_api_keys_file: Path | None = Field(
+        None, description="file of API keys, one per line: KEY [service,service...]"
+    )
+    gateway_tls_cert: Path | None = Field(None, description="PEM server certificate (TLS)")
+    gateway_tls_key: Path | None = Field(None, description="PEM private key of the certificate")
+    gateway_tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mTLS)"
+    )
+    gateway_redaction: Path | None = Field(
+        None, description="PII redaction YAML (collector redaction processor keys)"
+    )
+    gateway_max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="largest request body as sent (compressed)"
+    )
+    gateway_max_decompressed_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="largest request body after gzip inflation"
+    )
+    gateway_max_spans_per_request: int = Field(
+        100_000, gt=0, description="largest number of spans in one export request"
+    )
+    gateway_max_inflight_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="cap on request bytes awaiting Kafka acks"
+    )
+    gateway_ack_timeout: float = Field(
+        1.0, gt=0, description="seconds to wait for Kafka's ack before a retryable error"
+    )
 
     worker_web_port: int = Field(6066, description="Faust web port with /metrics")
     worker_roles: str = Field("sampler,sink", description="comma-separated agents to run")

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -554,11 +554,20 @@ def _conflicts(svc: _Service, probe: _Probe) -> list[str]:
 # --- public API -----------------------------------------------------------------------
 
 
-def stack_up(settings: Settings, progress: bool = True) -> None:
-    """Start whatever of Kafka, OpenSearch and Redis does not answer yet, and wait for it."""
+def _selected(settings: Settings, only: Collection[str] | None) -> list[_Service]:
+    return [svc for svc in _services(settings) if only is None or svc.name in only]
+
+
+def stack_up(
+    settings: Settings, progress: bool = True, only: Collection[str] | None = None
+) -> None:
+    """Start whatever of Kafka, OpenSearch and Redis does not answer yet, and wait for it.
+
+    ``only`` limits this to some services by name (tests run a private Kafka this way).
+    """
     paths = _Paths.of(settings)
     paths.create()
-    services = _services(settings)
+    services = _selected(settings, only)
     with ThreadPoolExecutor(len(services)) as pool:
         probes = list(pool.map(lambda s: _inspect(settings, paths, s), services))
     plan: list[tuple[_Service, bool]] = []  # (service, needs starting)
@@ -606,12 +615,12 @@ def stack_up(settings: Settings, progress: bool = True) -> None:
         raise StackError("\n\n".join(str(e) for e in failures))
 
 
-def stack_down(settings: Settings) -> None:
+def stack_down(settings: Settings, only: Collection[str] | None = None) -> None:
     """Stop the processes named in our pid files; services we did not start are left alone."""
     paths = _Paths.of(settings)
     console = Console()
     stopping: list[tuple[_Service, int]] = []
-    for svc in _services(settings):
+    for svc in _selected(settings, only):
         pid = _our_pid(paths, svc)
         if pid is None:
             paths.pidfile(svc.name).unlink(missing_ok=True)

@@ -1,11 +1,22 @@
-"""Transport-independent ingestion: one export request -> one Kafka message per partition."""
+"""Transport-independent ingestion: checks, redaction, one Kafka message per partition.
+
+Both receivers (HTTP and gRPC) hand a parsed export request here and map the outcome or
+the exceptions to their protocol's answers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from dataclasses import dataclass
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline.documents import service_name
 from pipeline.gateway import metrics
+from pipeline.gateway.auth import Principal
+from pipeline.gateway.validation import rejection_message, span_problem
 from pipeline.kafka import AsyncProducer
 from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
 from pipeline.partitioner import partition_for_trace
@@ -13,38 +24,113 @@ from pipeline.settings import Settings
 
 
 class KafkaUnavailable(Exception):
-    """Kafka did not acknowledge in time; the client should retry later."""
+    """Kafka is unreachable or did not acknowledge in time: retry later (503/UNAVAILABLE)."""
+
+
+class Overloaded(Exception):
+    """Too many bytes await Kafka acks, or the producer queue is full (429/RESOURCE_EXHAUSTED)."""
+
+
+class TooManySpans(Exception):
+    """The request holds more spans than allowed (413/INVALID_ARGUMENT)."""
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    accepted: int
+    rejected: int
+    message: str
+
+
+def count_spans(request: ExportTraceServiceRequest) -> int:
+    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
 
 
 class SpanIngestor:
-    """Writes the spans of export requests to the spans topic, partitioned by trace id."""
+    """Writes the valid spans of export requests to Kafka, partitioned by trace id."""
 
-    def __init__(self, settings: Settings, producer: AsyncProducer, ack_timeout: float = 5.0):
+    def __init__(self, settings: Settings, producer: AsyncProducer, redactor=None) -> None:
         self._producer = producer
+        self._redactor = redactor
         self._topic = settings.topic("spans")
         self._partitions = settings.partitions
-        self._ack_timeout = ack_timeout
+        self._ack_timeout = settings.gateway_ack_timeout
+        self._max_spans = settings.gateway_max_spans_per_request
+        self._max_inflight = settings.gateway_max_inflight_bytes
+        self._inflight = 0
 
-    async def ingest(self, request: ExportTraceServiceRequest) -> int:
-        """Produce the request's spans and wait for Kafka's acks; returns the span count."""
+    @property
+    def inflight_bytes(self) -> int:
+        return self._inflight
+
+    async def ingest(
+        self, request: ExportTraceServiceRequest, body_size: int, principal: Principal
+    ) -> ExportOutcome:
+        """Produce the request's acceptable spans and wait for Kafka's acks."""
+        if not self._producer.reachable:
+            raise KafkaUnavailable("Kafka is unreachable")
+        total = count_spans(request)
+        if total > self._max_spans:
+            raise TooManySpans(f"{total} spans in one request; the limit is {self._max_spans}")
+        if self._inflight + body_size > self._max_inflight:
+            raise Overloaded(f"{self._inflight} bytes already await Kafka acks")
+        rejections: Counter[str] = Counter()
+        if principal.allowed_services is not None:
+            _drop_disallowed_services(request, principal.allowed_services, rejections)
+        if self._redactor is not None:
+            stats = self._redactor.redact_request(request)
+            metrics.REDACTIONS.labels("key_removed").inc(stats.redacted_keys)
+            metrics.REDACTIONS.labels("value_masked").inc(stats.masked_values)
+
         partitions = self._partitions
-        groups = regroup_spans(
-            request.resource_spans, lambda span: partition_for_trace(span.trace_id, partitions)
-        )
-        if not groups:
-            return 0
+
+        def partition_of(span: Span) -> int | None:
+            problem = span_problem(span)
+            if problem is not None:
+                rejections[problem] += 1
+                return None
+            return partition_for_trace(span.trace_id, partitions)
+
+        groups = regroup_spans(request.resource_spans, partition_of)
+        rejected = sum(rejections.values())
+        for reason, count in rejections.items():
+            metrics.SPANS_REJECTED.labels(reason).inc(count)
+        accepted = total - rejected
+        if groups:
+            await self._produce(groups, body_size, accepted)
+        metrics.SPANS_ACCEPTED.inc(accepted)
+        return ExportOutcome(accepted, rejected, rejection_message(rejections))
+
+    async def _produce(self, groups: dict, body_size: int, spans: int) -> None:
         started = time.perf_counter()
-        span_count = 0
-        deliveries = []
-        for partition, data in groups.items():
-            span_count += sum(len(s.spans) for r in data.resource_spans for s in r.scope_spans)
-            payload = data.SerializeToString()
-            deliveries.append(self._producer.send(self._topic, payload, partition=partition))
+        self._inflight += body_size
         try:
-            await asyncio.wait_for(asyncio.gather(*deliveries), self._ack_timeout)
-        except Exception as exc:
-            metrics.SPANS_REJECTED.labels(reason="kafka_unavailable").inc(span_count)
-            raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
+            try:
+                deliveries = [
+                    self._producer.send(self._topic, data.SerializeToString(), partition=p)
+                    for p, data in groups.items()
+                ]
+            except BufferError as exc:
+                metrics.SPANS_REJECTED.labels("overloaded").inc(spans)
+                raise Overloaded("the Kafka producer queue is full") from exc
+            try:
+                await asyncio.wait_for(asyncio.gather(*deliveries), self._ack_timeout)
+            except Exception as exc:
+                metrics.SPANS_REJECTED.labels("kafka_unavailable").inc(spans)
+                reason = str(exc) or f"no ack within {self._ack_timeout}s"
+                raise KafkaUnavailable(f"Kafka did not acknowledge: {reason}") from exc
+        finally:
+            self._inflight -= body_size
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
-        metrics.SPANS_ACCEPTED.inc(span_count)
-        return span_count
+
+
+def _drop_disallowed_services(
+    request: ExportTraceServiceRequest, allowed: frozenset[str], rejections: Counter[str]
+) -> None:
+    """Remove resources whose service.name this key may not send, counting their spans."""
+    for index in range(len(request.resource_spans) - 1, -1, -1):
+        resource_spans = request.resource_spans[index]
+        if service_name(resource_spans.resource.attributes) not in allowed:
+            spans = sum(len(s.spans) for s in resource_spans.scope_spans)
+            rejections["service_not_allowed"] += spans
+            del request.resource_spans[index]

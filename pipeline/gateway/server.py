@@ -1,12 +1,17 @@
-"""Runs the gateway's servers in one event loop."""
+"""Runs the gateway: OTLP/gRPC, OTLP/HTTP and the health/metrics port in one event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 
 import structlog
 import uvicorn
 
+from pipeline.gateway import metrics
+from pipeline.gateway.auth import ApiKeyAuth, load_api_keys
+from pipeline.gateway.grpc import build_grpc_server
 from pipeline.gateway.http import observability_app, otlp_http_app
 from pipeline.gateway.ingest import SpanIngestor
 from pipeline.kafka import AsyncProducer, ensure_topics
@@ -14,29 +19,116 @@ from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+PROBE_INTERVAL = 2.0
 
-def _server(app, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+
+class GatewayConfigError(ValueError):
+    """The gateway's settings are unsafe or inconsistent; the message says which."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, auth: ApiKeyAuth) -> None:
+    """Refuse to listen beyond loopback unprotected unless explicitly allowed."""
+    tls = settings.gateway_tls_cert is not None
+    if (settings.gateway_tls_cert is None) != (settings.gateway_tls_key is None):
+        raise GatewayConfigError("set both SPANSIEVE_GATEWAY_TLS_CERT and _TLS_KEY, or neither")
+    if is_loopback(settings.gateway_host) or (auth.enabled and tls):
+        return
+    if not settings.gateway_allow_insecure:
+        missing = " and ".join(
+            what for what, ok in (("API keys", auth.enabled), ("TLS", tls)) if not ok
+        )
+        raise GatewayConfigError(
+            f"gateway_host={settings.gateway_host} is not loopback and {missing} "
+            "are not configured; configure them or pass --gateway-allow-insecure true"
+        )
+    log.warning(
+        "gateway exposed without full protection",
+        host=settings.gateway_host,
+        api_keys=auth.enabled,
+        tls=tls,
+    )
+
+
+def _uvicorn(app, host: str, port: int, settings: Settings | None = None) -> uvicorn.Server:
+    tls = {}
+    if settings is not None and settings.gateway_tls_cert:
+        tls = {
+            "ssl_certfile": str(settings.gateway_tls_cert),
+            "ssl_keyfile": str(settings.gateway_tls_key),
+        }
+        if settings.gateway_tls_client_ca:
+            tls["ssl_ca_certs"] = str(settings.gateway_tls_client_ca)
+            tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **tls)
     return uvicorn.Server(config)
 
 
+def _redactor(settings: Settings):
+    if settings.gateway_redaction is None:
+        return None
+    from pipeline.redaction import Redactor, load_redaction_config
+
+    return Redactor(load_redaction_config(settings.gateway_redaction))
+
+
+async def _probe_kafka(producer: AsyncProducer) -> None:
+    """Keep ``producer.reachable`` current so requests fail fast while Kafka is down."""
+    while True:
+        await asyncio.to_thread(producer.probe, 1.0)
+        await asyncio.sleep(PROBE_INTERVAL)
+
+
 async def serve_gateway(settings: Settings) -> None:
-    """Serve OTLP/HTTP and the metrics port until interrupted."""
+    """Serve until interrupted."""
+    auth = ApiKeyAuth(load_api_keys(settings.gateway_api_keys, settings.gateway_api_keys_file))
+    check_exposure(settings, auth)
+    redactor = _redactor(settings)
     ensure_topics(settings)
-    producer = AsyncProducer(settings)
-    ingestor = SpanIngestor(settings, producer)
-    servers = [
-        _server(otlp_http_app(ingestor), settings.gateway_host, settings.gateway_http_port),
-        _server(observability_app(), "127.0.0.1", settings.gateway_metrics_port),
+    producer = AsyncProducer(
+        settings, **{"queue.buffering.max.kbytes": settings.gateway_max_inflight_bytes // 1024}
+    )
+    ingestor = SpanIngestor(settings, producer, redactor)
+    metrics.PRODUCER_QUEUE.set_function(producer.queue_length)
+    metrics.INFLIGHT_BYTES.set_function(lambda: ingestor.inflight_bytes)
+    grpc_server = build_grpc_server(settings, ingestor, auth)
+    await grpc_server.start()
+    http_servers = [
+        _uvicorn(
+            otlp_http_app(settings, ingestor, auth),
+            settings.gateway_host,
+            settings.gateway_http_port,
+            settings,
+        ),
+        _uvicorn(
+            observability_app(lambda: producer.reachable),
+            "127.0.0.1",
+            settings.gateway_metrics_port,
+        ),
     ]
     log.info(
         "gateway listening",
+        otlp_grpc=f"{settings.gateway_host}:{settings.gateway_grpc_port}",
         otlp_http=f"{settings.gateway_host}:{settings.gateway_http_port}",
         metrics=f"127.0.0.1:{settings.gateway_metrics_port}",
+        api_keys=auth.enabled,
+        tls=settings.gateway_tls_cert is not None,
+        redaction=redactor is not None,
     )
+    prober = asyncio.create_task(_probe_kafka(producer))
     try:
-        await asyncio.gather(*(server.serve() for server in servers))
+        await asyncio.gather(*(server.serve() for server in http_servers))
     finally:
+        prober.cancel()
+        await grpc_server.stop(grace=2)
         producer.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -54,6 +55,27 @@ def pipeline_settings(stack: Settings, tmp_path_factory) -> Iterator[Settings]:
         yield settings
     finally:
         stop_components(children)
+
+
+@contextmanager
+def running_gateway(base: Settings, **overrides) -> Iterator[Settings]:
+    """A gateway process with its own ports (and any other settings changed)."""
+    settings = base.model_copy(
+        update={
+            "gateway_http_port": free_port(),
+            "gateway_grpc_port": free_port(),
+            "gateway_metrics_port": free_port(),
+            **overrides,
+        }
+    )
+    child = start_component("gateway", settings)
+    try:
+        health = f"http://127.0.0.1:{settings.gateway_metrics_port}/readyz"
+        if not wait_until(lambda: httpx.get(health).status_code == 200, "gateway", 60):
+            raise RuntimeError(f"gateway did not get ready; see {settings.state_dir}/logs")
+        yield settings
+    finally:
+        stop_components([child])
 
 
 @pytest.fixture(scope="session")

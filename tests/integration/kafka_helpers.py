@@ -1,0 +1,54 @@
+"""Reading back what the gateway wrote: a real Kafka consumer over the spans topic."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.otlp import TracesData
+from pipeline.settings import Settings
+
+
+def read_spans(settings: Settings, trace_ids: set[bytes], timeout: float = 20.0):
+    """Spans of the given traces found on the spans topic: {span id: (partition, span)}."""
+    topic = settings.topic("spans")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"readback-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign(
+        [TopicPartition(topic, p, 0) for p in range(settings.partitions)]  # from the start
+    )
+    found = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error() or not message.value():
+                    continue
+                data = TracesData.FromString(message.value())
+                for resource_spans in data.resource_spans:
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            if span.trace_id in trace_ids:
+                                found[span.span_id] = (message.partition(), span)
+            if found and _idle(consumer, topic, settings.partitions):
+                break
+    finally:
+        consumer.close()
+    return found
+
+
+def _idle(consumer: Consumer, topic: str, partitions: int) -> bool:
+    """True when the consumer has read up to the end of every partition."""
+    for partition in range(partitions):
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        position = consumer.position([TopicPartition(topic, partition)])[0].offset
+        if position < high and high > 0:
+            return False
+    return True

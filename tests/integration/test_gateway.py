@@ -1,0 +1,219 @@
+"""The gateway against real Kafka: SDK exporters, partial success, JSON, gzip, limits, auth."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import grpc
+import httpx
+import orjson
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from pipeline.otlp import ExportTraceServiceRequest, ExportTraceServiceResponse
+from pipeline.partitioner import partition_for_trace
+from pipeline.settings import Settings
+from tests.integration.conftest import running_gateway
+from tests.integration.kafka_helpers import read_spans
+
+pytestmark = pytest.mark.integration
+
+PROTOBUF = {"content-type": "application/x-protobuf"}
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture(scope="module")
+def gateway(pipeline_settings: Settings):
+    with running_gateway(pipeline_settings) as settings:
+        yield settings
+
+
+def http_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.gateway_http_port}/v1/traces"
+
+
+def build_request(
+    spans: int, service: str = "frontend", trace_id: bytes | None = None
+) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = service
+    scope = resource_spans.scope_spans.add()
+    for number in range(spans):
+        scope.spans.add(
+            trace_id=trace_id or os.urandom(16),
+            span_id=os.urandom(8),
+            name=f"op{number}",
+            start_time_unix_nano=1_700_000_000_000_000_000,
+            end_time_unix_nano=1_700_000_000_100_000_000,
+        )
+    return request
+
+
+def export_with_sdk(exporter, service: str) -> set[bytes]:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    trace_ids = set()
+    for _ in range(5):
+        with tracer.start_as_current_span("parent") as parent, tracer.start_as_current_span("kid"):
+            trace_ids.add(parent.get_span_context().trace_id.to_bytes(16, "big"))
+    provider.shutdown()
+    return trace_ids
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_sdk_exporters_reach_kafka_partitioned_by_trace(gateway: Settings, transport: str):
+    if transport == "http":
+        exporter = HttpExporter(endpoint=http_url(gateway), compression=Compression.Gzip)
+    else:
+        exporter = GrpcExporter(
+            endpoint=f"127.0.0.1:{gateway.gateway_grpc_port}", insecure=True,
+            compression=grpc.Compression.Gzip,
+        )
+    trace_ids = export_with_sdk(exporter, f"sdk-{transport}")
+
+    found = read_spans(gateway, trace_ids)
+    assert len(found) == 10  # 5 traces x 2 spans
+    for partition, span in found.values():
+        assert partition == partition_for_trace(span.trace_id, gateway.partitions)
+
+
+def test_partial_success_over_http_protobuf(gateway: Settings):
+    request = build_request(3)
+    bad = request.resource_spans[0].scope_spans[0].spans
+    bad[0].trace_id = bytes(16)  # all-zero trace id
+    bad[1].end_time_unix_nano = bad[1].start_time_unix_nano - 1  # ends before it starts
+    good_trace = bad[2].trace_id
+
+    reply = httpx.post(http_url(gateway), content=request.SerializeToString(), headers=PROTOBUF)
+
+    assert reply.status_code == 200
+    response = ExportTraceServiceResponse.FromString(reply.content)
+    assert response.partial_success.rejected_spans == 2
+    assert "trace_id must be 16 bytes" in response.partial_success.error_message
+    assert "before start" in response.partial_success.error_message
+    assert len(read_spans(gateway, {good_trace})) == 1
+
+
+def test_partial_success_over_grpc(gateway: Settings):
+    request = build_request(2)
+    request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01\x02"
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.gateway_grpc_port}") as channel:
+        export = channel.unary_unary(EXPORT_METHOD)
+        raw = export(request.SerializeToString(), timeout=10)
+    response = ExportTraceServiceResponse.FromString(raw)
+    assert response.partial_success.rejected_spans == 1
+    assert "span_id must be 8 bytes" in response.partial_success.error_message
+
+
+def test_otlp_json_with_hex_ids_and_string_ints(gateway: Settings):
+    trace_id = os.urandom(16)
+    body = {
+        "resourceSpans": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "json-svc"}}
+            ]},
+            "scopeSpans": [{"spans": [{
+                "traceId": trace_id.hex(), "spanId": os.urandom(8).hex(), "name": "json-op",
+                "kind": "SPAN_KIND_SERVER", "startTimeUnixNano": "1700000000000000000",
+                "endTimeUnixNano": 1700000000500000000, "status": {"code": 2},
+                "someFutureField": {"ignored": True},
+            }]}],
+        }]
+    }
+    reply = httpx.post(
+        http_url(gateway), content=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {}
+    [(_, span)] = read_spans(gateway, {trace_id}).values()
+    assert (span.name, span.kind, span.status.code) == ("json-op", 2, 2)
+
+
+def test_json_errors_name_the_field(gateway: Settings):
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}
+    reply = httpx.post(
+        http_url(gateway), content=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 400
+    assert "resourceSpans[0].scopeSpans[0].spans[0].traceId" in reply.json()["message"]
+
+
+def test_gzip_bodies_and_bombs(gateway: Settings):
+    trace_id = os.urandom(16)
+    body = build_request(4, trace_id=trace_id).SerializeToString()
+    reply = httpx.post(
+        http_url(gateway), content=gzip.compress(body),
+        headers={**PROTOBUF, "content-encoding": "gzip"},
+    )
+    assert reply.status_code == 200
+    assert len(read_spans(gateway, {trace_id})) == 4
+
+    bomb = gzip.compress(bytes(gateway.gateway_max_decompressed_bytes + 1))
+    reply = httpx.post(
+        http_url(gateway), content=bomb, headers={**PROTOBUF, "content-encoding": "gzip"}
+    )
+    assert reply.status_code == 413
+    assert "decompressed body exceeds" in status_pb2.Status.FromString(reply.content).message
+
+    reply = httpx.post(
+        http_url(gateway), content=b"not gzip", headers={**PROTOBUF, "content-encoding": "gzip"}
+    )
+    assert reply.status_code == 400
+
+
+def test_limits_and_bad_input(gateway: Settings):
+    too_big = bytes(gateway.gateway_max_body_bytes + 1)
+    assert httpx.post(http_url(gateway), content=too_big, headers=PROTOBUF).status_code == 413
+    reply = httpx.post(http_url(gateway), content=b"{}", headers={"content-type": "text/plain"})
+    assert reply.status_code == 415
+    reply = httpx.post(http_url(gateway), content=b"\xff\xff\xff", headers=PROTOBUF)
+    assert reply.status_code == 400
+    assert "malformed OTLP protobuf" in status_pb2.Status.FromString(reply.content).message
+
+
+def test_too_many_spans(pipeline_settings: Settings):
+    with running_gateway(pipeline_settings, gateway_max_spans_per_request=10) as gateway:
+        body = build_request(11).SerializeToString()
+        reply = httpx.post(http_url(gateway), content=body, headers=PROTOBUF)
+        assert reply.status_code == 413
+        assert "limit is 10" in status_pb2.Status.FromString(reply.content).message
+
+
+def test_api_keys_and_service_allow_list(pipeline_settings: Settings, tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# key services\nfront-key frontend\n")
+    with running_gateway(
+        pipeline_settings, gateway_api_keys="admin-key", gateway_api_keys_file=keys_file
+    ) as gateway:
+        body = build_request(1, service="checkout").SerializeToString()
+        url = http_url(gateway)
+        assert httpx.post(url, content=body, headers=PROTOBUF).status_code == 401
+        wrong = {**PROTOBUF, "authorization": "Bearer nope"}
+        assert httpx.post(url, content=body, headers=wrong).status_code == 401
+        bearer = {**PROTOBUF, "authorization": "Bearer admin-key"}
+        assert httpx.post(url, content=body, headers=bearer).status_code == 200
+        header = {**PROTOBUF, "x-api-key": "admin-key"}
+        assert httpx.post(url, content=body, headers=header).status_code == 200
+
+        limited = {**PROTOBUF, "x-api-key": "front-key"}
+        reply = httpx.post(url, content=body, headers=limited)
+        assert reply.status_code == 200
+        partial = ExportTraceServiceResponse.FromString(reply.content).partial_success
+        assert partial.rejected_spans == 1
+        assert "not allowed" in partial.error_message
+
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.gateway_grpc_port}") as channel:
+            export = channel.unary_unary(EXPORT_METHOD)
+            with pytest.raises(grpc.RpcError) as refused:
+                export(body, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            export(body, timeout=10, metadata=(("authorization", "Bearer admin-key"),))
