@@ -133,28 +133,39 @@ def _combine(patterns: Iterable[str]) -> re.Pattern[str] | None:
 # ---------------------------------------------------------------------------------------------
 
 _LOCAL = r"[A-Za-z0-9_.%+\-]"
+
+# Each built-in starts with a character class, so a search skips ahead in C to where a match
+# can begin; the "not preceded by" checks come right after that first character.
 BUILTIN_PATTERNS: dict[str, str] = {
-    # 13-19 digits, single spaces or dashes between them allowed; the Luhn check is done in
-    # code.  Not inside a longer digit run.
-    "credit_card": r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])",
-    # The look-behind after the first character makes a match start only at the beginning of
-    # a run of local-part characters; that keeps the search linear on long strings.
+    # 13-19 digits, single spaces or dashes between them allowed, not part of a longer digit
+    # run; masked only if the Luhn check holds (done in code).
+    "credit_card": r"[0-9](?<![0-9].)(?:[ \-]?[0-9]){12,18}(?![0-9])",
+    # A match starts only at the beginning of a run of local-part characters, which keeps
+    # the search linear on long strings.
     "email": (
         rf"{_LOCAL}(?<!{_LOCAL}.){_LOCAL}*@"
         r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
     ),
-    # ddd-dd-dddd with the never-issued forms excluded: area 000, 666, 900-999; group 00;
-    # serial 0000.
-    "us_ssn": (r"(?<![0-9])(?!000|666|9)[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![0-9])"),
-    # RFC 6750 b64token after the (case-insensitive) scheme; only the token is masked.
-    "bearer_token": r"\b(?i:bearer)[ \t]+(?P<_rdx_bt>[A-Za-z0-9\-._~+/]+=*)",
+    # ddd-dd-dddd minus the never-issued forms: area 000, 666, 900-999; group 00; serial 0000.
+    "us_ssn": (
+        r"[0-8](?<![0-9].)[0-9]{2}(?<!000)(?<!666)-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![0-9])"
+    ),
+    # The RFC 6750 b64token after the scheme word (Bearer, bearer or BEARER); group 1, the
+    # token, is what gets masked.
+    "bearer_token": r"[Bb](?<![A-Za-z0-9_].)(?:earer|EARER)[ \t]+([A-Za-z0-9\-._~+/]+=*)",
 }
 BuiltinName = Literal["credit_card", "email", "us_ssn", "bearer_token"]
 
-_GROUP_PREFIX = "_rdx_"
-_CARD_GROUP = _GROUP_PREFIX + "credit_card"
-_BEARER_GROUP = _GROUP_PREFIX + "bearer_token"
-_BEARER_TOKEN_GROUP = "_rdx_bt"
+# How a match of a value pattern is turned into a masked span.
+_PLAIN, _CARD, _BEARER = range(3)
+_BUILTIN_KIND = {"credit_card": _CARD, "email": _PLAIN, "us_ssn": _PLAIN, "bearer_token": _BEARER}
+# Substrings a value must contain for the pattern to be worth searching (cheap `in` tests).
+_BUILTIN_NEEDLES: dict[str, tuple[str, ...] | None] = {
+    "credit_card": None,
+    "email": ("@",),
+    "us_ssn": ("-",),
+    "bearer_token": ("earer", "EARER"),
+}
 
 
 def luhn_valid(digits: str) -> bool:
@@ -506,19 +517,20 @@ class Redactor:
         # so redaction.allowed.count means the same; silent, check it only on a hit.
         self._allowed_first = self._allowed_rx is not None and config.summary != "silent"
 
-        alternatives = [
-            (f"{_GROUP_PREFIX}u{index}", _normalize_regex(pattern))
-            for index, pattern in enumerate(config.blocked_values)
-        ]
+        # Value matchers in priority order: the user's blocked_values (one alternation), then
+        # the built-ins.  Each is searched separately (keeping the regex engine's fast scan
+        # for a pattern's first character) and the leftmost match wins, ties going to the
+        # earlier matcher: the same result as one big alternation, without its per-character
+        # cost, and a card candidate failing the Luhn check simply does not count.
+        matchers: list[tuple[re.Pattern[str], int, tuple[str, ...] | None]] = []
+        user_rx = _combine(config.blocked_values)
+        if user_rx is not None:
+            matchers.append((user_rx, _PLAIN, None))
         for name in dict.fromkeys(config.builtin_patterns):  # de-duplicated, in order
-            alternatives.append((_GROUP_PREFIX + name, BUILTIN_PATTERNS[name]))
-        self._value_rx = self._alternation(alternatives)
-        # Same alternation without the card pattern: tried where a card candidate failed
-        # the Luhn check, so another pattern can still match at that position.
-        self._value_rx_nocard = self._alternation(
-            [alt for alt in alternatives if alt[0] != _CARD_GROUP]
-        )
-        self._has_card = any(alt[0] == _CARD_GROUP for alt in alternatives)
+            matchers.append(
+                (re.compile(BUILTIN_PATTERNS[name]), _BUILTIN_KIND[name], _BUILTIN_NEEDLES[name])
+            )
+        self._matchers = matchers
 
         hash_name = config.hash_function
         self._hash: Callable[[bytes], Any] | None = {
@@ -528,7 +540,7 @@ class Redactor:
             "sha3": hashlib.sha3_256,
         }[hash_name]
 
-        self._values_matter = self._value_rx is not None or self._allowed_first
+        self._values_matter = bool(matchers) or self._allowed_first
         self._noop = (
             self._allow_all
             and not self._ignored_keys
@@ -536,12 +548,6 @@ class Redactor:
             and not self._values_matter
         )
         self._key_cache: dict[str, int] = {}
-
-    @staticmethod
-    def _alternation(alternatives: list[tuple[str, str]]) -> re.Pattern[str] | None:
-        if not alternatives:
-            return None
-        return re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in alternatives))
 
     # -- masking ---------------------------------------------------------------------------
 
@@ -555,49 +561,58 @@ class Redactor:
         allowed_rx = self._allowed_rx
         if self._allowed_first and allowed_rx.search(text):  # type: ignore[union-attr]
             return _ALLOWED
-        rx = self._value_rx
-        if rx is None:
-            return None
-        match = rx.search(text)
-        if match is None:
+        active: list[re.Pattern[str]] = []
+        kinds: list[int] = []
+        nexts: list[re.Match[str] | None] = []
+        for rx, kind, needles in self._matchers:
+            if needles is not None:
+                for needle in needles:
+                    if needle in text:
+                        break
+                else:
+                    continue
+            match = rx.search(text)
+            if match is not None:
+                active.append(rx)
+                kinds.append(kind)
+                nexts.append(match)
+        if not nexts:
             return None
         if allowed_rx is not None and not self._allowed_first and allowed_rx.search(text):
             return _ALLOWED
+
         pieces: list[str] = []
         done = 0  # text[:done] is already in pieces
-        while match is not None:
-            start, end = match.span()
-            group = match.lastgroup
-            resume = end
-            if group == _CARD_GROUP:
-                length = _luhn_span(match.group())
-                if length:
-                    end = start + length
-                    resume = end
-                else:
-                    other = (
-                        self._value_rx_nocard.match(text, start)
-                        if self._value_rx_nocard is not None
-                        else None
-                    )
-                    if other is None or other.end() == start:
-                        match = rx.search(text, start + 1)
+        pos = 0  # matches must start here or later
+        count = len(nexts)
+        while True:
+            best = None
+            best_index = 0
+            for index in range(count):
+                match = nexts[index]
+                if match is None:
+                    continue
+                if match.start() < pos:
+                    match = nexts[index] = active[index].search(text, pos)
+                    if match is None:
                         continue
-                    match = other
-                    start, end = match.span()
-                    resume = end
-                    group = match.lastgroup
-            if group == _BEARER_GROUP:
-                start, end = match.span(_BEARER_TOKEN_GROUP)
-            if end > start:
-                pieces.append(text[done:start])
-                pieces.append(self._replacement(text[start:end]))
-                done = end
-            if resume <= match.start():  # empty match: step on
-                resume = match.start() + 1
-            if resume > len(text):
+                if best is None or match.start() < best.start():
+                    best = match
+                    best_index = index
+            if best is None:
                 break
-            match = rx.search(text, resume)
+            start, end = best.span()
+            kind = kinds[best_index]
+            if end == start or (kind == _CARD and not (end := start + _luhn_span(best.group()))):
+                # An empty match, or a card number failing Luhn: no match at this position.
+                nexts[best_index] = active[best_index].search(text, start + 1)
+                continue
+            pos = best.end() if kind != _CARD else end
+            if kind == _BEARER:
+                start, end = best.span(1)
+            pieces.append(text[done:start])
+            pieces.append(self._replacement(text[start:end]))
+            done = end
         if not pieces:
             return None
         pieces.append(text[done:])

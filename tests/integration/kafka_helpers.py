@@ -11,8 +11,12 @@ from pipeline.otlp import TracesData
 from pipeline.settings import Settings
 
 
-def read_spans(settings: Settings, trace_ids: set[bytes], timeout: float = 20.0):
-    """Spans of the given traces found on the spans topic: {span id: (partition, span)}."""
+def read_spans(settings: Settings, trace_ids: set[bytes], expected: int, timeout: float = 20.0):
+    """Spans of the given traces on the spans topic: {span id: (partition, span)}.
+
+    Reads until ``expected`` spans were found (then one more poll, to catch extras) or
+    until timeout.
+    """
     topic = settings.topic("spans")
     consumer = Consumer(
         {
@@ -29,26 +33,22 @@ def read_spans(settings: Settings, trace_ids: set[bytes], timeout: float = 20.0)
     try:
         while time.monotonic() < deadline:
             for message in consumer.consume(500, timeout=0.5):
-                if message.error() or not message.value():
-                    continue
-                data = TracesData.FromString(message.value())
-                for resource_spans in data.resource_spans:
-                    for scope_spans in resource_spans.scope_spans:
-                        for span in scope_spans.spans:
-                            if span.trace_id in trace_ids:
-                                found[span.span_id] = (message.partition(), span)
-            if found and _idle(consumer, topic, settings.partitions):
+                _collect(message, trace_ids, found)
+            if len(found) >= expected:
+                for message in consumer.consume(500, timeout=0.5):
+                    _collect(message, trace_ids, found)
                 break
     finally:
         consumer.close()
     return found
 
 
-def _idle(consumer: Consumer, topic: str, partitions: int) -> bool:
-    """True when the consumer has read up to the end of every partition."""
-    for partition in range(partitions):
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-        position = consumer.position([TopicPartition(topic, partition)])[0].offset
-        if position < high and high > 0:
-            return False
-    return True
+def _collect(message, trace_ids: set[bytes], found: dict) -> None:
+    if message.error() or not message.value():
+        return
+    data = TracesData.FromString(message.value())
+    for resource_spans in data.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if span.trace_id in trace_ids:
+                    found[span.span_id] = (message.partition(), span)

@@ -80,7 +80,7 @@ def test_sdk_exporters_reach_kafka_partitioned_by_trace(gateway: Settings, trans
         )
     trace_ids = export_with_sdk(exporter, f"sdk-{transport}")
 
-    found = read_spans(gateway, trace_ids)
+    found = read_spans(gateway, trace_ids, expected=10)
     assert len(found) == 10  # 5 traces x 2 spans
     for partition, span in found.values():
         assert partition == partition_for_trace(span.trace_id, gateway.partitions)
@@ -100,7 +100,7 @@ def test_partial_success_over_http_protobuf(gateway: Settings):
     assert response.partial_success.rejected_spans == 2
     assert "trace_id must be 16 bytes" in response.partial_success.error_message
     assert "before start" in response.partial_success.error_message
-    assert len(read_spans(gateway, {good_trace})) == 1
+    assert len(read_spans(gateway, {good_trace}, expected=1)) == 1
 
 
 def test_partial_success_over_grpc(gateway: Settings):
@@ -134,7 +134,7 @@ def test_otlp_json_with_hex_ids_and_string_ints(gateway: Settings):
     )
     assert reply.status_code == 200, reply.text
     assert reply.json() == {}
-    [(_, span)] = read_spans(gateway, {trace_id}).values()
+    [(_, span)] = read_spans(gateway, {trace_id}, expected=1).values()
     assert (span.name, span.kind, span.status.code) == ("json-op", 2, 2)
 
 
@@ -155,7 +155,7 @@ def test_gzip_bodies_and_bombs(gateway: Settings):
         headers={**PROTOBUF, "content-encoding": "gzip"},
     )
     assert reply.status_code == 200
-    assert len(read_spans(gateway, {trace_id})) == 4
+    assert len(read_spans(gateway, {trace_id}, expected=4)) == 4
 
     bomb = gzip.compress(bytes(gateway.gateway_max_decompressed_bytes + 1))
     reply = httpx.post(
