@@ -75,7 +75,8 @@ def test_sdk_exporters_reach_kafka_partitioned_by_trace(gateway: Settings, trans
         exporter = HttpExporter(endpoint=http_url(gateway), compression=Compression.Gzip)
     else:
         exporter = GrpcExporter(
-            endpoint=f"127.0.0.1:{gateway.gateway_grpc_port}", insecure=True,
+            endpoint=f"127.0.0.1:{gateway.gateway_grpc_port}",
+            insecure=True,
             compression=grpc.Compression.Gzip,
         )
     trace_ids = export_with_sdk(exporter, f"sdk-{transport}")
@@ -117,17 +118,29 @@ def test_partial_success_over_grpc(gateway: Settings):
 def test_otlp_json_with_hex_ids_and_string_ints(gateway: Settings):
     trace_id = os.urandom(16)
     body = {
-        "resourceSpans": [{
-            "resource": {"attributes": [
-                {"key": "service.name", "value": {"stringValue": "json-svc"}}
-            ]},
-            "scopeSpans": [{"spans": [{
-                "traceId": trace_id.hex(), "spanId": os.urandom(8).hex(), "name": "json-op",
-                "kind": "SPAN_KIND_SERVER", "startTimeUnixNano": "1700000000000000000",
-                "endTimeUnixNano": 1700000000500000000, "status": {"code": 2},
-                "someFutureField": {"ignored": True},
-            }]}],
-        }]
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": trace_id.hex(),
+                                "spanId": os.urandom(8).hex(),
+                                "name": "json-op",
+                                "kind": "SPAN_KIND_SERVER",
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": 1700000000500000000,
+                                "status": {"code": 2},
+                                "someFutureField": {"ignored": True},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
     }
     reply = httpx.post(
         http_url(gateway), content=orjson.dumps(body), headers={"content-type": "application/json"}
@@ -151,7 +164,8 @@ def test_gzip_bodies_and_bombs(gateway: Settings):
     trace_id = os.urandom(16)
     body = build_request(4, trace_id=trace_id).SerializeToString()
     reply = httpx.post(
-        http_url(gateway), content=gzip.compress(body),
+        http_url(gateway),
+        content=gzip.compress(body),
         headers={**PROTOBUF, "content-encoding": "gzip"},
     )
     assert reply.status_code == 200

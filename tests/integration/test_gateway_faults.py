@@ -80,9 +80,10 @@ def test_kafka_down_gives_retryable_errors_then_recovers(private_kafka: Settings
         assert wait_until(lambda: httpx.get(ready).status_code == 503, "not ready", 15)
 
         channel_address = f"127.0.0.1:{gateway.gateway_grpc_port}"
-        with grpc.insecure_channel(channel_address) as channel, pytest.raises(
-            grpc.RpcError
-        ) as refused:
+        with (
+            grpc.insecure_channel(channel_address) as channel,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
             channel.unary_unary(EXPORT_METHOD)(body, timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert retry_delay(refused.value) == 1

@@ -32,7 +32,10 @@ def test_run_sends_a_demo_trace_and_says_where_it_is(
     }
     finished = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "--exit-after-demo"],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output

@@ -10,15 +10,22 @@ def make_trace() -> TracesData:
     service.value.string_value = "frontend"
     scope_spans = resource_spans.scope_spans.add()
     root = scope_spans.spans.add(
-        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="GET /", kind=Span.SPAN_KIND_SERVER,
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        name="GET /",
+        kind=Span.SPAN_KIND_SERVER,
         start_time_unix_nano=1_700_000_000_000_000_001,
         end_time_unix_nano=1_700_000_001_000_000_000,
     )
     root.attributes.add(key="http.status_code").value.int_value = 500
     root.status.code = 2
     child = scope_spans.spans.add(
-        trace_id=b"\x01" * 16, span_id=b"\x03" * 8, parent_span_id=b"\x02" * 8, name="db",
-        kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=1_700_000_000_100_000_000,
+        trace_id=b"\x01" * 16,
+        span_id=b"\x03" * 8,
+        parent_span_id=b"\x02" * 8,
+        name="db",
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=1_700_000_000_100_000_000,
         end_time_unix_nano=1_700_000_000_200_000_000,
     )
     tags = child.attributes.add(key="db.tags").value.array_value.values
