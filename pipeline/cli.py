@@ -109,8 +109,13 @@ def gateway(**overrides: Any) -> None:
 
 @main.command()
 @settings_options(
-    *SERVICES, "worker_roles", "worker_web_port", "policies", "decision_wait",
-    "sampling_percentage", "tick_interval",
+    *SERVICES,
+    "worker_roles",
+    "worker_web_port",
+    "policies",
+    "decision_wait",
+    "sampling_percentage",
+    "tick_interval",
 )
 def worker(**overrides: Any) -> None:
     """The Faust worker: sampler and sink agents; Faust web with /metrics on :6066."""
@@ -120,8 +125,33 @@ def worker(**overrides: Any) -> None:
 
 
 @main.command()
+@settings_options(*SERVICES)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write JSON here")
+@click.option("--seconds", type=float, default=15.0, show_default=True, help="load per transport")
+@click.option("--quick", is_flag=True, help="short runs (about a minute in all)")
+def bench(json_path: str | None, seconds: float, quick: bool, **overrides: Any) -> None:
+    """Measure the pipeline's stages on the local stack, next to ceilings from the same run."""
+    from pathlib import Path
+
+    from pipeline.bench.gateway import bench_gateway
+    from pipeline.bench.report import print_gateway, write_json
+    from pipeline.stack import stack_up
+
+    settings = load_settings(overrides)
+    stack_up(settings)
+    results = {"gateway": bench_gateway(settings, 5.0 if quick else seconds)}
+    print_gateway(results["gateway"])
+    if json_path:
+        write_json(Path(json_path), results)
+
+
+@main.command()
 @settings_options(
-    *SERVICES, "gateway_http_port", "gateway_metrics_port", "worker_web_port", "decision_wait",
+    *SERVICES,
+    "gateway_http_port",
+    "gateway_metrics_port",
+    "worker_web_port",
+    "decision_wait",
     "sampling_percentage",
 )
 @click.option("--exit-after-demo", is_flag=True, help="stop the pipeline once the demo is stored")
@@ -131,4 +161,3 @@ def run(exit_after_demo: bool, **overrides: Any) -> None:
 
     settings = load_settings(overrides)
     sys.exit(run_everything(settings, exit_after_demo=exit_after_demo))
-

@@ -41,9 +41,7 @@ def parse_export_request(body: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def regroup_spans(
-    resource_spans_list, key_of: Callable[[Span], K | None]
-) -> dict[K, TracesData]:
+def regroup_spans(resource_spans_list, key_of: Callable[[Span], K | None]) -> dict[K, TracesData]:
     """Split spans into one TracesData per key, keeping each span's resource and scope.
 
     ``resource_spans_list`` is the ``resource_spans`` field of an export request or of a

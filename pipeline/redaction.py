@@ -17,9 +17,11 @@ Per attribute, in this order (the Collector's order):
 A masked part becomes ``****``, or the hex digest of the masked text when ``hash_function``
 is set (``sha3`` is SHA3-256, as in the Collector).
 
-Speed: the key decision is cached per key, all value patterns are compiled into one
-alternation that is searched once per string value, and a request is not walked at all
-when the configuration cannot change anything.
+Speed: the decision per key is cached; the user's ``blocked_values`` are one compiled
+alternation; each built-in is searched only when a cheap substring test says it can match
+(``@`` for e-mail, ``-`` for SSN, ``earer`` for bearer tokens); string values found clean
+are remembered (bounded set, clean values only), since attribute values repeat a lot; and
+a request is not walked at all when the configuration cannot change anything.
 """
 
 from __future__ import annotations
@@ -168,16 +170,14 @@ _BUILTIN_NEEDLES: dict[str, tuple[str, ...] | None] = {
 }
 
 
+# ASCII digit -> ASCII digit of the digit sum of twice it, for the doubled Luhn positions.
+_LUHN_DOUBLE = bytes.maketrans(b"0123456789", b"0246813579")
+
+
 def luhn_valid(digits: str) -> bool:
     """Luhn checksum of a string of ASCII digits."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if position & 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
+    data = digits.encode("ascii")[::-1]
+    total = sum(data[0::2]) + sum(data[1::2].translate(_LUHN_DOUBLE)) - 48 * len(data)
     return total % 10 == 0
 
 
@@ -242,7 +242,7 @@ _FIELD_HINTS = {
     "summary": "one of debug, info, silent",
     "builtin_patterns": "a list of: " + ", ".join(BUILTIN_PATTERNS),
 }
-_REGEX_NOTE = " (Python re syntax; RE2 leading flags like (?i), (?<name>...) and \\z are accepted)"
+_REGEX_NOTE = " (Python re syntax; RE2 habits like a leading (?i), (?<name>...) and \\z work)"
 for _field in ("blocked_key_patterns", "blocked_values", "allowed_values"):
     _FIELD_HINTS[_field] += _REGEX_NOTE
 _KEYS_HINT = "the keys " + ", ".join(RedactionConfig.model_fields)
@@ -469,6 +469,8 @@ class RedactionStats:
 # Key decisions, cached per key.
 _KEEP, _IGNORE, _REMOVE, _MASK_KEY, _VALUES = range(5)
 _KEY_CACHE_LIMIT = 8192
+_CLEAN_CACHE_LIMIT = 16384
+_CLEAN_TEXT_LIMIT = 256
 _ALLOWED = object()  # "value matched allowed_values" marker
 
 
@@ -522,15 +524,11 @@ class Redactor:
         # for a pattern's first character) and the leftmost match wins, ties going to the
         # earlier matcher: the same result as one big alternation, without its per-character
         # cost, and a card candidate failing the Luhn check simply does not count.
-        matchers: list[tuple[re.Pattern[str], int, tuple[str, ...] | None]] = []
-        user_rx = _combine(config.blocked_values)
-        if user_rx is not None:
-            matchers.append((user_rx, _PLAIN, None))
-        for name in dict.fromkeys(config.builtin_patterns):  # de-duplicated, in order
-            matchers.append(
-                (re.compile(BUILTIN_PATTERNS[name]), _BUILTIN_KIND[name], _BUILTIN_NEEDLES[name])
-            )
-        self._matchers = matchers
+        self._user_rx = _combine(config.blocked_values)
+        self._builtins: list[tuple[re.Pattern[str], int, tuple[str, ...] | None]] = [
+            (re.compile(BUILTIN_PATTERNS[name]), _BUILTIN_KIND[name], _BUILTIN_NEEDLES[name])
+            for name in dict.fromkeys(config.builtin_patterns)  # de-duplicated, in order
+        ]
 
         hash_name = config.hash_function
         self._hash: Callable[[bytes], Any] | None = {
@@ -540,7 +538,9 @@ class Redactor:
             "sha3": hashlib.sha3_256,
         }[hash_name]
 
-        self._values_matter = bool(matchers) or self._allowed_first
+        self._values_matter = (
+            self._user_rx is not None or bool(self._builtins) or self._allowed_first
+        )
         self._noop = (
             self._allow_all
             and not self._ignored_keys
@@ -548,6 +548,10 @@ class Redactor:
             and not self._values_matter
         )
         self._key_cache: dict[str, int] = {}
+        # String values seen to need no masking.  Attribute values repeat a lot across spans
+        # (methods, routes, peers, statements), so this skips most regex work.  Only clean
+        # values are kept, never one that contained something to mask.
+        self._clean: set[str] = set()
 
     # -- masking ---------------------------------------------------------------------------
 
@@ -561,10 +565,12 @@ class Redactor:
         allowed_rx = self._allowed_rx
         if self._allowed_first and allowed_rx.search(text):  # type: ignore[union-attr]
             return _ALLOWED
-        active: list[re.Pattern[str]] = []
-        kinds: list[int] = []
-        nexts: list[re.Match[str] | None] = []
-        for rx, kind, needles in self._matchers:
+        found = None
+        if self._user_rx is not None:
+            match = self._user_rx.search(text)
+            if match is not None:
+                found = [(self._user_rx, _PLAIN, match)]
+        for rx, kind, needles in self._builtins:
             if needles is not None:
                 for needle in needles:
                     if needle in text:
@@ -573,14 +579,23 @@ class Redactor:
                     continue
             match = rx.search(text)
             if match is not None:
-                active.append(rx)
-                kinds.append(kind)
-                nexts.append(match)
-        if not nexts:
+                if found is None:
+                    found = [(rx, kind, match)]
+                else:
+                    found.append((rx, kind, match))
+        if found is None:
             return None
         if allowed_rx is not None and not self._allowed_first and allowed_rx.search(text):
             return _ALLOWED
+        return self._rewrite(text, found)
 
+    def _rewrite(
+        self, text: str, found: list[tuple[re.Pattern[str], int, re.Match[str]]]
+    ) -> str | None:
+        """Mask the matches of the matchers in ``found`` (each with its first match)."""
+        active = [entry[0] for entry in found]
+        kinds = [entry[1] for entry in found]
+        nexts: list[re.Match[str] | None] = [entry[2] for entry in found]
         pieces: list[str] = []
         done = 0  # text[:done] is already in pieces
         pos = 0  # matches must start here or later
@@ -603,7 +618,9 @@ class Redactor:
                 break
             start, end = best.span()
             kind = kinds[best_index]
-            if end == start or (kind == _CARD and not (end := start + _luhn_span(best.group()))):
+            if kind == _CARD:
+                end = start + _luhn_span(best.group())
+            if end == start:
                 # An empty match, or a card number failing Luhn: no match at this position.
                 nexts[best_index] = active[best_index].search(text, start + 1)
                 continue
@@ -669,6 +686,7 @@ class Redactor:
         if not attributes:
             return
         cache = self._key_cache
+        clean = self._clean
         removed: list[int] | None = None
         removed_keys: list[str] = []
         masked_keys: list[str] = []
@@ -683,17 +701,24 @@ class Redactor:
                 continue
             if action == _VALUES:
                 value = kv.value
-                kind = value.WhichOneof("value")
-                if kind == "string_value":
-                    result = self._mask_text(value.string_value)
-                    if result is None:
+                text = value.string_value  # "" unless the value is a (non-empty) string
+                if text:
+                    if text in clean:
                         continue
-                    if result is _ALLOWED:
+                    result = self._mask_text(text)
+                    if result is None:
+                        if len(text) <= _CLEAN_TEXT_LIMIT:
+                            if len(clean) >= _CLEAN_CACHE_LIMIT:
+                                clean.clear()
+                            clean.add(text)
+                    elif result is _ALLOWED:
                         allowed_keys.append(key)
                     else:
                         value.string_value = result
                         masked_keys.append(key)
-                elif kind == "array_value":
+                    continue
+                kind = value.WhichOneof("value")
+                if kind == "array_value":
                     masked, allowed = self._mask_nested(value.array_value.values)
                     if masked:
                         masked_keys.append(key)

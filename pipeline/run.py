@@ -109,8 +109,10 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         console.print("[green]stored.[/] All 5 spans are in OpenSearch:")
         console.print(f"  curl '{url}'")
         console.print(f"Send your own OTLP/HTTP traces to {gateway_http}/v1/traces.")
-        console.print(f"Logs: {logs}   Metrics: http://127.0.0.1:{settings.gateway_metrics_port}"
-                      f"/metrics, {worker_web}metrics")
+        console.print(
+            f"Logs: {logs}   Metrics: http://127.0.0.1:{settings.gateway_metrics_port}"
+            f"/metrics, {worker_web}metrics"
+        )
         if exit_after_demo:
             return 0
         console.print("Pipeline running; Ctrl-C stops it (`spansieve stack down` stops the stack).")

@@ -231,3 +231,27 @@ def test_api_keys_and_service_allow_list(pipeline_settings: Settings, tmp_path):
                 export(body, timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             export(body, timeout=10, metadata=(("authorization", "Bearer admin-key"),))
+
+
+def test_pii_is_redacted_before_kafka(pipeline_settings: Settings, tmp_path):
+    config = tmp_path / "redaction.yaml"
+    config.write_text(
+        "allow_all_keys: true\n"
+        "blocked_key_patterns: ['(?i)password']\n"
+        "builtin_patterns: [credit_card, email]\n"
+        "summary: info\n"
+    )
+    request = build_request(1)
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.add(key="db.password").value.string_value = "hunter2"
+    span.attributes.add(key="note").value.string_value = "card 4111 1111 1111 1111 ok"
+    span.attributes.add(key="user").value.string_value = "mail jane@example.com now"
+    with running_gateway(pipeline_settings, gateway_redaction=config) as gateway:
+        reply = httpx.post(http_url(gateway), content=request.SerializeToString(), headers=PROTOBUF)
+        assert reply.status_code == 200
+    [(_, stored)] = read_spans(gateway, {span.trace_id}, expected=1).values()
+    values = {kv.key: kv.value for kv in stored.attributes}
+    assert values["db.password"].string_value == "****"
+    assert values["note"].string_value == "card **** ok"
+    assert values["user"].string_value == "mail **** now"
+    assert values["redaction.masked.count"].int_value == 3

@@ -560,6 +560,22 @@ def test_unset_resource_and_scope_stay_unset():
     assert as_dict(span.attributes) == {"a": "****"}
 
 
+def test_repeated_values_are_masked_every_time():
+    redactor = Redactor(RedactionConfig(allow_all_keys=True, builtin_patterns=["email"]))
+    for _ in range(3):
+        request = request_with(span={"a": "to x@y.io", "b": "GET"}, event={"a": "to x@y.io"})
+        stats = redactor.redact_request(request)
+        assert as_dict(span_of(request).attributes) == {"a": "to ****", "b": "GET"}
+        assert as_dict(span_of(request).events[0].attributes) == {"a": "to ****"}
+        assert stats == RedactionStats(0, 2)
+
+
+def test_long_values_are_scanned_whole():
+    text = "x" * 5000 + " a@b.io " + "4111111111111111 " * 3 + "y" * 5000
+    out = scrub(text, builtin_patterns=ALL_BUILTINS)
+    assert out == "x" * 5000 + " **** " + "**** " * 3 + "y" * 5000
+
+
 def test_many_spans_share_the_key_cache():
     request = ExportTraceServiceRequest()
     spans = request.resource_spans.add().scope_spans.add().spans
@@ -594,10 +610,10 @@ def test_re2_style_patterns_are_accepted():
     config = RedactionConfig(
         allow_all_keys=True,
         blocked_key_patterns=["(?i)secret"],
-        blocked_values=["(?P<n>x)y", "(?<m>q)r", "(?i)zz", "end\\z"],
+        blocked_values=["(?P<n>x)y", "(?<m>q)r", "(?i)zz", "end\\z", "(?x) t h e  # verbose"],
     )
     attrs, _ = redact_span({"MY_SECRET": "s", "v": "xy qr ZZ the end"}, **config.model_dump())
-    assert attrs == {"MY_SECRET": "****", "v": "**** **** **** the ****"}
+    assert attrs == {"MY_SECRET": "****", "v": "**** **** **** **** ****"}
 
 
 def test_load_bare_mapping(tmp_path):

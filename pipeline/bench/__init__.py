@@ -1,0 +1,1 @@
+"""`spansieve bench`: per-stage throughput next to ceilings measured in the same run."""
