@@ -66,13 +66,17 @@ class SpanIngestor:
     async def ingest(
         self, request: ExportTraceServiceRequest, body_size: int, principal: Principal
     ) -> ExportOutcome:
-        """Produce the request's acceptable spans and wait for Kafka's acks."""
+        """Produce the request's acceptable spans and wait for Kafka's acks.
+
+        A request larger than the in-flight cap is still taken when nothing else is in
+        flight, so the cap bounds memory without refusing any one request for ever.
+        """
         if not self._producer.reachable:
             raise KafkaUnavailable("Kafka is unreachable")
         total = count_spans(request)
         if total > self._max_spans:
             raise TooManySpans(f"{total} spans in one request; the limit is {self._max_spans}")
-        if self._inflight + body_size > self._max_inflight:
+        if self._inflight and self._inflight + body_size > self._max_inflight:
             raise Overloaded(f"{self._inflight} bytes already await Kafka acks")
         rejections: Counter[str] = Counter()
         if principal.allowed_services is not None:

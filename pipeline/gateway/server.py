@@ -93,9 +93,10 @@ async def serve_gateway(settings: Settings) -> None:
     check_exposure(settings, auth)
     redactor = _redactor(settings)
     ensure_topics(settings)
-    producer = AsyncProducer(
-        settings, **{"queue.buffering.max.kbytes": settings.gateway_max_inflight_bytes // 1024}
-    )
+    # librdkafka's own queue is bounded too (its default is 1 GiB); the floor keeps a tiny
+    # in-flight cap from turning every request into "queue full".
+    queue_kbytes = max(settings.gateway_max_inflight_bytes, 16 * 1024 * 1024) // 1024
+    producer = AsyncProducer(settings, **{"queue.buffering.max.kbytes": queue_kbytes})
     ingestor = SpanIngestor(settings, producer, redactor)
     metrics.PRODUCER_QUEUE.set_function(producer.queue_length)
     metrics.INFLIGHT_BYTES.set_function(lambda: ingestor.inflight_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 
@@ -255,3 +256,27 @@ def test_pii_is_redacted_before_kafka(pipeline_settings: Settings, tmp_path):
     assert values["note"].string_value == "card **** ok"
     assert values["user"].string_value == "mail **** now"
     assert values["redaction.masked.count"].int_value == 3
+
+
+def test_inflight_cap_answers_429_and_metrics_count_outcomes(pipeline_settings: Settings):
+    body = build_request(200).SerializeToString()
+    with running_gateway(pipeline_settings, gateway_max_inflight_bytes=len(body) + 1) as gateway:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                sends = [
+                    client.post(http_url(gateway), content=body, headers=PROTOBUF)
+                    for _ in range(40)
+                ]
+                return await asyncio.gather(*sends)
+
+        replies = asyncio.run(burst())
+        codes = [reply.status_code for reply in replies]
+        assert set(codes) <= {200, 429}
+        assert 200 in codes and 429 in codes
+        assert all(r.headers["retry-after"] == "1" for r in replies if r.status_code == 429)
+
+        text = httpx.get(f"http://127.0.0.1:{gateway.gateway_metrics_port}/metrics").text
+        overloaded = 'spansieve_gateway_requests_total{outcome="overloaded",transport="http"}'
+        assert f"{overloaded} {codes.count(429)}.0" in text
+        assert f"spansieve_gateway_spans_accepted_total {codes.count(200) * 200}.0" in text
