@@ -11,6 +11,7 @@ import structlog
 
 from agents import metrics
 from agents.buffer import TraceBuffer
+from agents.topics import raw_topic
 from pipeline.otlp import TracesData, regroup_spans, summarize_trace
 from pipeline.sampling import decide
 from pipeline.settings import Settings
@@ -21,18 +22,8 @@ TICK_KEY = b"\x00spansieve-tick"
 
 
 def register_sampler(app: faust.App, settings: Settings) -> None:
-    spans_topic = app.topic(
-        settings.topic("spans"),
-        partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    sampled_topic = app.topic(
-        settings.topic("sampled"),
-        partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    spans_topic = raw_topic(app, settings, "spans")
+    sampled_topic = raw_topic(app, settings, "sampled")
     buffer = TraceBuffer(app, settings.partitions)
 
     @app.agent(spans_topic, name="sampler")

@@ -13,6 +13,7 @@ import structlog
 from opensearchpy import AsyncOpenSearch, OpenSearch
 
 from agents import metrics
+from agents.topics import raw_topic
 from pipeline.otlp import TracesData
 from pipeline.settings import Settings
 from pipeline.store import ensure_span_index, index_traces
@@ -25,12 +26,7 @@ MAX_BACKOFF = 30.0
 
 
 def register_sink(app: faust.App, settings: Settings) -> None:
-    sampled_topic = app.topic(
-        settings.topic("sampled"),
-        partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    sampled_topic = raw_topic(app, settings, "sampled")
     client = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=30)
 
     @app.task

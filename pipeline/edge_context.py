@@ -172,26 +172,29 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class TraceContextASGIMiddleware:
+class _EdgeMiddleware:
+    """What both middlewares hold: the wrapped app, the trust policy and the header set."""
+
+    def __init__(
+        self, app: Any, policy: TrustPolicy, mode: Mode = "reroot", *, strip_baggage: bool = True
+    ) -> None:
+        _check_mode(mode)
+        self.app = app
+        self.policy = policy
+        self.mode = mode
+        self.stripped_names = _stripped_names(strip_baggage)
+
+
+class TraceContextASGIMiddleware(_EdgeMiddleware):
     """ASGI 3 middleware: strips propagation headers of untrusted http/websocket requests.
 
     Other scope types (lifespan) pass through.  Put it outside the OpenTelemetry
     middleware, i.e. wrap the finished application object.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        policy: TrustPolicy,
-        mode: Mode = "reroot",
-        *,
-        strip_baggage: bool = True,
-    ) -> None:
-        _check_mode(mode)
-        self.app = app
-        self.policy = policy
-        self.mode = mode
-        self._strip = frozenset(name.encode("latin-1") for name in _stripped_names(strip_baggage))
+    def __init__(self, app: ASGIApp, policy: TrustPolicy, mode: Mode = "reroot", **options):
+        super().__init__(app, policy, mode, **options)
+        self._strip = frozenset(name.encode("latin-1") for name in self.stripped_names)
         self._secret_name = policy.header_name.encode("latin-1") if policy.header_name else None
 
     def _presented_secret(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -239,28 +242,17 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class TraceContextWSGIMiddleware:
+class TraceContextWSGIMiddleware(_EdgeMiddleware):
     """WSGI middleware: strips propagation headers of untrusted requests.
 
     The application is called with a cleaned copy of the environ; the caller's dict is not
     modified.  Put it outside the OpenTelemetry WSGI middleware.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        policy: TrustPolicy,
-        mode: Mode = "reroot",
-        *,
-        strip_baggage: bool = True,
-    ) -> None:
-        _check_mode(mode)
-        self.app = app
-        self.policy = policy
-        self.mode = mode
+    def __init__(self, app: WSGIApp, policy: TrustPolicy, mode: Mode = "reroot", **options):
+        super().__init__(app, policy, mode, **options)
         self._strip = {
-            "HTTP_" + name.upper().replace("-", "_"): name
-            for name in _stripped_names(strip_baggage)
+            "HTTP_" + name.upper().replace("-", "_"): name for name in self.stripped_names
         }
         self._secret_key = policy.wsgi_header_key
 

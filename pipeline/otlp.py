@@ -27,6 +27,7 @@ __all__ = [
     "TracesData",
     "parse_export_request",
     "regroup_spans",
+    "set_any_value",
     "summarize_trace",
 ]
 
@@ -94,3 +95,25 @@ def summarize_trace(data: TracesData) -> TraceSummary:
                 summary.start_ns = min(summary.start_ns, span.start_time_unix_nano)
                 summary.end_ns = max(summary.end_ns, span.end_time_unix_nano)
     return summary
+
+
+def set_any_value(any_value, value) -> None:
+    """Store a Python value (str, bool, int, float, bytes, list, dict) in an OTLP AnyValue."""
+    if isinstance(value, bool):
+        any_value.bool_value = value
+    elif isinstance(value, int):
+        any_value.int_value = value
+    elif isinstance(value, float):
+        any_value.double_value = value
+    elif isinstance(value, bytes):
+        any_value.bytes_value = value
+    elif isinstance(value, list):
+        any_value.array_value.SetInParent()
+        for item in value:
+            set_any_value(any_value.array_value.values.add(), item)
+    elif isinstance(value, dict):
+        any_value.kvlist_value.SetInParent()
+        for key, item in value.items():
+            set_any_value(any_value.kvlist_value.values.add(key=key).value, item)
+    else:
+        any_value.string_value = value

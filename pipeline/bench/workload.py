@@ -10,21 +10,13 @@ import random
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline.otlp import ExportTraceServiceRequest
+from pipeline.otlp import ExportTraceServiceRequest, set_any_value
 
 SERVICES = ("frontend", "checkout", "payments", "cart", "catalog", "shipping", "users")
 
 
 def _attribute(span_or_resource, key: str, value) -> None:
-    target = span_or_resource.attributes.add(key=key).value
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    else:
-        target.string_value = value
+    set_any_value(span_or_resource.attributes.add(key=key).value, value)
 
 
 def build_export_request(

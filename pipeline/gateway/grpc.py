@@ -32,6 +32,14 @@ def _retryable_details(code: int, message: str) -> tuple[tuple[str, bytes], ...]
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
+# Ingest failures -> (gRPC status, metric label, google.rpc code when retryable).
+_FAILURES = {
+    TooManySpans: (grpc.StatusCode.INVALID_ARGUMENT, "too_many_spans", None),
+    Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded", code_pb2.RESOURCE_EXHAUSTED),
+    KafkaUnavailable: (grpc.StatusCode.UNAVAILABLE, "unavailable", code_pb2.UNAVAILABLE),
+}
+
+
 class TraceServiceHandler:
     """Export: authenticate, parse, ingest; map failures to OTLP's gRPC status codes."""
 
@@ -55,23 +63,11 @@ class TraceServiceHandler:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP protobuf: {exc}")
         try:
             outcome = await self._ingestor.ingest(request, len(raw), principal)
-        except TooManySpans as exc:
-            metrics.REQUESTS.labels("grpc", "too_many_spans").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Overloaded as exc:
-            metrics.REQUESTS.labels("grpc", "overloaded").inc()
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                str(exc),
-                _retryable_details(code_pb2.RESOURCE_EXHAUSTED, str(exc)),
-            )
-        except KafkaUnavailable as exc:
-            metrics.REQUESTS.labels("grpc", "unavailable").inc()
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                str(exc),
-                _retryable_details(code_pb2.UNAVAILABLE, str(exc)),
-            )
+        except (TooManySpans, Overloaded, KafkaUnavailable) as exc:
+            status, label, retry_code = _FAILURES[type(exc)]
+            metrics.REQUESTS.labels("grpc", label).inc()
+            retry = _retryable_details(retry_code, str(exc)) if retry_code is not None else None
+            await context.abort(status, str(exc), retry)
         metrics.REQUESTS.labels("grpc", "partial" if outcome.rejected else "ok").inc()
         response = ExportTraceServiceResponse()
         if outcome.rejected:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from pipeline.otlp import set_any_value
 from pipeline.redaction import (
     RedactionConfig,
     RedactionConfigError,
@@ -27,27 +28,6 @@ ALL_BUILTINS = ["credit_card", "email", "us_ssn", "bearer_token"]
 # --------------------------------------------------------------------------------- helpers
 
 
-def _set(any_value, value) -> None:
-    if isinstance(value, bool):
-        any_value.bool_value = value
-    elif isinstance(value, int):
-        any_value.int_value = value
-    elif isinstance(value, float):
-        any_value.double_value = value
-    elif isinstance(value, bytes):
-        any_value.bytes_value = value
-    elif isinstance(value, list):
-        any_value.array_value.SetInParent()
-        for item in value:
-            _set(any_value.array_value.values.add(), item)
-    elif isinstance(value, dict):
-        any_value.kvlist_value.SetInParent()
-        for key, item in value.items():
-            _set(any_value.kvlist_value.values.add(key=key).value, item)
-    else:
-        any_value.string_value = value
-
-
 def _get(any_value):
     kind = any_value.WhichOneof("value")
     if kind == "array_value":
@@ -59,7 +39,7 @@ def _get(any_value):
 
 def fill(attributes, values: dict) -> None:
     for key, value in values.items():
-        _set(attributes.add(key=key).value, value)
+        set_any_value(attributes.add(key=key).value, value)
 
 
 def as_dict(attributes) -> dict:
