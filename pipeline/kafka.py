@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -18,14 +19,26 @@ from pipeline.settings import TOPIC_NAMES, Settings
 log = structlog.get_logger(__name__)
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create the product's topics if missing (idempotent; existing topics are left as is)."""
+def ensure_topics(
+    settings: Settings,
+    names: Iterable[str] | None = None,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create topics if missing (idempotent; existing topics are left as they are).
+
+    Without ``names``, the product's topics (TOPIC_NAMES under the prefix). Every topic
+    gets ``settings.partitions`` partitions, the co-partitioning the workers rely on.
+    """
+    wanted_names = list(names) if names is not None else [settings.topic(n) for n in TOPIC_NAMES]
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [
-        NewTopic(settings.topic(name), num_partitions=settings.partitions, replication_factor=1)
-        for name in TOPIC_NAMES
-        if settings.topic(name) not in existing
+        NewTopic(
+            name, num_partitions=settings.partitions, replication_factor=1, config=config or {}
+        )
+        for name in wanted_names
+        if name not in existing
     ]
     if not wanted:
         return
