@@ -33,6 +33,9 @@ def create_app(settings: Settings) -> faust.App:
         web_host="127.0.0.1",
         web_port=settings.worker_web_port,
         web_in_thread=False,
+        # A killed worker's partitions move after this long (Faust's default is 60 s).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
 
     @app.page("/metrics")

@@ -1,127 +1,199 @@
-"""Per-trace span buffers in RocksDB-backed Faust tables.
+"""Per-trace span buffers in a RocksDB-backed Faust table, appended to, never rewritten.
 
-Spans of a trace arrive in pieces (one piece per Kafka message that carried some of its
-spans). Each piece is stored once under its own key, ``trace id + piece number``, so a
-trace's buffer grows by appending and is never rewritten. A small fixed-size summary per
-trace (times, counts, error flag) lives in a second table; the Python heap holds only the
-trace id and its last-seen time per partition, rebuilt from the summary table after a
-restart or rebalance.
+Spans of a trace arrive in pieces: one piece per Kafka message that carried some of its
+spans (a serialized ``TracesData``). Each piece is stored once under the key
 
-Table writes must happen while processing an event of the owning partition: Faust sends
-each change to the changelog partition of the current event, which is what restores it on
-the right worker.
+    trace id (16 bytes) | piece number (4) | span count (4) | root flag (1)
+
+so a trace's pieces sit next to each other in RocksDB: reading a trace is one prefix scan,
+dropping it one range delete, and the index can be rebuilt from the keys alone. Protobuf
+parses concatenated pieces as one ``TracesData``, so the spans are never re-encoded.
+
+Durability: every piece goes to the table's changelog topic, which keeps data for a
+limited time (longer than any trace may stay buffered) instead of being compacted, so
+decided traces need no tombstones; they are only deleted locally. After a restart or a
+rebalance Faust restores the changelog into RocksDB and ``rebuild`` re-indexes what is
+there, skipping traces already in the decision cache.
+
+The Python heap holds one small ``TraceState`` per buffered trace, per partition.
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import faust
 
-from pipeline.otlp import TraceSummary
-from pipeline.partitioner import partition_for_trace
-
-_SUMMARY = struct.Struct("<ddIIB")  # first seen, last seen, pieces, spans, has error
-_PIECE_NUMBER = struct.Struct(">I")
+_KEY_TAIL = struct.Struct(">IIB")  # piece number, span count, root flag
+KEY_SIZE = 16 + _KEY_TAIL.size
+_RANGE_END = b"\xff" * _KEY_TAIL.size
 
 
-@dataclass(slots=True)
-class BufferedTrace:
-    """Summary of a buffered trace, as stored in the summary table."""
-
-    first_seen: float
-    last_seen: float
-    pieces: int
-    spans: int
-    has_error: bool
-
-    def pack(self) -> bytes:
-        return _SUMMARY.pack(
-            self.first_seen, self.last_seen, self.pieces, self.spans, self.has_error
-        )
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> BufferedTrace:
-        first, last, pieces, spans, error = _SUMMARY.unpack(raw)
-        return cls(first, last, pieces, spans, bool(error))
-
-    def as_summary(self) -> TraceSummary:
-        return TraceSummary(span_count=self.spans, has_error=self.has_error)
+def piece_key(trace_id: bytes, number: int, spans: int, has_root: bool) -> bytes:
+    return trace_id + _KEY_TAIL.pack(number, spans, has_root)
 
 
-def piece_key(trace_id: bytes, number: int) -> bytes:
-    return trace_id + _PIECE_NUMBER.pack(number)
+class TraceState:
+    """What the heap knows about one buffered trace."""
+
+    __slots__ = ("first_seen", "last_seen", "pieces", "root_seen", "size", "spans")
+
+    def __init__(self, now: float) -> None:
+        self.first_seen = now
+        self.last_seen = now
+        self.root_seen = 0.0
+        self.pieces = 0
+        self.spans = 0
+        self.size = 0
+
+
+@dataclass
+class PartitionIndex:
+    """Buffered traces of one partition, in the orders the decision rules need."""
+
+    traces: dict[bytes, TraceState] = field(default_factory=dict)  # oldest update first
+    roots: dict[bytes, float] = field(default_factory=dict)  # by root arrival
+    size: int = 0
+    next_age_scan: float = 0.0  # the max-age rule walks every trace, so not every tick
 
 
 class TraceBuffer:
-    """Appends trace pieces, finds traces due for a decision, and hands back their spans."""
+    """Appends pieces, finds traces due for a decision, hands back their spans."""
 
     def __init__(self, app: faust.App, partitions: int) -> None:
-        self.partitions = partitions
-        table_options = {
-            "partitions": partitions,
-            "key_type": bytes,
-            "value_type": bytes,
-            "default": None,
-        }
-        self.pieces = app.Table("trace-pieces", **table_options)
-        self.summaries = app.Table("trace-summaries", **table_options)
-        self._last_seen: dict[int, dict[bytes, float]] = {}
+        self.table = app.Table(
+            "trace-pieces", partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        self._indexes: dict[int, PartitionIndex] = {}
 
-    def append(self, partition: int, trace_id: bytes, piece: bytes, summary: TraceSummary) -> None:
-        """Store one more piece of a trace (call while processing an event of partition)."""
+    def db(self, partition: int):
+        """The partition's RocksDB (rocksdict, raw mode). Faust opens one per partition."""
+        return self.table.data._db_for_partition(partition)
+
+    def index(self, partition: int) -> PartitionIndex | None:
+        return self._indexes.get(partition)
+
+    def adopt(self, partition: int, skip: set[bytes] | frozenset[bytes] = frozenset()) -> None:
+        """Index what RocksDB holds for a partition (after start-up or rebalance).
+
+        Traces in ``skip`` (already decided) are deleted locally instead. Their age is not
+        known, so they count as seen now and wait one more decision_wait.
+        """
+        index = self._indexes[partition] = PartitionIndex()
+        db = self.db(partition)
         now = time.time()
-        raw = self.summaries.get(trace_id)
-        if raw is None:
-            buffered = BufferedTrace(now, now, 0, 0, False)
-        else:
-            buffered = BufferedTrace.unpack(raw)
-        self.pieces[piece_key(trace_id, buffered.pieces)] = piece
-        buffered.pieces += 1
-        buffered.spans += summary.span_count
-        buffered.has_error = buffered.has_error or summary.has_error
-        buffered.last_seen = now
-        self.summaries[trace_id] = buffered.pack()
-        self._index(partition)[trace_id] = now
+        for key in list(db.keys()):
+            if len(key) != KEY_SIZE:
+                continue
+            trace_id = key[:16]
+            if trace_id in skip:
+                db.delete(key)
+                continue
+            _number, spans, root = _KEY_TAIL.unpack_from(key, 16)
+            state = index.traces.get(trace_id)
+            if state is None:
+                state = index.traces[trace_id] = TraceState(now)
+            state.pieces += 1
+            state.spans += spans
+            if root and not state.root_seen:
+                state.root_seen = now
+                index.roots[trace_id] = now
+        for trace_id, state in index.traces.items():
+            state.size = sum(len(v) for v in self._piece_values(partition, trace_id))
+            index.size += state.size
 
-    def due(self, partition: int, quiet_for: float) -> list[bytes]:
-        """Trace ids of partition whose last span arrived at least quiet_for seconds ago."""
-        cutoff = time.time() - quiet_for
-        return [tid for tid, seen in self._index(partition).items() if seen <= cutoff]
+    def forget(self, partition: int) -> None:
+        """Drop the heap index of a partition this worker no longer owns."""
+        self._indexes.pop(partition, None)
 
-    def take(self, partition: int, trace_id: bytes) -> tuple[BufferedTrace, bytes] | None:
-        """Remove a trace from the buffer; returns its summary and its spans as TracesData bytes."""
-        self._index(partition).pop(trace_id, None)
-        raw = self.summaries.get(trace_id)
-        if raw is None:
-            return None
-        buffered = BufferedTrace.unpack(raw)
-        chunks = []
-        for number in range(buffered.pieces):
-            key = piece_key(trace_id, number)
-            chunk = self.pieces.get(key)
-            if chunk is not None:
-                chunks.append(chunk)
-                del self.pieces[key]
-        del self.summaries[trace_id]
-        return buffered, b"".join(chunks)
+    def append(
+        self, partition: int, trace_id: bytes, piece: bytes, spans: int, has_root: bool, now: float
+    ) -> TraceState:
+        """Store one more piece of a trace; call while handling an event of ``partition``."""
+        index = self._indexes[partition]
+        state = index.traces.pop(trace_id, None)  # re-inserted below: keeps update order
+        if state is None:
+            state = TraceState(now)
+        key = piece_key(trace_id, state.pieces, spans, has_root)
+        self.db(partition).put(key, piece)
+        self.table.send_changelog(partition, key, piece)
+        state.pieces += 1
+        state.spans += spans
+        state.size += len(piece)
+        state.last_seen = now
+        if has_root and not state.root_seen:
+            state.root_seen = now
+            index.roots[trace_id] = now
+        index.traces[trace_id] = state
+        index.size += len(piece)
+        return state
 
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop the heap index of partitions this worker no longer owns."""
-        for partition in partitions:
-            self._last_seen.pop(partition, None)
-
-    def buffered_traces(self) -> int:
-        return sum(len(index) for index in self._last_seen.values())
-
-    def _index(self, partition: int) -> dict[bytes, float]:
-        """The heap index of a partition, rebuilt from the summary table on first use."""
-        index = self._last_seen.get(partition)
+    def due(
+        self,
+        partition: int,
+        now: float,
+        decision_wait: float,
+        root_wait: float | None,
+        max_age: float,
+    ) -> list[bytes]:
+        """Traces to decide now: quiet for decision_wait, root seen root_wait ago, or too old."""
+        index = self._indexes.get(partition)
         if index is None:
-            index = self._last_seen[partition] = {}
-            for trace_id, raw in self.summaries.items():
-                if partition_for_trace(trace_id, self.partitions) == partition:
-                    index[trace_id] = BufferedTrace.unpack(raw).last_seen
-        return index
+            return []
+        due: dict[bytes, None] = {}
+        quiet_cutoff = now - decision_wait
+        for trace_id, state in index.traces.items():
+            if state.last_seen > quiet_cutoff:
+                break  # update order: every later trace is younger still
+            due[trace_id] = None
+        if root_wait is not None:
+            root_cutoff = now - root_wait
+            for trace_id, seen in index.roots.items():
+                if seen > root_cutoff:
+                    break
+                due[trace_id] = None
+        if now >= index.next_age_scan:
+            index.next_age_scan = now + min(max_age / 10, 5.0)
+            age_cutoff = now - max_age
+            for trace_id, state in index.traces.items():
+                if state.first_seen <= age_cutoff:
+                    due[trace_id] = None
+        return list(due)
+
+    def oldest(self, partition: int, count: int) -> list[bytes]:
+        """The ``count`` least recently updated traces of a partition (overflow victims)."""
+        index = self._indexes.get(partition)
+        if index is None:
+            return []
+        return [trace_id for trace_id, _ in zip(index.traces, range(count), strict=False)]
+
+    def take(self, partition: int, trace_id: bytes) -> tuple[TraceState, bytes] | None:
+        """Remove a trace; returns its state and its spans as one TracesData's bytes."""
+        index = self._indexes.get(partition)
+        state = index.traces.pop(trace_id, None) if index else None
+        if state is None:
+            return None
+        index.roots.pop(trace_id, None)
+        index.size -= state.size
+        spans = b"".join(self._piece_values(partition, trace_id))
+        self.db(partition).delete_range(trace_id, trace_id + _RANGE_END)
+        return state, spans
+
+    def _piece_values(self, partition: int, trace_id: bytes) -> Iterator[bytes]:
+        iterator = self.db(partition).iter()
+        iterator.seek(trace_id)
+        while iterator.valid():
+            key = iterator.key()
+            if not key.startswith(trace_id):
+                break
+            yield iterator.value()
+            iterator.next()
+
+    def counts(self) -> tuple[int, int]:
+        """(buffered traces, buffered bytes) over the partitions this worker owns."""
+        traces = sum(len(index.traces) for index in self._indexes.values())
+        size = sum(index.size for index in self._indexes.values())
+        return traces, size

@@ -1,12 +1,44 @@
 """Prometheus metrics of the worker (served by Faust web at /metrics)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-SPANS_BUFFERED = Counter("spansieve_sampler_spans_received_total", "Spans put in trace buffers")
+SPANS_RECEIVED = Counter("spansieve_sampler_spans_received_total", "Spans read from Kafka")
 TRACES_DECIDED = Counter(
-    "spansieve_sampler_traces_decided_total", "Traces decided, by outcome and policy",
+    "spansieve_sampler_traces_decided_total",
+    "Traces decided, by outcome and deciding policy",
     ["decision", "policy"],
 )
-TRACES_IN_BUFFER = Gauge("spansieve_sampler_traces_buffered", "Traces waiting for a decision")
+POLICY_DECISIONS = Counter(
+    "spansieve_sampler_policy_decisions_total",
+    "Per-policy verdicts on evaluated traces",
+    ["policy", "decision"],
+)
+EARLY_DECISIONS = Counter(
+    "spansieve_sampler_early_decisions_total",
+    "Traces decided before their time because the buffer was full",
+)
+LATE_SPANS = Counter(
+    "spansieve_sampler_late_spans_total",
+    "Spans that arrived after their trace was decided, by the cached decision",
+    ["decision"],
+)
+TRACES_BUFFERED = Gauge("spansieve_sampler_traces_buffered", "Traces waiting for a decision")
+BYTES_BUFFERED = Gauge("spansieve_sampler_bytes_buffered", "Span bytes waiting for a decision")
+DECISIONS_CACHED = Gauge("spansieve_sampler_decisions_cached", "Entries in the decision cache")
+DECISION_LATENCY = Histogram(
+    "spansieve_sampler_decision_latency_seconds",
+    "From a trace's first span to its decision",
+    buckets=(1, 2, 5, 10, 20, 30, 32, 35, 40, 60, 120, 300),
+)
+PARTITIONS_ADOPTED = Counter(
+    "spansieve_sampler_partitions_adopted_total",
+    "Partitions indexed after start-up or rebalance (recovery)",
+)
+TRACES_RECOVERED = Counter(
+    "spansieve_sampler_traces_recovered_total", "Buffered traces found again after recovery"
+)
+POLICY_RELOADS = Counter(
+    "spansieve_sampler_policy_reloads_total", "Policy file reloads, by result", ["result"]
+)
 DOCUMENTS_INDEXED = Counter("spansieve_sink_documents_indexed_total", "Span documents indexed")
 SINK_RETRIES = Counter("spansieve_sink_retries_total", "Bulk requests retried after an error")

@@ -1,67 +1,192 @@
-"""Sampler agent: buffer spans per trace, decide decision_wait after the last span.
+"""Sampler agent: buffer spans per trace, decide whole traces with the YAML policies.
 
-Decisions run when a tick message reaches a partition (see ``ticks``): the tick is an event
-of that partition, so the buffer's table deletes go to the right changelog partition.
+Every event of the spans topic is either a piece of some traces (an OTLP ``TracesData``
+written by the gateway) or a tick. A tick reaches each partition once a second; its owner
+then decides the partition's due traces. Handling decisions as events of the owning
+partition keeps every table write on the right changelog partition and makes a worker
+that lost a partition stop deciding for it at once.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import faust
 import structlog
 
 from agents import metrics
 from agents.buffer import TraceBuffer
+from agents.decisions import CachedDecision, DecisionCache
+from agents.policy_source import PolicySource, seconds
 from agents.topics import raw_topic
-from pipeline.otlp import TracesData, regroup_spans, summarize_trace
-from pipeline.sampling import decide
+from pipeline.otlp import TracesData, regroup_spans
+from pipeline.policies.trace import TraceView
 from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 TICK_KEY = b"\x00spansieve-tick"
+POLICY_ATTRIBUTE = "sampling.policy"
+DEFAULT_CACHE_ENTRIES = 200_000
+
+
+def _count_spans(data: TracesData) -> int:
+    return sum(len(s.spans) for r in data.resource_spans for s in r.scope_spans)
+
+
+def tag_spans(data: TracesData, policy: str) -> None:
+    """Record on every span which policy kept its trace."""
+    for resource_spans in data.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.attributes.add(key=POLICY_ATTRIBUTE).value.string_value = policy
+
+
+class TraceSampler:
+    """The sampler's state and logic; the Faust agent feeds it events."""
+
+    def __init__(self, app: faust.App, settings: Settings, sampled_topic) -> None:
+        self.settings = settings
+        self.policies = PolicySource(settings)
+        self.buffer = TraceBuffer(app, settings.partitions)
+        self.cache = DecisionCache(
+            app,
+            settings.partitions,
+            ttl=seconds(self.policies.config.decision_cache_ttl),
+            max_entries=self._cache_entries(),
+        )
+        self.sampled_topic = sampled_topic
+
+    def _cache_entries(self) -> int:
+        cache = self.policies.config.decision_cache
+        configured = (cache.sampled_cache_size or 0) + (cache.non_sampled_cache_size or 0)
+        return configured or DEFAULT_CACHE_ENTRIES
+
+    def _ensure_adopted(self, partition: int) -> None:
+        if self.buffer.index(partition) is None:
+            decided = self.cache.adopt(partition)
+            self.buffer.adopt(partition, skip=decided)
+            recovered = len(self.buffer.index(partition).traces)
+            metrics.PARTITIONS_ADOPTED.inc()
+            metrics.TRACES_RECOVERED.inc(recovered)
+            if recovered:
+                log.info("partition adopted", partition=partition, traces=recovered)
+
+    def forget(self, partition: int) -> None:
+        self.buffer.forget(partition)
+        self.cache.forget(partition)
+
+    async def on_spans(self, partition: int, raw: bytes) -> None:
+        self._ensure_adopted(partition)
+        data = TracesData.FromString(raw)
+        roots: set[bytes] = set()
+
+        def trace_of(span) -> bytes:
+            if not span.parent_span_id:
+                roots.add(span.trace_id)
+            return span.trace_id
+
+        now = time.time()
+        for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items():
+            spans = _count_spans(piece)
+            metrics.SPANS_RECEIVED.inc(spans)
+            cached = self.cache.lookup(partition, trace_id)
+            if cached is not None:
+                await self._late(partition, trace_id, piece, spans, cached)
+                continue
+            self.buffer.append(
+                partition, trace_id, piece.SerializeToString(), spans, trace_id in roots, now
+            )
+        await self._relieve_overflow(partition, now)
+
+    async def _late(
+        self, partition: int, trace_id: bytes, piece: TracesData, spans: int, cached
+    ) -> None:
+        """Spans of an already decided trace follow its decision at once."""
+        metrics.LATE_SPANS.labels("sampled" if cached.sampled else "not_sampled").inc(spans)
+        if cached.sampled:
+            tag_spans(piece, cached.policy)
+            await self.sampled_topic.send(
+                key=trace_id, value=piece.SerializeToString(), partition=partition
+            )
+
+    async def _relieve_overflow(self, partition: int, now: float) -> None:
+        """Over num_traces or the byte cap: decide this partition's oldest traces early."""
+        traces, size = self.buffer.counts()
+        excess = traces - self.policies.config.num_traces
+        if size > self.settings.sampler_max_buffered_bytes:
+            excess = max(excess, 1 + traces // 100)
+        if excess <= 0:
+            return
+        for trace_id in self.buffer.oldest(partition, excess):
+            metrics.EARLY_DECISIONS.inc()
+            await self.decide(partition, trace_id, now)
+
+    async def on_tick(self, partition: int) -> None:
+        self._ensure_adopted(partition)
+        self.policies.maybe_reload()
+        now = time.time()
+        due = self.buffer.due(
+            partition,
+            now,
+            self.policies.decision_wait,
+            self.policies.root_wait,
+            self.policies.max_age,
+        )
+        for trace_id in due:
+            await self.decide(partition, trace_id, now)
+        self.cache.expire(partition, now)
+        traces, size = self.buffer.counts()
+        metrics.TRACES_BUFFERED.set(traces)
+        metrics.BYTES_BUFFERED.set(size)
+        metrics.DECISIONS_CACHED.set(self.cache.size())
+
+    async def decide(self, partition: int, trace_id: bytes, now: float) -> None:
+        taken = self.buffer.take(partition, trace_id)
+        if taken is None:
+            return
+        state, spans = taken
+        data = TracesData.FromString(spans)
+        verdict = self.policies.engine.evaluate(TraceView(data, trace_id, len(spans)))
+        for policy, decision in verdict.per_policy.items():
+            metrics.POLICY_DECISIONS.labels(policy, decision.value).inc()
+        policy = verdict.policy or ""
+        outcome = "sampled" if verdict.sampled else "not_sampled"
+        metrics.TRACES_DECIDED.labels(outcome, policy if verdict.sampled else "").inc()
+        metrics.DECISION_LATENCY.observe(now - state.first_seen)
+        self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
+        if verdict.sampled:
+            tag_spans(data, policy)
+            await self.sampled_topic.send(
+                key=trace_id, value=data.SerializeToString(), partition=partition
+            )
 
 
 def register_sampler(app: faust.App, settings: Settings) -> None:
     spans_topic = raw_topic(app, settings, "spans")
-    sampled_topic = raw_topic(app, settings, "sampled")
-    buffer = TraceBuffer(app, settings.partitions)
+    sampler = TraceSampler(app, settings, raw_topic(app, settings, "sampled"))
 
     @app.agent(spans_topic, name="sampler")
-    async def sampler(stream: faust.Stream) -> None:
+    async def sample(stream: faust.Stream) -> None:
         async for event in stream.events():
-            partition = event.message.partition
             if event.key == TICK_KEY:
-                await decide_due(partition)
-                continue
-            data = TracesData.FromString(event.value)
-            for trace_id, piece in regroup_spans(data.resource_spans, _trace_id).items():
-                summary = summarize_trace(piece)
-                buffer.append(partition, trace_id, piece.SerializeToString(), summary)
-                metrics.SPANS_BUFFERED.inc(summary.span_count)
-
-    async def decide_due(partition: int) -> None:
-        for trace_id in buffer.due(partition, settings.decision_wait):
-            taken = buffer.take(partition, trace_id)
-            if taken is None:
-                continue
-            buffered, spans = taken
-            keep, policy = decide(trace_id, buffered.as_summary(), settings.sampling_percentage)
-            metrics.TRACES_DECIDED.labels("sampled" if keep else "not_sampled", policy).inc()
-            if keep:
-                await sampled_topic.send(key=trace_id, value=spans, partition=partition)
-                log.debug("trace kept", trace_id=trace_id.hex(), policy=policy)
-        metrics.TRACES_IN_BUFFER.set(buffer.buffered_traces())
+                await sampler.on_tick(event.message.partition)
+            else:
+                await sampler.on_spans(event.message.partition, event.value)
 
     @app.timer(settings.tick_interval, on_leader=True)
     async def ticks() -> None:
         for partition in range(settings.partitions):
             await spans_topic.send(key=TICK_KEY, value=b"", partition=partition)
 
+    @app.task
+    async def watch_sighup() -> None:
+        sampler.policies.install_sighup(asyncio.get_running_loop())
+
     @app.on_partitions_revoked.connect
     async def on_revoked(_app, revoked, **_kwargs) -> None:
         topic = spans_topic.get_topic_name()
-        buffer.forget_partitions({tp.partition for tp in revoked if tp.topic == topic})
-
-
-def _trace_id(span) -> bytes:
-    return span.trace_id
+        for tp in revoked:
+            if tp.topic == topic:
+                sampler.forget(tp.partition)

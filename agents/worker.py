@@ -5,19 +5,53 @@ from __future__ import annotations
 from faust.worker import Worker
 
 from agents.app import create_app
+from agents.policy_source import PolicySource, seconds
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
+
+RETENTION_MARGIN = 300.0  # seconds kept beyond the longest time a record can matter
+SEGMENT_MS = "60000"  # roll segments each minute so time retention can delete them
+
+
+def changelog_retention(settings: Settings) -> dict[str, float]:
+    """Seconds each table's changelog must keep records (they expire, not compact).
+
+    A piece matters until its trace is decided (at most max_trace_age after its first
+    span); a decision until it leaves the cache (decision_cache_ttl).
+    """
+    config = PolicySource(settings).config
+    pieces = seconds(config.max_trace_age) + seconds(config.decision_wait) + RETENTION_MARGIN
+    decisions = max(seconds(config.decision_cache_ttl) + RETENTION_MARGIN, pieces)
+    return {"trace-pieces": pieces, "trace-decisions": decisions}
+
+
+def ensure_changelogs(settings: Settings, app) -> None:
+    """Create the tables' changelog topics before Faust does.
+
+    Faust creates them asynchronously, and an event that arrives before their metadata is
+    known crashes the agent (PartitionsMismatch). Ours are time-retained, not compacted:
+    buffered traces are deleted locally without tombstones.
+    """
+    retention = changelog_retention(settings)
+    for name, table in app.tables.items():
+        keep = retention.get(name)
+        config = (
+            {
+                "cleanup.policy": "delete",
+                "retention.ms": str(int(keep * 1000)),
+                "segment.ms": SEGMENT_MS,
+            }
+            if keep is not None
+            else {"cleanup.policy": "compact"}
+        )
+        ensure_topics(settings, [table.changelog_topic.get_topic_name()], config=config)
 
 
 def run_worker(settings: Settings) -> None:
     """Run until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     ensure_topics(settings)
     app = create_app(settings)
-    # Faust creates changelog topics itself, but asynchronously: an event that arrives
-    # before their metadata is known crashes the agent (PartitionsMismatch). Create them
-    # first, compacted and co-partitioned with the source topics.
-    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
-    ensure_topics(settings, changelogs, config={"cleanup.policy": "compact"})
+    ensure_changelogs(settings, app)
     worker = Worker(
         app,
         loglevel=settings.log_level,

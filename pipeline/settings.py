@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         0.0, ge=0, le=100, description="share of error-free traces kept (skeleton policy)"
     )
     tick_interval: float = Field(1.0, gt=0, description="seconds between decision sweeps")
+    sampler_max_buffered_bytes: int = Field(
+        1024**3, gt=0, description="span bytes a worker buffers before deciding early"
+    )
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of TOPIC_NAMES."""

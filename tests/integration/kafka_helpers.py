@@ -11,13 +11,19 @@ from pipeline.otlp import TracesData
 from pipeline.settings import Settings
 
 
-def read_spans(settings: Settings, trace_ids: set[bytes], expected: int, timeout: float = 20.0):
+def read_spans(
+    settings: Settings,
+    trace_ids: set[bytes],
+    expected: int,
+    timeout: float = 20.0,
+    topic: str = "spans",
+):
     """Spans of the given traces on the spans topic: {span id: (partition, span)}.
 
     Reads until ``expected`` spans were found (then one more poll, to catch extras) or
     until timeout.
     """
-    topic = settings.topic("spans")
+    topic = settings.topic(topic)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,

@@ -1,0 +1,216 @@
+"""Sampler benchmark: spans per worker CPU-second from Kafka in to decisions out.
+
+The spans topic is preloaded with gateway-shaped messages (one TracesData per partition
+per export request; ~10 spans per trace spread over several requests; ~1 % of traces
+carry an error and are kept), then one worker drains it. Ceiling in the same run: a raw
+confluent-kafka consume of the same messages. A second run with a long decision_wait
+measures resident memory per buffered span.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from confluent_kafka import Consumer, Producer, TopicPartition
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline.bench.metrics_scrape import scrape
+from pipeline.kafka import ensure_topics
+from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
+from pipeline.partitioner import partition_for_trace
+from pipeline.run import start_component, stop_components, wait_until
+from pipeline.settings import Settings
+
+SPANS_PER_TRACE = 10
+ERROR_SHARE = 0.01
+
+
+def build_messages(
+    traces: int, partitions: int, seed: int = 7
+) -> tuple[list[tuple[int, bytes]], int]:
+    """Gateway-shaped Kafka messages for ``traces`` traces; returns (messages, error traces)."""
+    rng = random.Random(seed)
+    services = [f"svc-{n}" for n in range(6)]
+    messages: list[tuple[int, bytes]] = []
+    errors = 0
+    window = 100  # traces in flight at once: their spans interleave across requests
+    base = 1_700_000_000_000_000_000
+    for first in range(0, traces, window):
+        pending = []
+        for _ in range(min(window, traces - first)):
+            trace_id = rng.randbytes(16)
+            failing = rng.random() < ERROR_SHARE
+            errors += failing
+            root = rng.randbytes(8)
+            for number in range(SPANS_PER_TRACE):
+                span = Span(
+                    trace_id=trace_id,
+                    span_id=root if number == 0 else rng.randbytes(8),
+                    parent_span_id=b"" if number == 0 else root,
+                    name=f"op-{number}",
+                    kind=Span.SPAN_KIND_SERVER,
+                    start_time_unix_nano=base + number,
+                    end_time_unix_nano=base + number + 1_000_000,
+                )
+                for key in ("http.route", "http.request.method", "server.address"):
+                    span.attributes.add(key=key).value.string_value = f"{key}-value"
+                span.attributes.add(key="http.response.status_code").value.int_value = 200
+                if failing and number == SPANS_PER_TRACE - 1:
+                    span.status.code = 2
+                pending.append((rng.choice(services), span))
+        rng.shuffle(pending)
+        for start in range(0, len(pending), 512):
+            request = ExportTraceServiceRequest()
+            by_service = {}
+            for service, span in pending[start : start + 512]:
+                scope = by_service.get(service)
+                if scope is None:
+                    resource_spans = request.resource_spans.add()
+                    resource_spans.resource.attributes.add(
+                        key="service.name"
+                    ).value.string_value = service
+                    scope = by_service[service] = resource_spans.scope_spans.add()
+                scope.spans.append(span)
+            groups = regroup_spans(
+                request.resource_spans, lambda s: partition_for_trace(s.trace_id, partitions)
+            )
+            messages.extend((p, data.SerializeToString()) for p, data in groups.items())
+    return messages, errors
+
+
+def preload(settings: Settings, messages: list[tuple[int, bytes]]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+    )
+    topic = settings.topic("spans")
+    for partition, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+
+
+def consume_ceiling(settings: Settings, count: int) -> float:
+    """Messages/s of a bare confluent-kafka consumer reading the preloaded messages."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"ceiling-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    topic = settings.topic("spans")
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+    seen = 0
+    started = time.perf_counter()
+    while seen < count and time.perf_counter() - started < 120:
+        seen += sum(1 for m in consume_batch(consumer) if m.value())
+    consumer.close()
+    return seen / (time.perf_counter() - started)
+
+
+def consume_batch(consumer: Consumer):
+    return [m for m in consumer.consume(1000, timeout=1.0) if not m.error()]
+
+
+def _worker_settings(base: Settings, folder: Path, decision_wait: float) -> Settings:
+    policies = folder / "policies.yaml"
+    policies.write_text(
+        f"decision_wait: {decision_wait}\n"
+        "policies:\n"
+        "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n"
+    )
+    return base.model_copy(
+        update={
+            "topic_prefix": f"bench-{uuid.uuid4().hex[:8]}",
+            "state_dir": folder,
+            "policies": policies,
+            "worker_roles": "sampler",
+        }
+    )
+
+
+def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
+    settings = _worker_settings(base, folder / "throughput", decision_wait=2.0)
+    ensure_topics(settings)
+    messages, errors = build_messages(traces, settings.partitions)
+    spans = traces * SPANS_PER_TRACE
+    preload(settings, messages)
+    consume_rate = consume_ceiling(settings, len(messages))
+    metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+    child = start_component("worker", settings)
+    try:
+        if not wait_until(lambda: "spansieve" in str(scrape(metrics_url)), "worker starting", 120):
+            raise RuntimeError("worker did not start")
+        process = psutil.Process(child.pid)
+        cpu_before = sum(process.cpu_times()[:2])
+        started = time.perf_counter()
+        wait_until(
+            lambda: (
+                scrape(metrics_url).get("spansieve_sampler_traces_decided_total:sum", 0) >= traces
+            ),
+            "sampler draining",
+            600,
+        )
+        wall = time.perf_counter() - started
+        cpu = sum(process.cpu_times()[:2]) - cpu_before
+        final = scrape(metrics_url)
+    finally:
+        stop_components([child])
+    kept = final.get(
+        'spansieve_sampler_traces_decided_total{decision="sampled",policy="errors"}', 0
+    )
+    result = {
+        "traces": traces,
+        "spans": spans,
+        "messages": len(messages),
+        "error_traces": errors,
+        "kept_traces": kept,
+        "wall_s": wall,
+        "worker_cpu_s": cpu,
+        "spans_per_core_s": spans / cpu if cpu else 0.0,
+        "kafka_consume_ceiling_spans_per_s": consume_rate * spans / len(messages),
+    }
+    result["ratio_to_consume_ceiling"] = (
+        result["spans_per_core_s"] / result["kafka_consume_ceiling_spans_per_s"]
+    )
+    result.update(rss_per_span(base, folder / "memory", traces))
+    return result
+
+
+def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
+    """Resident memory growth of a worker per buffered span (nothing decided meanwhile)."""
+    settings = _worker_settings(base, folder, decision_wait=3600.0)
+    ensure_topics(settings)
+    messages, _ = build_messages(traces, settings.partitions, seed=11)
+    metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+    child = start_component("worker", settings)
+    try:
+        if not wait_until(lambda: "spansieve" in str(scrape(metrics_url)), "worker starting", 120):
+            raise RuntimeError("worker did not start")
+        time.sleep(3)
+        process = psutil.Process(child.pid)
+        rss_before = process.memory_info().rss
+        preload(settings, messages)
+        spans = traces * SPANS_PER_TRACE
+        wait_until(
+            lambda: scrape(metrics_url).get("spansieve_sampler_spans_received_total", 0) >= spans,
+            "buffering",
+            600,
+        )
+        time.sleep(2)
+        rss_after = process.memory_info().rss
+    finally:
+        stop_components([child])
+    return {
+        "buffered_spans": spans,
+        "rss_growth_bytes": rss_after - rss_before,
+        "rss_bytes_per_buffered_span": (rss_after - rss_before) / spans,
+    }
