@@ -106,7 +106,8 @@ class PolicySource:
 
     @property
     def root_wait(self) -> float | None:
-        return seconds(self.config.decision_wait_after_root_received)
+        """The shorter wait once the root span is in; 0 (the default) turns it off."""
+        return seconds(self.config.decision_wait_after_root_received) or None
 
     @property
     def max_age(self) -> float:

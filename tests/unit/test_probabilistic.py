@@ -30,7 +30,7 @@ def test_hash_feeds_salt_then_trace_id():
 
 def test_threshold_edges():
     assert threshold(100) == MAX_UINT64
-    assert threshold(0) == -1
+    assert threshold(0) == 0
     assert threshold(50) == MAX_UINT64 // 2
 
 

@@ -1,0 +1,35 @@
+"""bytes_limiting: a token bucket of bytes over the trace's serialized protobuf size.
+
+``bytes_per_second`` tokens per second, burst ``burst_capacity`` (default 2 x
+bytes_per_second); a trace is Sampled if the bucket can give ``trace.size_bytes`` tokens
+(the collector uses ``ProtoMarshaler.TracesSize`` of the buffered spans, the same
+number as the serialized TracesData).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pipeline.policies.base import Policy
+from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.limiter import TokenBucket
+from pipeline.policies.trace import TraceView
+
+
+class BytesLimiting(Policy):
+    stateful = True
+
+    def __init__(
+        self,
+        name: str,
+        bytes_per_second: int,
+        burst_capacity: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name)
+        burst = burst_capacity if burst_capacity > 0 else 2 * bytes_per_second
+        self.bucket = TokenBucket(bytes_per_second, burst, clock)
+
+    def evaluate(self, trace: TraceView) -> Decision:
+        return SAMPLED if self.bucket.allow(trace.size_bytes) else NOT_SAMPLED

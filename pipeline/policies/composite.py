@@ -1,0 +1,80 @@
+"""composite: sub-policies in order, each with a per-second span budget.
+
+As the collector (newest): sub-policies run in ``composite_sub_policy`` order
+(``policy_order`` is accepted but, as in the collector, does not change the order); the
+FIRST one that returns Sampled or InvertSampled decides: if its spans this second plus
+this trace's spans fit both its allocation and ``max_total_spans_per_second``, the
+trace is Sampled and counted against that sub-policy; otherwise NotSampled, with no
+fall-through to later sub-policies. Note the total cap is compared with that one
+sub-policy's counter, not with the sum over sub-policies (the collector's behaviour).
+If no sub-policy samples: NotSampled. An Error from a sub-policy ends it with Error.
+
+Allocation per sub-policy: ``int(percent / 100 * max_total)`` when it has a
+``rate_allocation`` entry with percent > 0, else ``int(max_total / number of
+sub-policies)``. Counters reset whenever the (injected) clock's whole second changes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from pipeline.policies.and_ import _union_keys
+from pipeline.policies.base import Policy
+from pipeline.policies.decision import ERROR, INVERT_SAMPLED, NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.trace import TraceView
+
+
+def allocations(max_total: int, names: Sequence[str], percents: Mapping[str, int]) -> list[int]:
+    default = int(max_total / len(names)) if names else 0
+    out = []
+    for name in names:
+        pct = percents.get(name, 0)
+        out.append(int(pct / 100 * max_total) if pct > 0 else default)
+    return out
+
+
+class Composite(Policy):
+    stateful = True
+
+    def __init__(
+        self,
+        name: str,
+        max_total_spans_per_second: int,
+        subpolicies: Sequence[Policy],
+        rate_allocation: Mapping[str, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name)
+        self.subpolicies = list(subpolicies)
+        self.max_total = max_total_spans_per_second
+        self.allocated = allocations(
+            max_total_spans_per_second, [p.name for p in self.subpolicies], rate_allocation or {}
+        )
+        self.sampled = [0] * len(self.subpolicies)
+        self.clock = clock
+        self.current_second: int | None = None
+        self.last_sub: str | None = None  # the sub-policy that sampled the last trace
+
+    def attribute_keys(self) -> tuple[frozenset[str], frozenset[str]]:
+        return _union_keys(self.subpolicies)
+
+    def evaluate(self, trace: TraceView) -> Decision:
+        self.last_sub = None
+        second = math.floor(self.clock())
+        if second != self.current_second:
+            self.current_second = second
+            self.sampled = [0] * len(self.subpolicies)
+        for i, sub in enumerate(self.subpolicies):
+            d = sub.evaluate(trace)
+            if d is ERROR:
+                return ERROR
+            if d is SAMPLED or d is INVERT_SAMPLED:
+                spans = self.sampled[i] + trace.span_count
+                if spans <= self.allocated[i] and spans <= self.max_total:
+                    self.sampled[i] = spans
+                    self.last_sub = sub.name
+                    return SAMPLED
+                return NOT_SAMPLED
+        return NOT_SAMPLED

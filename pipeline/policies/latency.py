@@ -1,0 +1,55 @@
+"""latency: trace duration (latest span end - earliest span start) against thresholds.
+
+Mirrors the collector's evaluator exactly, quirks included. It walks the spans in order,
+keeping a running earliest start and latest end (a 0 timestamp counts as "not seen yet",
+so the next span replaces it), and after EACH span checks the running duration:
+
+* no upper bound (upper_threshold_ms == 0): Sampled once duration_ms >= threshold_ms;
+* with an upper bound: Sampled once threshold_ms < duration_ms <= upper_threshold_ms.
+
+duration_ms is the nanosecond difference truncated toward zero to milliseconds (Go's
+``Duration.Milliseconds()``). Because the check runs on every prefix, a trace whose first
+spans span 2 s is Sampled by a 1 s..5 s policy even if later spans stretch it to 10 s:
+that is what the collector does.
+"""
+
+from __future__ import annotations
+
+from pipeline.policies.base import Policy
+from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.trace import TraceView
+
+_INT64 = 1 << 63
+
+
+def _go_ms(nanos: int) -> int:
+    """Go's Time.Sub saturates at +-2^63 ns; Duration.Milliseconds truncates toward 0."""
+    if nanos >= _INT64:
+        nanos = _INT64 - 1
+    elif nanos < -_INT64:
+        nanos = -_INT64
+    return int(nanos / 1_000_000) if nanos < 0 else nanos // 1_000_000
+
+
+class Latency(Policy):
+    def __init__(self, name: str, threshold_ms: int, upper_threshold_ms: int = 0) -> None:
+        super().__init__(name)
+        self.threshold_ms = threshold_ms
+        self.upper_threshold_ms = upper_threshold_ms
+
+    def evaluate(self, trace: TraceView) -> Decision:
+        lower, upper = self.threshold_ms, self.upper_threshold_ms
+        first = 0
+        last = 0
+        for start, end in trace.times:
+            if first == 0 or start < first:
+                first = start
+            if last == 0 or end > last:
+                last = end
+            ms = _go_ms(last - first)
+            if upper == 0:
+                if ms >= lower:
+                    return SAMPLED
+            elif lower < ms <= upper:
+                return SAMPLED
+        return NOT_SAMPLED

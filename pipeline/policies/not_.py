@@ -1,0 +1,31 @@
+"""not: the opposite of one sub-policy.
+
+As the collector: Sampled <-> NotSampled; every other decision (InvertSampled,
+InvertNotSampled, Error) passes through unchanged, so ``not`` of an ``invert_match``
+policy still returns the inverted decision.
+"""
+
+from __future__ import annotations
+
+from pipeline.policies.base import Policy
+from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.trace import TraceView
+
+
+class Not(Policy):
+    def __init__(self, name: str, subpolicy: Policy) -> None:
+        super().__init__(name)
+        self.subpolicy = subpolicy
+        self.stateful = subpolicy.stateful
+        self.may_invert_not_sample = subpolicy.may_invert_not_sample
+
+    def attribute_keys(self) -> tuple[frozenset[str], frozenset[str]]:
+        return self.subpolicy.attribute_keys()
+
+    def evaluate(self, trace: TraceView) -> Decision:
+        d = self.subpolicy.evaluate(trace)
+        if d is SAMPLED:
+            return NOT_SAMPLED
+        if d is NOT_SAMPLED:
+            return SAMPLED
+        return d

@@ -1,0 +1,35 @@
+"""rate_limiting: a token bucket of spans (the collector's current implementation).
+
+``spans_per_second`` tokens per second, burst ``burst_capacity`` (default 2 x
+spans_per_second); a trace is Sampled if the bucket can give as many tokens as the trace
+has spans (a trace larger than the burst never passes). Stateful: the engine evaluates it
+whenever the collector would, which is for every trace that reaches it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pipeline.policies.base import Policy
+from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.limiter import TokenBucket
+from pipeline.policies.trace import TraceView
+
+
+class RateLimiting(Policy):
+    stateful = True
+
+    def __init__(
+        self,
+        name: str,
+        spans_per_second: int,
+        burst_capacity: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name)
+        burst = burst_capacity if burst_capacity > 0 else 2 * spans_per_second
+        self.bucket = TokenBucket(spans_per_second, burst, clock)
+
+    def evaluate(self, trace: TraceView) -> Decision:
+        return SAMPLED if self.bucket.allow(trace.span_count) else NOT_SAMPLED
