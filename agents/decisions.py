@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import faust
 
 _VALUE = struct.Struct(">dB")  # decided at, kept
+# Faust keeps its changelog offset in the same database, under a 16-byte key of its own.
+FAUST_OFFSET_KEY = b"__faust\x00offset__"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class DecisionCache:
         cutoff = time.time() - self.ttl
         entries = []
         for trace_id, raw in list(db.items()):
+            if trace_id == FAUST_OFFSET_KEY or len(trace_id) != 16:
+                continue
             decided_at = _VALUE.unpack_from(raw)[0]
             if decided_at < cutoff:
                 db.delete(trace_id)

@@ -37,6 +37,10 @@ PARTITIONS_ADOPTED = Counter(
 TRACES_RECOVERED = Counter(
     "spansieve_sampler_traces_recovered_total", "Buffered traces found again after recovery"
 )
+MALFORMED_MESSAGES = Counter(
+    "spansieve_sampler_malformed_messages_total",
+    "Spans-topic messages that are not OTLP (sent to the DLQ)",
+)
 POLICY_RELOADS = Counter(
     "spansieve_sampler_policy_reloads_total", "Policy file reloads, by result", ["result"]
 )

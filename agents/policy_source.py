@@ -13,10 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from pipeline.policies.config import PolicyConfigError, SamplingConfig, load_policy_file
-from pipeline.policies.engine import PolicyEngine
 
 from agents import metrics
+from pipeline.policies.config import PolicyConfigError, SamplingConfig, load_policy_file
+from pipeline.policies.engine import PolicyEngine
 from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -10,6 +10,7 @@ that lost a partition stop deciding for it at once.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import faust
@@ -20,7 +21,7 @@ from agents.buffer import TraceBuffer
 from agents.decisions import CachedDecision, DecisionCache
 from agents.policy_source import PolicySource, seconds
 from agents.topics import raw_topic
-from pipeline.otlp import TracesData, regroup_spans
+from pipeline.otlp import DecodeError, TracesData, regroup_spans
 from pipeline.policies.trace import TraceView
 from pipeline.settings import Settings
 
@@ -46,7 +47,7 @@ def tag_spans(data: TracesData, policy: str) -> None:
 class TraceSampler:
     """The sampler's state and logic; the Faust agent feeds it events."""
 
-    def __init__(self, app: faust.App, settings: Settings, sampled_topic) -> None:
+    def __init__(self, app: faust.App, settings: Settings, sampled_topic, dlq_topic) -> None:
         self.settings = settings
         self.policies = PolicySource(settings)
         self.buffer = TraceBuffer(app, settings.partitions)
@@ -57,6 +58,7 @@ class TraceSampler:
             max_entries=self._cache_entries(),
         )
         self.sampled_topic = sampled_topic
+        self.dlq_topic = dlq_topic
 
     def _cache_entries(self) -> int:
         cache = self.policies.config.decision_cache
@@ -79,7 +81,14 @@ class TraceSampler:
 
     async def on_spans(self, partition: int, raw: bytes) -> None:
         self._ensure_adopted(partition)
-        data = TracesData.FromString(raw)
+        try:
+            data = TracesData.FromString(raw)
+        except DecodeError as exc:
+            # Not written by our gateway: park it on the DLQ instead of crash-looping.
+            metrics.MALFORMED_MESSAGES.inc()
+            log.error("malformed message on the spans topic", partition=partition, error=str(exc))
+            await self.dlq_topic.send(value=raw, headers={"reason": f"malformed: {exc}".encode()})
+            return
         roots: set[bytes] = set()
 
         def trace_of(span) -> bytes:
@@ -165,15 +174,23 @@ class TraceSampler:
 
 def register_sampler(app: faust.App, settings: Settings) -> None:
     spans_topic = raw_topic(app, settings, "spans")
-    sampler = TraceSampler(app, settings, raw_topic(app, settings, "sampled"))
+    sampler = TraceSampler(
+        app, settings, raw_topic(app, settings, "sampled"), raw_topic(app, settings, "dlq")
+    )
 
     @app.agent(spans_topic, name="sampler")
     async def sample(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            if event.key == TICK_KEY:
-                await sampler.on_tick(event.message.partition)
-            else:
-                await sampler.on_spans(event.message.partition, event.value)
+        try:
+            async for event in stream.events():
+                if event.key == TICK_KEY:
+                    await sampler.on_tick(event.message.partition)
+                else:
+                    await sampler.on_spans(event.message.partition, event.value)
+        except Exception:
+            # Faust would restart the agent in place, over half-applied state. Exit instead:
+            # the consumer group hands the partitions on and replays from the last commit.
+            log.exception("sampler agent failed; exiting so that a restart replays safely")
+            os._exit(70)
 
     @app.timer(settings.tick_interval, on_leader=True)
     async def ticks() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
+from confluent_kafka import Consumer, Producer
 
 from pipeline.policies.probabilistic import is_sampled
 from pipeline.run import wait_until
@@ -164,3 +166,34 @@ def test_policy_file_hot_reload_and_rejection(pipeline):
     post(gateway, request_of({"api": [make_span(still)]}))
     assert kept_spans(gateway, {still}, expected=1)  # the 100 % policy is still in force
     policy_file.write_text(POLICIES)
+
+
+def test_poison_message_goes_to_the_dlq_and_sampling_goes_on(pipeline):
+    gateway, [(worker, _)] = pipeline
+    producer = Producer({"bootstrap.servers": gateway.kafka_bootstrap})
+    producer.produce(gateway.topic("spans"), b"\x0a\xff\xff not protobuf", partition=0)
+    producer.flush(10)
+    assert wait_until(
+        lambda: worker_metrics(worker).get("spansieve_sampler_malformed_messages_total", 0) >= 1,
+        "poison counted",
+        20,
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": gateway.kafka_bootstrap,
+            "group.id": f"dlq-{os.getpid()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([gateway.topic("dlq")])
+    messages = []
+    deadline = time.monotonic() + 20
+    while not messages and time.monotonic() < deadline:
+        messages = [m for m in consumer.consume(10, timeout=1) if not m.error()]
+    consumer.close()
+    assert messages and messages[0].value() == b"\x0a\xff\xff not protobuf"
+    assert dict(messages[0].headers())["reason"].startswith(b"malformed")
+
+    after = unsampled_trace_id(random.Random(6))
+    post(gateway, request_of({"api": [make_span(after, error=True)]}))
+    assert kept_spans(gateway, {after}, expected=1)
