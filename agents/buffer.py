@@ -5,8 +5,9 @@ spans (a serialized ``TracesData``). Each piece is stored once under the key
 
     trace id (16 bytes) | piece number (4) | span count (4) | root flag (1)
 
-so a trace's pieces sit next to each other in RocksDB: reading a trace is one prefix scan,
-dropping it one range delete, and the index can be rebuilt from the keys alone. Protobuf
+so a trace's pieces sit next to each other in RocksDB: reading a trace is one multi-get of
+the keys the index holds, dropping it one range delete, and after a restart the index is
+rebuilt from the keys alone. Protobuf
 parses concatenated pieces as one ``TracesData``, so the spans are never re-encoded.
 
 Durability: every piece goes to the table's changelog topic, which keeps data for a
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import faust
@@ -30,6 +30,14 @@ import faust
 _KEY_TAIL = struct.Struct(">IIB")  # piece number, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
 _RANGE_END = b"\xff" * _KEY_TAIL.size
+# Faust's RocksDB defaults (64 MiB x 3 memtables and a 2 GiB block cache per partition
+# database) would hold most buffered spans in memory; spans wait on disk instead.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024**2,
+    "block_cache_compressed_size": 4 * 1024**2,
+}
 
 
 def piece_key(trace_id: bytes, number: int, spans: int, has_root: bool) -> bytes:
@@ -39,13 +47,13 @@ def piece_key(trace_id: bytes, number: int, spans: int, has_root: bool) -> bytes
 class TraceState:
     """What the heap knows about one buffered trace."""
 
-    __slots__ = ("first_seen", "last_seen", "pieces", "root_seen", "size", "spans")
+    __slots__ = ("first_seen", "keys", "last_seen", "root_seen", "size", "spans")
 
     def __init__(self, now: float) -> None:
         self.first_seen = now
         self.last_seen = now
         self.root_seen = 0.0
-        self.pieces = 0
+        self.keys: list[bytes] = []  # RocksDB keys of the pieces: reads are point lookups
         self.spans = 0
         self.size = 0
 
@@ -65,7 +73,11 @@ class TraceBuffer:
 
     def __init__(self, app: faust.App, partitions: int) -> None:
         self.table = app.Table(
-            "trace-pieces", partitions=partitions, key_type=bytes, value_type=bytes
+            "trace-pieces",
+            partitions=partitions,
+            key_type=bytes,
+            value_type=bytes,
+            options=ROCKSDB_OPTIONS,
         )
         self._indexes: dict[int, PartitionIndex] = {}
 
@@ -85,7 +97,7 @@ class TraceBuffer:
         index = self._indexes[partition] = PartitionIndex()
         db = self.db(partition)
         now = time.time()
-        for key in list(db.keys()):
+        for key, value in list(db.items()):
             if len(key) != KEY_SIZE:
                 continue
             trace_id = key[:16]
@@ -96,14 +108,13 @@ class TraceBuffer:
             state = index.traces.get(trace_id)
             if state is None:
                 state = index.traces[trace_id] = TraceState(now)
-            state.pieces += 1
+            state.keys.append(key)
             state.spans += spans
+            state.size += len(value)
+            index.size += len(value)
             if root and not state.root_seen:
                 state.root_seen = now
                 index.roots[trace_id] = now
-        for trace_id, state in index.traces.items():
-            state.size = sum(len(v) for v in self._piece_values(partition, trace_id))
-            index.size += state.size
 
     def forget(self, partition: int) -> None:
         """Drop the heap index of a partition this worker no longer owns."""
@@ -117,10 +128,10 @@ class TraceBuffer:
         state = index.traces.pop(trace_id, None)  # re-inserted below: keeps update order
         if state is None:
             state = TraceState(now)
-        key = piece_key(trace_id, state.pieces, spans, has_root)
+        key = piece_key(trace_id, len(state.keys), spans, has_root)
         self.db(partition).put(key, piece)
         self.table.send_changelog(partition, key, piece)
-        state.pieces += 1
+        state.keys.append(key)
         state.spans += spans
         state.size += len(piece)
         state.last_seen = now
@@ -178,19 +189,10 @@ class TraceBuffer:
             return None
         index.roots.pop(trace_id, None)
         index.size -= state.size
-        spans = b"".join(self._piece_values(partition, trace_id))
-        self.db(partition).delete_range(trace_id, trace_id + _RANGE_END)
+        db = self.db(partition)
+        spans = b"".join(value for value in db.get(state.keys) if value is not None)
+        db.delete_range(trace_id, trace_id + _RANGE_END)
         return state, spans
-
-    def _piece_values(self, partition: int, trace_id: bytes) -> Iterator[bytes]:
-        iterator = self.db(partition).iter()
-        iterator.seek(trace_id)
-        while iterator.valid():
-            key = iterator.key()
-            if not key.startswith(trace_id):
-                break
-            yield iterator.value()
-            iterator.next()
 
     def counts(self) -> tuple[int, int]:
         """(buffered traces, buffered bytes) over the partitions this worker owns."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import faust
 
+from agents.buffer import ROCKSDB_OPTIONS
+
 _VALUE = struct.Struct(">dB")  # decided at, kept
 # Faust keeps its changelog offset in the same database, under a 16-byte key of its own.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
@@ -40,7 +42,11 @@ class DecisionCache:
 
     def __init__(self, app: faust.App, partitions: int, ttl: float, max_entries: int) -> None:
         self.table = app.Table(
-            "trace-decisions", partitions=partitions, key_type=bytes, value_type=bytes
+            "trace-decisions",
+            partitions=partitions,
+            key_type=bytes,
+            value_type=bytes,
+            options=ROCKSDB_OPTIONS,
         )
         self.ttl = ttl
         self.max_entries = max_entries

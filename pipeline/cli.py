@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -107,6 +108,24 @@ def gateway(**overrides: Any) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.group()
+def policies() -> None:
+    """Tail-sampling policy files (OpenTelemetry Collector tail_sampling keys)."""
+
+
+@policies.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def policies_check(path: Path) -> None:
+    """Validate a policy file (bare, or a collector config); errors name file, line and field."""
+    from pipeline.policies.check import check_policy_file
+    from pipeline.policies.config import PolicyConfigError
+
+    try:
+        click.echo(check_policy_file(path))
+    except PolicyConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 @settings_options(
     *SERVICES,
@@ -128,21 +147,37 @@ def worker(**overrides: Any) -> None:
 @settings_options(*SERVICES)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write JSON here")
 @click.option("--seconds", type=float, default=15.0, show_default=True, help="load per transport")
-@click.option("--quick", is_flag=True, help="short runs (about a minute in all)")
-def bench(json_path: str | None, seconds: float, quick: bool, **overrides: Any) -> None:
+@click.option("--traces", type=int, default=30_000, show_default=True, help="sampler workload")
+@click.option("--stages", default="gateway,sampler", show_default=True, help="which stages")
+@click.option("--quick", is_flag=True, help="short runs (a few minutes in all)")
+def bench(
+    json_path: str | None, seconds: float, traces: int, stages: str, quick: bool, **overrides: Any
+) -> None:
     """Measure the pipeline's stages on the local stack, next to ceilings from the same run."""
-    from pathlib import Path
+    import tempfile
 
+    from pipeline.bench import report
     from pipeline.bench.gateway import bench_gateway
-    from pipeline.bench.report import print_gateway, write_json
+    from pipeline.bench.sampler import bench_sampler
     from pipeline.stack import stack_up
 
     settings = load_settings(overrides)
     stack_up(settings)
-    results = {"gateway": bench_gateway(settings, 5.0 if quick else seconds)}
-    print_gateway(results["gateway"])
+    wanted = {stage.strip() for stage in stages.split(",")}
+    results = {}
+    if "gateway" in wanted:
+        results["gateway"] = bench_gateway(settings, 5.0 if quick else seconds)
+        report.print_gateway(results["gateway"])
+    if "sampler" in wanted:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=settings.state_dir, prefix="bench-") as folder:
+            results["sampler"] = bench_sampler(
+                settings, Path(folder), min(traces, 10_000) if quick else traces
+            )
     if json_path:
-        write_json(Path(json_path), results)
+        report.write_json(Path(json_path), results)
+    if "sampler" in results:
+        report.print_sampler(results["sampler"])
 
 
 @main.command()

@@ -48,5 +48,31 @@ def print_gateway(result: dict, console: Console | None = None) -> None:
     console.print(table)
 
 
+def print_sampler(result: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="sampler (one worker process, ~10 spans/trace, ~1 % kept)")
+    for column in ("measure", "value", "note"):
+        table.add_column(column)
+    ceiling = result["kafka_consume_ceiling_spans_per_s"]
+    table.add_row("raw Kafka consume", f"{ceiling:,.0f} spans/s", "ceiling, confluent-kafka")
+    table.add_row(
+        "sampler per worker core",
+        f"{result['spans_per_core_s']:,.0f} spans/s",
+        f"{result['ratio_to_consume_ceiling']:.3f} x consume ceiling; "
+        f"{result['spans']:,} spans in {result['wall_s']:.1f} s wall",
+    )
+    table.add_row(
+        "kept traces",
+        f"{result['kept_traces']:,.0f} of {result['traces']:,}",
+        f"{result['error_traces']} carry an error",
+    )
+    table.add_row(
+        "RSS per buffered span",
+        f"{result['rss_bytes_per_buffered_span']:,.0f} bytes",
+        f"{result['buffered_spans']:,} spans buffered",
+    )
+    console.print(table)
+
+
 def write_json(path: Path, results: dict) -> None:
     path.write_bytes(orjson.dumps({"machine": machine(), **results}, option=orjson.OPT_INDENT_2))

@@ -121,6 +121,7 @@ def consume_batch(consumer: Consumer):
 
 
 def _worker_settings(base: Settings, folder: Path, decision_wait: float) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
     policies = folder / "policies.yaml"
     policies.write_text(
         f"decision_wait: {decision_wait}\n"
