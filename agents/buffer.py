@@ -6,7 +6,7 @@ spans (a serialized ``TracesData``). Each piece is stored once under the key
     trace id (16 bytes) | piece number (4) | span count (4) | root flag (1)
 
 so a trace's pieces sit next to each other in RocksDB: reading a trace is one multi-get of
-the keys the index holds, dropping it one range delete, and after a restart the index is
+the keys the index holds, dropping it a delete per piece, and after a restart the index is
 rebuilt from the keys alone. Protobuf
 parses concatenated pieces as one ``TracesData``, so the spans are never re-encoded.
 
@@ -22,14 +22,12 @@ The Python heap holds one small ``TraceState`` per buffered trace, per partition
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass, field
 
 import faust
 
 _KEY_TAIL = struct.Struct(">IIB")  # piece number, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
-_RANGE_END = b"\xff" * _KEY_TAIL.size
 # Faust's RocksDB defaults (64 MiB x 3 memtables and a 2 GiB block cache per partition
 # database) would hold most buffered spans in memory; spans wait on disk instead.
 ROCKSDB_OPTIONS = {
@@ -88,7 +86,9 @@ class TraceBuffer:
     def index(self, partition: int) -> PartitionIndex | None:
         return self._indexes.get(partition)
 
-    def adopt(self, partition: int, skip: set[bytes] | frozenset[bytes] = frozenset()) -> None:
+    def adopt(
+        self, partition: int, now: float, skip: set[bytes] | frozenset[bytes] = frozenset()
+    ) -> None:
         """Index what RocksDB holds for a partition (after start-up or rebalance).
 
         Traces in ``skip`` (already decided) are deleted locally instead. Their age is not
@@ -96,7 +96,6 @@ class TraceBuffer:
         """
         index = self._indexes[partition] = PartitionIndex()
         db = self.db(partition)
-        now = time.time()
         for key, value in list(db.items()):
             if len(key) != KEY_SIZE:
                 continue
@@ -191,7 +190,8 @@ class TraceBuffer:
         index.size -= state.size
         db = self.db(partition)
         spans = b"".join(value for value in db.get(state.keys) if value is not None)
-        db.delete_range(trace_id, trace_id + _RANGE_END)
+        for key in state.keys:  # point deletes: range tombstones slow every later read
+            db.delete(key)
         return state, spans
 
     def counts(self) -> tuple[int, int]:

@@ -9,7 +9,6 @@ the trace ids in decision order per partition, to expire them without a scan.
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass
 
 import faust
@@ -55,10 +54,10 @@ class DecisionCache:
     def db(self, partition: int):
         return self.table.data._db_for_partition(partition)
 
-    def adopt(self, partition: int) -> set[bytes]:
+    def adopt(self, partition: int, now: float) -> set[bytes]:
         """Index the partition's stored decisions (dropping expired ones); returns their ids."""
         db = self.db(partition)
-        cutoff = time.time() - self.ttl
+        cutoff = now - self.ttl
         entries = []
         for trace_id, raw in list(db.items()):
             if trace_id == FAUST_OFFSET_KEY or len(trace_id) != 16:

@@ -65,10 +65,10 @@ class TraceSampler:
         configured = (cache.sampled_cache_size or 0) + (cache.non_sampled_cache_size or 0)
         return configured or DEFAULT_CACHE_ENTRIES
 
-    def _ensure_adopted(self, partition: int) -> None:
+    def _ensure_adopted(self, partition: int, now: float) -> None:
         if self.buffer.index(partition) is None:
-            decided = self.cache.adopt(partition)
-            self.buffer.adopt(partition, skip=decided)
+            decided = self.cache.adopt(partition, now)
+            self.buffer.adopt(partition, now, skip=decided)
             recovered = len(self.buffer.index(partition).traces)
             metrics.PARTITIONS_ADOPTED.inc()
             metrics.TRACES_RECOVERED.inc(recovered)
@@ -79,8 +79,9 @@ class TraceSampler:
         self.buffer.forget(partition)
         self.cache.forget(partition)
 
-    async def on_spans(self, partition: int, raw: bytes) -> None:
-        self._ensure_adopted(partition)
+    async def on_spans(self, partition: int, raw: bytes, now: float) -> None:
+        """Buffer a message's spans; ``now`` is its Kafka timestamp (see ``on_tick``)."""
+        self._ensure_adopted(partition, now)
         try:
             data = TracesData.FromString(raw)
         except DecodeError as exc:
@@ -96,7 +97,6 @@ class TraceSampler:
                 roots.add(span.trace_id)
             return span.trace_id
 
-        now = time.time()
         for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items():
             spans = _count_spans(piece)
             metrics.SPANS_RECEIVED.inc(spans)
@@ -132,10 +132,16 @@ class TraceSampler:
             metrics.EARLY_DECISIONS.inc()
             await self.decide(partition, trace_id, now)
 
-    async def on_tick(self, partition: int) -> None:
-        self._ensure_adopted(partition)
+    async def on_tick(self, partition: int, now: float) -> None:
+        """Decide the partition's due traces.
+
+        Time is event time: the Kafka timestamps of the partition's own messages (set by
+        the broker, LogAppendTime), ticks included. A worker catching up on a backlog
+        therefore sees traces go quiet as they did when they were sent, and does not split
+        them because it reads them late.
+        """
+        self._ensure_adopted(partition, now)
         self.policies.maybe_reload()
-        now = time.time()
         due = self.buffer.due(
             partition,
             now,
@@ -163,7 +169,7 @@ class TraceSampler:
         policy = verdict.policy or ""
         outcome = "sampled" if verdict.sampled else "not_sampled"
         metrics.TRACES_DECIDED.labels(outcome, policy if verdict.sampled else "").inc()
-        metrics.DECISION_LATENCY.observe(now - state.first_seen)
+        metrics.DECISION_LATENCY.observe(max(0.0, time.time() - state.first_seen))
         self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
         if verdict.sampled:
             tag_spans(data, policy)
@@ -182,10 +188,11 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
     async def sample(stream: faust.Stream) -> None:
         try:
             async for event in stream.events():
+                message = event.message
                 if event.key == TICK_KEY:
-                    await sampler.on_tick(event.message.partition)
+                    await sampler.on_tick(message.partition, message.timestamp)
                 else:
-                    await sampler.on_spans(event.message.partition, event.value)
+                    await sampler.on_spans(message.partition, event.value, message.timestamp)
         except Exception:
             # Faust would restart the agent in place, over half-applied state. Exit instead:
             # the consumer group hands the partitions on and replays from the last commit.

@@ -19,6 +19,11 @@ from pipeline.settings import TOPIC_NAMES, Settings
 log = structlog.get_logger(__name__)
 
 
+# The sampler keeps time by the spans topic's timestamps; the broker's clock makes them one
+# clock for all gateways and the tick sender.
+PRODUCT_TOPIC_CONFIGS = {"spans": {"message.timestamp.type": "LogAppendTime"}}
+
+
 def ensure_topics(
     settings: Settings,
     names: Iterable[str] | None = None,
@@ -27,17 +32,24 @@ def ensure_topics(
 ) -> None:
     """Create topics if missing (idempotent; existing topics are left as they are).
 
-    Without ``names``, the product's topics (TOPIC_NAMES under the prefix). Every topic
-    gets ``settings.partitions`` partitions, the co-partitioning the workers rely on.
+    Without ``names``, the product's topics (TOPIC_NAMES under the prefix, with
+    PRODUCT_TOPIC_CONFIGS). Every topic gets ``settings.partitions`` partitions, the
+    co-partitioning the workers rely on.
     """
-    wanted_names = list(names) if names is not None else [settings.topic(n) for n in TOPIC_NAMES]
+    if names is None:
+        configs = {
+            settings.topic(n): {**PRODUCT_TOPIC_CONFIGS.get(n, {}), **(config or {})}
+            for n in TOPIC_NAMES
+        }
+    else:
+        configs = {name: config or {} for name in names}
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(
-            name, num_partitions=settings.partitions, replication_factor=1, config=config or {}
+            name, num_partitions=settings.partitions, replication_factor=1, config=topic_config
         )
-        for name in wanted_names
+        for name, topic_config in configs.items()
         if name not in existing
     ]
     if not wanted:

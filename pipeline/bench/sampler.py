@@ -143,16 +143,16 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
     ensure_topics(settings)
     messages, errors = build_messages(traces, settings.partitions)
     spans = traces * SPANS_PER_TRACE
-    preload(settings, messages)
-    consume_rate = consume_ceiling(settings, len(messages))
     metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
     child = start_component("worker", settings)
     try:
-        if not wait_until(lambda: "spansieve" in str(scrape(metrics_url)), "worker starting", 120):
+        ready = _owning_all_partitions(metrics_url, settings.partitions)
+        if not wait_until(ready, "worker starting", 120):
             raise RuntimeError("worker did not start")
         process = psutil.Process(child.pid)
         cpu_before = sum(process.cpu_times()[:2])
         started = time.perf_counter()
+        preload(settings, messages)
         wait_until(
             lambda: (
                 scrape(metrics_url).get("spansieve_sampler_traces_decided_total:sum", 0) >= traces
@@ -165,6 +165,7 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
         final = scrape(metrics_url)
     finally:
         stop_components([child])
+    consume_rate = consume_ceiling(settings, len(messages))
     kept = final.get(
         'spansieve_sampler_traces_decided_total{decision="sampled",policy="errors"}', 0
     )
@@ -186,6 +187,16 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
     return result
 
 
+def _owning_all_partitions(metrics_url: str, partitions: int):
+    """A check that the worker has adopted every partition (ticks reached them all)."""
+
+    def check() -> bool:
+        adopted = scrape(metrics_url).get("spansieve_sampler_partitions_adopted_total", 0)
+        return adopted >= partitions
+
+    return check
+
+
 def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
     """Resident memory growth of a worker per buffered span (nothing decided meanwhile)."""
     settings = _worker_settings(base, folder, decision_wait=3600.0)
@@ -194,9 +205,9 @@ def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
     metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
     child = start_component("worker", settings)
     try:
-        if not wait_until(lambda: "spansieve" in str(scrape(metrics_url)), "worker starting", 120):
+        ready = _owning_all_partitions(metrics_url, settings.partitions)
+        if not wait_until(ready, "worker starting", 120):
             raise RuntimeError("worker did not start")
-        time.sleep(3)
         process = psutil.Process(child.pid)
         rss_before = process.memory_info().rss
         preload(settings, messages)
