@@ -26,16 +26,10 @@ from dataclasses import dataclass, field
 
 import faust
 
+from agents.topics import raw_table
+
 _KEY_TAIL = struct.Struct(">IIB")  # piece number, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
-# Faust's RocksDB defaults (64 MiB x 3 memtables and a 2 GiB block cache per partition
-# database) would hold most buffered spans in memory; spans wait on disk instead.
-ROCKSDB_OPTIONS = {
-    "write_buffer_size": 4 * 1024**2,
-    "max_write_buffer_number": 2,
-    "block_cache_size": 16 * 1024**2,
-    "block_cache_compressed_size": 4 * 1024**2,
-}
 
 
 def piece_key(trace_id: bytes, number: int, spans: int, has_root: bool) -> bytes:
@@ -70,13 +64,7 @@ class TraceBuffer:
     """Appends pieces, finds traces due for a decision, hands back their spans."""
 
     def __init__(self, app: faust.App, partitions: int) -> None:
-        self.table = app.Table(
-            "trace-pieces",
-            partitions=partitions,
-            key_type=bytes,
-            value_type=bytes,
-            options=ROCKSDB_OPTIONS,
-        )
+        self.table = raw_table(app, "trace-pieces", partitions)
         self._indexes: dict[int, PartitionIndex] = {}
 
     def db(self, partition: int):

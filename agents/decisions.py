@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import faust
 
-from agents.buffer import ROCKSDB_OPTIONS
+from agents.topics import raw_table
 
 _VALUE = struct.Struct(">dB")  # decided at, kept
 # Faust keeps its changelog offset in the same database, under a 16-byte key of its own.
@@ -40,13 +40,7 @@ class DecisionCache:
     """Per-partition decision cache with a TTL and a size bound (per worker)."""
 
     def __init__(self, app: faust.App, partitions: int, ttl: float, max_entries: int) -> None:
-        self.table = app.Table(
-            "trace-decisions",
-            partitions=partitions,
-            key_type=bytes,
-            value_type=bytes,
-            options=ROCKSDB_OPTIONS,
-        )
+        self.table = raw_table(app, "trace-decisions", partitions)
         self.ttl = ttl
         self.max_entries = max_entries
         self._order: dict[int, dict[bytes, float]] = {}

@@ -1,4 +1,4 @@
-"""The worker's view of the Kafka topics: raw bytes in and out, our partition count."""
+"""The worker's topics and tables: raw bytes in and out, co-partitioned with the spans."""
 
 from __future__ import annotations
 
@@ -14,4 +14,21 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
         partitions=settings.partitions,
         key_serializer="raw",
         value_serializer="raw",
+    )
+
+
+# Faust's RocksDB defaults (64 MiB x 3 memtables and a 2 GiB block cache per partition
+# database) would hold most buffered spans in memory; spans wait on disk instead.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024**2,
+    "block_cache_compressed_size": 4 * 1024**2,
+}
+
+
+def raw_table(app: faust.App, name: str, partitions: int):
+    """A RocksDB-backed table of bytes to bytes with modest memory settings."""
+    return app.Table(
+        name, partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
     )

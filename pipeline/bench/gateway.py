@@ -18,7 +18,7 @@ import httpx
 import psutil
 from confluent_kafka import Producer
 
-from pipeline.bench.workload import build_request_bodies
+from pipeline.bench.workload import build_request_bodies, produce_waiting
 from pipeline.gateway.validation import span_problem
 from pipeline.kafka import ensure_topics
 from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
@@ -98,14 +98,7 @@ def kafka_produce_ceiling(settings: Settings, bodies: list[bytes], seconds: floa
     deadline = started + seconds
     while time.perf_counter() < deadline:
         for messages in payloads:
-            for partition, value in messages:
-                while True:
-                    try:
-                        producer.produce(topic, value, partition=partition)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-            producer.poll(0)
+            produce_waiting(producer, topic, messages)
             sent += spans_per_body
     producer.flush(30)
     return sent / (time.perf_counter() - started)

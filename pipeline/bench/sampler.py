@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -19,6 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline.bench.metrics_scrape import scrape
+from pipeline.bench.workload import produce_waiting
 from pipeline.kafka import ensure_topics
 from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
 from pipeline.partitioner import partition_for_trace
@@ -86,14 +89,7 @@ def preload(settings: Settings, messages: list[tuple[int, bytes]]) -> None:
     producer = Producer(
         {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "compression.type": "lz4"}
     )
-    topic = settings.topic("spans")
-    for partition, value in messages:
-        while True:
-            try:
-                producer.produce(topic, value, partition=partition)
-                break
-            except BufferError:
-                producer.poll(0.1)
+    produce_waiting(producer, settings.topic("spans"), messages)
     producer.flush(60)
 
 
@@ -143,13 +139,7 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
     ensure_topics(settings)
     messages, errors = build_messages(traces, settings.partitions)
     spans = traces * SPANS_PER_TRACE
-    metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
-    child = start_component("worker", settings)
-    try:
-        ready = _owning_all_partitions(metrics_url, settings.partitions)
-        if not wait_until(ready, "worker starting", 120):
-            raise RuntimeError("worker did not start")
-        process = psutil.Process(child.pid)
+    with ready_worker(settings) as (process, metrics_url):
         cpu_before = sum(process.cpu_times()[:2])
         started = time.perf_counter()
         preload(settings, messages)
@@ -163,8 +153,6 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
         wall = time.perf_counter() - started
         cpu = sum(process.cpu_times()[:2]) - cpu_before
         final = scrape(metrics_url)
-    finally:
-        stop_components([child])
     consume_rate = consume_ceiling(settings, len(messages))
     kept = final.get(
         'spansieve_sampler_traces_decided_total{decision="sampled",policy="errors"}', 0
@@ -187,14 +175,22 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
     return result
 
 
-def _owning_all_partitions(metrics_url: str, partitions: int):
-    """A check that the worker has adopted every partition (ticks reached them all)."""
+@contextmanager
+def ready_worker(settings: Settings) -> Iterator[tuple[psutil.Process, str]]:
+    """A worker process that owns every partition (ticks reached them all), then stopped."""
+    metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+    child = start_component("worker", settings)
 
-    def check() -> bool:
+    def owns_all() -> bool:
         adopted = scrape(metrics_url).get("spansieve_sampler_partitions_adopted_total", 0)
-        return adopted >= partitions
+        return adopted >= settings.partitions
 
-    return check
+    try:
+        if not wait_until(owns_all, "worker starting", 120):
+            raise RuntimeError(f"worker did not start; see {settings.state_dir}/logs")
+        yield psutil.Process(child.pid), metrics_url
+    finally:
+        stop_components([child])
 
 
 def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
@@ -202,13 +198,7 @@ def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
     settings = _worker_settings(base, folder, decision_wait=3600.0)
     ensure_topics(settings)
     messages, _ = build_messages(traces, settings.partitions, seed=11)
-    metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
-    child = start_component("worker", settings)
-    try:
-        ready = _owning_all_partitions(metrics_url, settings.partitions)
-        if not wait_until(ready, "worker starting", 120):
-            raise RuntimeError("worker did not start")
-        process = psutil.Process(child.pid)
+    with ready_worker(settings) as (process, metrics_url):
         rss_before = process.memory_info().rss
         preload(settings, messages)
         spans = traces * SPANS_PER_TRACE
@@ -219,8 +209,6 @@ def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
         )
         time.sleep(2)
         rss_after = process.memory_info().rss
-    finally:
-        stop_components([child])
     return {
         "buffered_spans": spans,
         "rss_growth_bytes": rss_after - rss_before,

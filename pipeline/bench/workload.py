@@ -73,3 +73,15 @@ def build_export_request(
 def build_request_bodies(count: int, seed: int = 1, spans: int = 512) -> list[bytes]:
     rng = random.Random(seed)
     return [build_export_request(rng, spans).SerializeToString() for _ in range(count)]
+
+
+def produce_waiting(producer, topic: str, messages: list[tuple[int, bytes]]) -> None:
+    """Produce (partition, value) pairs, waiting whenever librdkafka's queue is full."""
+    for partition, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.poll(0)

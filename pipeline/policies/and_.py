@@ -16,6 +16,8 @@ from pipeline.policies.trace import TraceView
 
 
 class And(Policy):
+    ALL_SAMPLED: Decision = SAMPLED  # what the policy says when every sub-policy samples
+
     def __init__(self, name: str, subpolicies: Sequence[Policy]) -> None:
         super().__init__(name)
         self.subpolicies = list(subpolicies)
@@ -31,7 +33,7 @@ class And(Policy):
                 return NOT_SAMPLED
             if d is ERROR:
                 return ERROR
-        return SAMPLED
+        return self.ALL_SAMPLED
 
 
 def _union_keys(policies: Sequence[Policy]) -> tuple[frozenset[str], frozenset[str]]:

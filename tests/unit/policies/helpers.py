@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
+from pipeline.otlp import set_any_value
 from pipeline.policies.trace import TraceView
 
 TRACE_ID = bytes(range(1, 17))
@@ -17,24 +18,8 @@ MS = 1_000_000
 
 def any_value(v: Any) -> AnyValue:
     a = AnyValue()
-    if v is None:
-        return a
-    if isinstance(v, bool):
-        a.bool_value = v
-    elif isinstance(v, int):
-        a.int_value = v
-    elif isinstance(v, float):
-        a.double_value = v
-    elif isinstance(v, bytes):
-        a.bytes_value = v
-    elif isinstance(v, str):
-        a.string_value = v
-    elif isinstance(v, list):
-        a.array_value.values.extend(any_value(x) for x in v)
-    elif isinstance(v, dict):
-        a.kvlist_value.values.extend(KeyValue(key=k, value=any_value(x)) for k, x in v.items())
-    else:  # pragma: no cover
-        raise TypeError(v)
+    if v is not None:
+        set_any_value(a, v)
     return a
 
 
