@@ -28,7 +28,7 @@ DECISIONS_CACHED = Gauge("spansieve_sampler_decisions_cached", "Entries in the d
 DECISION_LATENCY = Histogram(
     "spansieve_sampler_decision_latency_seconds",
     "From a trace's first span to its decision",
-    buckets=(1, 2, 5, 10, 20, 30, 32, 35, 40, 60, 120, 300),
+    buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 32, 35, 40, 60, 120, 300),
 )
 PARTITIONS_ADOPTED = Counter(
     "spansieve_sampler_partitions_adopted_total",

@@ -67,6 +67,12 @@ def print_sampler(result: dict, console: Console | None = None) -> None:
         f"{result['error_traces']} carry an error",
     )
     table.add_row(
+        "decision latency p99",
+        f"<= {result['decision_latency_p99_s']:g} s",
+        f"first span to decision; decision_wait {result['decision_wait_s']:g} s; "
+        "histogram bucket bound",
+    )
+    table.add_row(
         "RSS per buffered span",
         f"{result['rss_bytes_per_buffered_span']:,.0f} bytes",
         f"{result['buffered_spans']:,} spans buffered",

@@ -171,8 +171,26 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
     result["ratio_to_consume_ceiling"] = (
         result["spans_per_core_s"] / result["kafka_consume_ceiling_spans_per_s"]
     )
+    result["decision_latency_p99_s"] = histogram_quantile(
+        final, "spansieve_sampler_decision_latency_seconds", 0.99
+    )
+    result["decision_wait_s"] = 2.0
     result.update(rss_per_span(base, folder / "memory", traces))
     return result
+
+
+def histogram_quantile(samples: dict[str, float], name: str, quantile: float) -> float:
+    """Upper bucket bound under which ``quantile`` of a Prometheus histogram's counts fall."""
+    buckets = sorted(
+        (float(key.split('le="')[1].split('"')[0]), value)
+        for key, value in samples.items()
+        if key.startswith(f"{name}_bucket{{")
+    )
+    total = buckets[-1][1] if buckets else 0
+    for bound, count in buckets:
+        if total and count >= quantile * total:
+            return bound
+    return float("inf")
 
 
 @contextmanager
