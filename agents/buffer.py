@@ -1,20 +1,20 @@
-"""Per-trace span buffers in a RocksDB-backed Faust table, appended to, never rewritten.
+"""Per-trace span buffers in RocksDB, appended to, never rewritten.
 
 Spans of a trace arrive in pieces: one piece per Kafka message that carried some of its
-spans (a serialized ``TracesData``). Each piece is stored once under the key
+spans (a serialized ``TracesData``). Each piece is stored once, in the partition's RocksDB
+database (a Faust table's store), under the key
 
-    trace id (16 bytes) | piece number (4) | span count (4) | root flag (1)
+    trace id (16 bytes) | source offset (8) | span count (4) | root flag (1)
 
-so a trace's pieces sit next to each other in RocksDB: reading a trace is one multi-get of
-the keys the index holds, dropping it a delete per piece, and after a restart the index is
-rebuilt from the keys alone. Protobuf
-parses concatenated pieces as one ``TracesData``, so the spans are never re-encoded.
+Reading a trace is one multi-get of the keys the heap index holds, dropping it a delete per
+piece; after a restart the index is rebuilt from the keys alone. Protobuf parses
+concatenated pieces as one ``TracesData``, so spans are never re-encoded.
 
-Durability: every piece goes to the table's changelog topic, which keeps data for a
-limited time (longer than any trace may stay buffered) instead of being compacted, so
-decided traces need no tombstones; they are only deleted locally. After a restart or a
-rebalance Faust restores the changelog into RocksDB and ``rebuild`` re-indexes what is
-there, skipping traces already in the decision cache.
+Durability needs no changelog for pieces: the spans topic itself is the log. Each
+partition's *low-water offset* (the source offset of the oldest piece still buffered) is
+saved with the decision cache once a second; a worker that takes a partition over re-reads
+the spans topic from there up to where its consumer starts, and the source offset in the
+key makes that replay idempotent. This saves a Kafka write per piece.
 
 The Python heap holds one small ``TraceState`` per buffered trace, per partition.
 """
@@ -28,12 +28,12 @@ import faust
 
 from agents.topics import raw_table
 
-_KEY_TAIL = struct.Struct(">IIB")  # piece number, span count, root flag
+_KEY_TAIL = struct.Struct(">QIB")  # source offset, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
 
 
-def piece_key(trace_id: bytes, number: int, spans: int, has_root: bool) -> bytes:
-    return trace_id + _KEY_TAIL.pack(number, spans, has_root)
+def piece_key(trace_id: bytes, offset: int, spans: int, has_root: bool) -> bytes:
+    return trace_id + _KEY_TAIL.pack(offset, spans, has_root)
 
 
 class TraceState:
@@ -56,8 +56,13 @@ class PartitionIndex:
 
     traces: dict[bytes, TraceState] = field(default_factory=dict)  # oldest update first
     roots: dict[bytes, float] = field(default_factory=dict)  # by root arrival
+    first_offsets: dict[bytes, int] = field(default_factory=dict)  # by first piece's offset
     size: int = 0
     next_age_scan: float = 0.0  # the max-age rule walks every trace, so not every tick
+
+    def low_water(self) -> int | None:
+        """Source offset of the oldest piece still buffered (None: nothing buffered)."""
+        return next(iter(self.first_offsets.values()), None)
 
 
 class TraceBuffer:
@@ -76,14 +81,15 @@ class TraceBuffer:
 
     def adopt(
         self, partition: int, now: float, skip: set[bytes] | frozenset[bytes] = frozenset()
-    ) -> None:
+    ) -> PartitionIndex:
         """Index what RocksDB holds for a partition (after start-up or rebalance).
 
-        Traces in ``skip`` (already decided) are deleted locally instead. Their age is not
-        known, so they count as seen now and wait one more decision_wait.
+        Traces in ``skip`` (already decided) are deleted instead. Their age is not known,
+        so they count as seen now and wait one more decision_wait.
         """
         index = self._indexes[partition] = PartitionIndex()
         db = self.db(partition)
+        firsts: dict[bytes, int] = {}
         for key, value in list(db.items()):
             if len(key) != KEY_SIZE:
                 continue
@@ -91,7 +97,7 @@ class TraceBuffer:
             if trace_id in skip:
                 db.delete(key)
                 continue
-            _number, spans, root = _KEY_TAIL.unpack_from(key, 16)
+            offset, spans, root = _KEY_TAIL.unpack_from(key, 16)
             state = index.traces.get(trace_id)
             if state is None:
                 state = index.traces[trace_id] = TraceState(now)
@@ -99,29 +105,42 @@ class TraceBuffer:
             state.spans += spans
             state.size += len(value)
             index.size += len(value)
+            firsts[trace_id] = min(offset, firsts.get(trace_id, offset))
             if root and not state.root_seen:
                 state.root_seen = now
                 index.roots[trace_id] = now
+        index.first_offsets = dict(sorted(firsts.items(), key=lambda item: item[1]))
+        return index
 
     def forget(self, partition: int) -> None:
         """Drop the heap index of a partition this worker no longer owns."""
         self._indexes.pop(partition, None)
 
     def append(
-        self, partition: int, trace_id: bytes, piece: bytes, spans: int, has_root: bool, now: float
+        self,
+        partition: int,
+        trace_id: bytes,
+        piece: bytes,
+        spans: int,
+        has_root: bool,
+        now: float,
+        offset: int,
     ) -> TraceState:
-        """Store one more piece of a trace; call while handling an event of ``partition``."""
+        """Store one more piece of a trace, read from ``offset`` of the spans topic."""
         index = self._indexes[partition]
         state = index.traces.pop(trace_id, None)  # re-inserted below: keeps update order
         if state is None:
             state = TraceState(now)
-        key = piece_key(trace_id, len(state.keys), spans, has_root)
+            index.first_offsets.setdefault(trace_id, offset)
+        key = piece_key(trace_id, offset, spans, has_root)
+        if key in state.keys:  # the same message again (replay after a takeover)
+            index.traces[trace_id] = state
+            return state
         self.db(partition).put(key, piece)
-        self.table.send_changelog(partition, key, piece)
         state.keys.append(key)
         state.spans += spans
         state.size += len(piece)
-        state.last_seen = now
+        state.last_seen = max(state.last_seen, now)
         if has_root and not state.root_seen:
             state.root_seen = now
             index.roots[trace_id] = now
@@ -175,6 +194,7 @@ class TraceBuffer:
         if state is None:
             return None
         index.roots.pop(trace_id, None)
+        index.first_offsets.pop(trace_id, None)
         index.size -= state.size
         db = self.db(partition)
         spans = b"".join(value for value in db.get(state.keys) if value is not None)

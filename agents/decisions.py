@@ -18,6 +18,9 @@ from agents.topics import raw_table
 _VALUE = struct.Struct(">dB")  # decided at, kept
 # Faust keeps its changelog offset in the same database, under a 16-byte key of its own.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
+# The partition's low-water offset of the spans topic (see agents.buffer) lives here too.
+LOW_WATER_KEY = b"\x00spansieve-low-water"
+_OFFSET = struct.Struct(">q")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class DecisionCache:
     def forget(self, partition: int) -> None:
         self._order.pop(partition, None)
 
+    def decided_ids(self, partition: int) -> dict[bytes, float]:
+        """Trace ids with a cached decision (a dict: fast membership tests)."""
+        return self._order.get(partition, {})
+
     def lookup(self, partition: int, trace_id: bytes) -> CachedDecision | None:
         order = self._order.get(partition)
         if order is None or trace_id not in order:
@@ -100,6 +107,17 @@ class DecisionCache:
             del order[trace_id]
             db.delete(trace_id)
         return len(expired)
+
+    def low_water(self, partition: int) -> int | None:
+        """The saved low-water offset of the partition's spans, if one was ever saved."""
+        raw = self.db(partition).get(LOW_WATER_KEY)
+        return _OFFSET.unpack(raw)[0] if raw is not None else None
+
+    def save_low_water(self, partition: int, offset: int) -> None:
+        """Save (and send to the changelog) where a takeover must start re-reading spans."""
+        value = _OFFSET.pack(offset)
+        self.db(partition).put(LOW_WATER_KEY, value)
+        self.table.send_changelog(partition, LOW_WATER_KEY, value)
 
     def size(self) -> int:
         return sum(len(order) for order in self._order.values())

@@ -34,6 +34,10 @@ PARTITIONS_ADOPTED = Counter(
     "spansieve_sampler_partitions_adopted_total",
     "Partitions indexed after start-up or rebalance (recovery)",
 )
+SPANS_REPLAYED = Counter(
+    "spansieve_sampler_spans_replayed_total",
+    "Spans re-read from the spans topic after taking a partition over",
+)
 TRACES_RECOVERED = Counter(
     "spansieve_sampler_traces_recovered_total", "Buffered traces found again after recovery"
 )

@@ -15,6 +15,7 @@ import time
 
 import faust
 import structlog
+from confluent_kafka import Consumer, TopicPartition
 
 from agents import metrics
 from agents.buffer import TraceBuffer
@@ -30,6 +31,7 @@ log = structlog.get_logger(__name__)
 TICK_KEY = b"\x00spansieve-tick"
 POLICY_ATTRIBUTE = "sampling.policy"
 DEFAULT_CACHE_ENTRIES = 200_000
+REPLAY_IDLE_POLLS = 10  # a takeover's replay gives up after this many empty one-second polls
 BATCH_EVENTS = 500
 BATCH_SECONDS = 0.05
 
@@ -61,29 +63,109 @@ class TraceSampler:
         )
         self.sampled_topic = sampled_topic
         self.dlq_topic = dlq_topic
+        self._low_water: dict[int, int] = {}  # last saved, per partition
+        self._pending_sends: dict[int, list] = {}  # kept traces not yet acknowledged
 
     def _cache_entries(self) -> int:
         cache = self.policies.config.decision_cache
         configured = (cache.sampled_cache_size or 0) + (cache.non_sampled_cache_size or 0)
         return configured or DEFAULT_CACHE_ENTRIES
 
-    def _ensure_adopted(self, partition: int, now: float) -> None:
-        if self.buffer.index(partition) is None:
-            decided = self.cache.adopt(partition, now)
-            self.buffer.adopt(partition, now, skip=decided)
-            recovered = len(self.buffer.index(partition).traces)
-            metrics.PARTITIONS_ADOPTED.inc()
-            metrics.TRACES_RECOVERED.inc(recovered)
-            if recovered:
-                log.info("partition adopted", partition=partition, traces=recovered)
+    async def _ensure_adopted(self, partition: int, now: float, offset: int) -> None:
+        """On the first event of a partition: index its buffer, replay what only Kafka has."""
+        if self.buffer.index(partition) is not None:
+            return
+        decided = self.cache.adopt(partition, now)
+        index = self.buffer.adopt(partition, now, skip=decided)
+        start = self.cache.low_water(partition)
+        if start is not None and start < offset:
+            await self._replay(partition, start, offset, decided)
+        low_water = index.low_water()
+        self._save_low_water(partition, offset if low_water is None else low_water)
+        metrics.PARTITIONS_ADOPTED.inc()
+        metrics.TRACES_RECOVERED.inc(len(index.traces))
+        if index.traces:
+            log.info("partition adopted", partition=partition, traces=len(index.traces))
+
+    async def _replay(self, partition: int, start: int, end: int, decided: set[bytes]) -> None:
+        """Re-read spans of offsets [start, end) that were buffered by the previous owner."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": f"{self.settings.topic_prefix}-replay",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(self.settings.topic("spans"), partition, start)])
+        position, idle_polls, replayed = start, 0, 0
+        try:
+            while position < end and idle_polls < REPLAY_IDLE_POLLS:
+                messages = await asyncio.to_thread(consumer.consume, 500, 1.0)
+                idle_polls = 0 if messages else idle_polls + 1
+                for message in messages:
+                    if message.error() or message.offset() >= end:
+                        position = end if not message.error() else position
+                        continue
+                    position = message.offset() + 1
+                    if message.key() == TICK_KEY or not message.value():
+                        continue
+                    stamp = message.timestamp()[1] / 1000
+                    data = TracesData.FromString(message.value())
+                    buffered, _late = self._buffer_spans(
+                        partition, data, stamp, message.offset(), decided
+                    )
+                    replayed += buffered
+        finally:
+            consumer.close()
+        metrics.SPANS_REPLAYED.inc(replayed)
+        log.info("spans replayed", partition=partition, start=start, end=end, spans=replayed)
+
+    def _save_low_water(self, partition: int, offset: int) -> None:
+        if self._low_water.get(partition) != offset:
+            self.cache.save_low_water(partition, offset)
+            self._low_water[partition] = offset
 
     def forget(self, partition: int) -> None:
         self.buffer.forget(partition)
         self.cache.forget(partition)
+        self._low_water.pop(partition, None)
 
-    async def on_spans(self, partition: int, raw: bytes, now: float) -> None:
+    def _buffer_spans(
+        self, partition: int, data: TracesData, now: float, offset: int, decided
+    ) -> tuple[int, dict[bytes, TracesData]]:
+        """Append a message's pieces to the buffer, except for traces in ``decided``.
+
+        Returns the span count buffered and the pieces of the decided traces.
+        """
+        roots: set[bytes] = set()
+
+        def trace_of(span) -> bytes:
+            if not span.parent_span_id:
+                roots.add(span.trace_id)
+            return span.trace_id
+
+        buffered = 0
+        late: dict[bytes, TracesData] = {}
+        for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items():
+            if trace_id in decided:
+                late[trace_id] = piece
+                continue
+            spans = _count_spans(piece)
+            self.buffer.append(
+                partition,
+                trace_id,
+                piece.SerializeToString(),
+                spans,
+                trace_id in roots,
+                now,
+                offset,
+            )
+            buffered += spans
+        return buffered, late
+
+    async def on_spans(self, partition: int, raw: bytes, now: float, offset: int) -> None:
         """Buffer a message's spans; ``now`` is its Kafka timestamp (see ``on_tick``)."""
-        self._ensure_adopted(partition, now)
+        await self._ensure_adopted(partition, now, offset)
         try:
             data = TracesData.FromString(raw)
         except DecodeError as exc:
@@ -92,35 +174,28 @@ class TraceSampler:
             log.error("malformed message on the spans topic", partition=partition, error=str(exc))
             await self.dlq_topic.send(value=raw, headers={"reason": f"malformed: {exc}".encode()})
             return
-        roots: set[bytes] = set()
-
-        def trace_of(span) -> bytes:
-            if not span.parent_span_id:
-                roots.add(span.trace_id)
-            return span.trace_id
-
-        for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items():
-            spans = _count_spans(piece)
-            metrics.SPANS_RECEIVED.inc(spans)
+        buffered, late = self._buffer_spans(
+            partition, data, now, offset, self.cache.decided_ids(partition)
+        )
+        metrics.SPANS_RECEIVED.inc(buffered)
+        for trace_id, piece in late.items():
             cached = self.cache.lookup(partition, trace_id)
             if cached is not None:
-                await self._late(partition, trace_id, piece, spans, cached)
-                continue
-            self.buffer.append(
-                partition, trace_id, piece.SerializeToString(), spans, trace_id in roots, now
-            )
+                await self._late(partition, trace_id, piece, _count_spans(piece), cached)
         await self._relieve_overflow(partition, now)
 
     async def _late(
         self, partition: int, trace_id: bytes, piece: TracesData, spans: int, cached
     ) -> None:
         """Spans of an already decided trace follow its decision at once."""
+        metrics.SPANS_RECEIVED.inc(spans)
         metrics.LATE_SPANS.labels("sampled" if cached.sampled else "not_sampled").inc(spans)
         if cached.sampled:
             tag_spans(piece, cached.policy)
-            await self.sampled_topic.send(
+            sent = await self.sampled_topic.send(
                 key=trace_id, value=piece.SerializeToString(), partition=partition
             )
+            self._pending_sends.setdefault(partition, []).append(sent)
 
     async def _relieve_overflow(self, partition: int, now: float) -> None:
         """Over num_traces or the byte cap: decide this partition's oldest traces early."""
@@ -134,7 +209,7 @@ class TraceSampler:
             metrics.EARLY_DECISIONS.inc()
             await self.decide(partition, trace_id, now)
 
-    async def on_tick(self, partition: int, now: float) -> None:
+    async def on_tick(self, partition: int, now: float, offset: int) -> None:
         """Decide the partition's due traces.
 
         Time is event time: the Kafka timestamps of the partition's own messages (set by
@@ -142,7 +217,7 @@ class TraceSampler:
         therefore sees traces go quiet as they did when they were sent, and does not split
         them because it reads them late.
         """
-        self._ensure_adopted(partition, now)
+        await self._ensure_adopted(partition, now, offset)
         self.policies.maybe_reload()
         due = self.buffer.due(
             partition,
@@ -153,6 +228,12 @@ class TraceSampler:
         )
         for trace_id in due:
             await self.decide(partition, trace_id, now)
+        # Kept traces must be in Kafka before the low-water mark passes their spans.
+        pending = self._pending_sends.pop(partition, [])
+        if pending:
+            await asyncio.gather(*pending)
+        low_water = self.buffer.index(partition).low_water()
+        self._save_low_water(partition, offset + 1 if low_water is None else low_water)
         self.cache.expire(partition, now)
         traces, size = self.buffer.counts()
         metrics.TRACES_BUFFERED.set(traces)
@@ -175,9 +256,10 @@ class TraceSampler:
         self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
         if verdict.sampled:
             tag_spans(data, policy)
-            await self.sampled_topic.send(
+            sent = await self.sampled_topic.send(
                 key=trace_id, value=data.SerializeToString(), partition=partition
             )
+            self._pending_sends.setdefault(partition, []).append(sent)
 
 
 def register_sampler(app: faust.App, settings: Settings) -> None:
@@ -195,9 +277,11 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
                 for event in events:
                     message = event.message
                     if event.key == TICK_KEY:
-                        await sampler.on_tick(message.partition, message.timestamp)
+                        await sampler.on_tick(message.partition, message.timestamp, message.offset)
                     else:
-                        await sampler.on_spans(message.partition, event.value, message.timestamp)
+                        await sampler.on_spans(
+                            message.partition, event.value, message.timestamp, message.offset
+                        )
         except Exception:
             # Faust would restart the agent in place, over half-applied state. Exit instead:
             # the consumer group hands the partitions on and replays from the last commit.

@@ -16,12 +16,13 @@ SEGMENT_MS = "60000"  # roll segments each minute so time retention can delete t
 def changelog_retention(settings: Settings) -> dict[str, float]:
     """Seconds each table's changelog must keep records (they expire, not compact).
 
-    A piece matters until its trace is decided (at most max_trace_age after its first
-    span); a decision until it leaves the cache (decision_cache_ttl).
+    Pieces are not written to their changelog (the spans topic is their log, see
+    agents.buffer); a decision matters until it leaves the cache (decision_cache_ttl), and
+    the low-water offsets saved beside the decisions are rewritten every second.
     """
     config = PolicySource(settings).config
     pieces = seconds(config.max_trace_age) + seconds(config.decision_wait) + RETENTION_MARGIN
-    decisions = max(seconds(config.decision_cache_ttl) + RETENTION_MARGIN, pieces)
+    decisions = seconds(config.decision_cache_ttl) + RETENTION_MARGIN
     return {"trace-pieces": pieces, "trace-decisions": decisions}
 
 
@@ -30,7 +31,7 @@ def ensure_changelogs(settings: Settings, app) -> None:
 
     Faust creates them asynchronously, and an event that arrives before their metadata is
     known crashes the agent (PartitionsMismatch). Ours are time-retained, not compacted:
-    buffered traces are deleted locally without tombstones.
+    decisions expire without tombstones.
     """
     retention = changelog_retention(settings)
     for name, table in app.tables.items():

@@ -91,3 +91,5 @@ def test_kill_minus_nine_under_load_keeps_every_error_trace(pipeline_settings: S
         }
         assert not missing, f"error traces incomplete after kill -9: {missing}"
         assert decided_total(second) > 0
+        # The survivor re-read, from the spans topic, what the killed worker had buffered.
+        assert worker_metrics(second).get("spansieve_sampler_spans_replayed_total", 0) > 0
