@@ -36,6 +36,10 @@ def create_app(settings: Settings) -> faust.App:
         # A killed worker's partitions move after this long (Faust's default is 60 s).
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        # Bound what waits in memory between Kafka and the agents (Faust's defaults queue
+        # 4096 events and fetch 4 MiB per partition): a backlog stays in Kafka instead.
+        stream_buffer_maxsize=256,
+        consumer_max_fetch_size=1024**2,
     )
 
     @app.page("/metrics")

@@ -71,6 +71,8 @@ class TraceBuffer:
     def __init__(self, app: faust.App, partitions: int) -> None:
         self.table = raw_table(app, "trace-pieces", partitions)
         self._indexes: dict[int, PartitionIndex] = {}
+        self.traces = 0  # totals over the owned partitions, kept up to date on every change
+        self.bytes = 0
 
     def db(self, partition: int):
         """The partition's RocksDB (rocksdict, raw mode). Faust opens one per partition."""
@@ -110,11 +112,16 @@ class TraceBuffer:
                 state.root_seen = now
                 index.roots[trace_id] = now
         index.first_offsets = dict(sorted(firsts.items(), key=lambda item: item[1]))
+        self.traces += len(index.traces)
+        self.bytes += index.size
         return index
 
     def forget(self, partition: int) -> None:
         """Drop the heap index of a partition this worker no longer owns."""
-        self._indexes.pop(partition, None)
+        index = self._indexes.pop(partition, None)
+        if index is not None:
+            self.traces -= len(index.traces)
+            self.bytes -= index.size
 
     def append(
         self,
@@ -132,6 +139,7 @@ class TraceBuffer:
         if state is None:
             state = TraceState(now)
             index.first_offsets.setdefault(trace_id, offset)
+            self.traces += 1
         key = piece_key(trace_id, offset, spans, has_root)
         if key in state.keys:  # the same message again (replay after a takeover)
             index.traces[trace_id] = state
@@ -146,6 +154,7 @@ class TraceBuffer:
             index.roots[trace_id] = now
         index.traces[trace_id] = state
         index.size += len(piece)
+        self.bytes += len(piece)
         return state
 
     def due(
@@ -196,6 +205,8 @@ class TraceBuffer:
         index.roots.pop(trace_id, None)
         index.first_offsets.pop(trace_id, None)
         index.size -= state.size
+        self.traces -= 1
+        self.bytes -= state.size
         db = self.db(partition)
         spans = b"".join(value for value in db.get(state.keys) if value is not None)
         for key in state.keys:  # point deletes: range tombstones slow every later read
@@ -204,6 +215,4 @@ class TraceBuffer:
 
     def counts(self) -> tuple[int, int]:
         """(buffered traces, buffered bytes) over the partitions this worker owns."""
-        traces = sum(len(index.traces) for index in self._indexes.values())
-        size = sum(index.size for index in self._indexes.values())
-        return traces, size
+        return self.traces, self.bytes

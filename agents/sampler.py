@@ -10,6 +10,7 @@ that lost a partition stop deciding for it at once.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import time
 
@@ -36,8 +37,15 @@ BATCH_EVENTS = 500
 BATCH_SECONDS = 0.05
 
 
+_TRACE_ID = operator.attrgetter("trace_id")
+
+
 def _count_spans(data: TracesData) -> int:
-    return sum(len(s.spans) for r in data.resource_spans for s in r.scope_spans)
+    count = 0
+    for resource_spans in data.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            count += len(scope_spans.spans)
+    return count
 
 
 def tag_spans(data: TracesData, policy: str) -> None:
@@ -138,11 +146,13 @@ class TraceSampler:
         Returns the span count buffered and the pieces of the decided traces.
         """
         roots: set[bytes] = set()
+        trace_of = _TRACE_ID
+        if self.policies.root_wait is not None:  # root spans only matter for that rule
 
-        def trace_of(span) -> bytes:
-            if not span.parent_span_id:
-                roots.add(span.trace_id)
-            return span.trace_id
+            def trace_of(span) -> bytes:
+                if not span.parent_span_id:
+                    roots.add(span.trace_id)
+                return span.trace_id
 
         buffered = 0
         late: dict[bytes, TracesData] = {}
