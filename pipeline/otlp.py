@@ -9,7 +9,6 @@ grow by appending bytes, never by re-encoding what is already there.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -17,21 +16,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 __all__ = [
     "DecodeError",
     "ExportTraceServiceRequest",
     "ExportTraceServiceResponse",
-    "TraceSummary",
     "TracesData",
     "parse_export_request",
     "regroup_spans",
     "set_any_value",
-    "summarize_trace",
 ]
 
-STATUS_ERROR = Status.STATUS_CODE_ERROR
 K = TypeVar("K", bound=Hashable)
 
 
@@ -76,30 +72,6 @@ def regroup_spans(resource_spans_list, key_of: Callable[[Span], K | None]) -> di
                 target.schema_url = scope_spans.schema_url
                 target.spans.extend(spans)
     return groups
-
-
-@dataclass(slots=True)
-class TraceSummary:
-    """What the sampler needs to know about a piece of a trace without its spans."""
-
-    span_count: int = 0
-    has_error: bool = False
-    start_ns: int = 0
-    end_ns: int = 0
-
-
-def summarize_trace(data: TracesData) -> TraceSummary:
-    """Count spans, spot error status and the time extent of one trace's spans."""
-    summary = TraceSummary(start_ns=2**63 - 1)
-    for resource_spans in data.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                summary.span_count += 1
-                if span.status.code == STATUS_ERROR:
-                    summary.has_error = True
-                summary.start_ns = min(summary.start_ns, span.start_time_unix_nano)
-                summary.end_ns = max(summary.end_ns, span.end_time_unix_nano)
-    return summary
 
 
 def set_any_value(any_value, value) -> None:
