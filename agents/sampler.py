@@ -23,7 +23,7 @@ from agents.buffer import TraceBuffer
 from agents.decisions import CachedDecision, DecisionCache
 from agents.policy_source import PolicySource, seconds
 from agents.topics import raw_topic
-from pipeline.otlp import DecodeError, TracesData, regroup_spans
+from pipeline.otlp import DecodeError, TracesData, count_spans, regroup_spans
 from pipeline.policies.trace import TraceView
 from pipeline.settings import Settings
 
@@ -38,14 +38,6 @@ BATCH_SECONDS = 0.05
 
 
 _TRACE_ID = operator.attrgetter("trace_id")
-
-
-def _count_spans(data: TracesData) -> int:
-    count = 0
-    for resource_spans in data.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            count += len(scope_spans.spans)
-    return count
 
 
 def tag_spans(data: TracesData, policy: str) -> None:
@@ -160,7 +152,7 @@ class TraceSampler:
             if trace_id in decided:
                 late[trace_id] = piece
                 continue
-            spans = _count_spans(piece)
+            spans = count_spans(piece)
             self.buffer.append(
                 partition,
                 trace_id,
@@ -191,7 +183,7 @@ class TraceSampler:
         for trace_id, piece in late.items():
             cached = self.cache.lookup(partition, trace_id)
             if cached is not None:
-                await self._late(partition, trace_id, piece, _count_spans(piece), cached)
+                await self._late(partition, trace_id, piece, count_spans(piece), cached)
         await self._relieve_overflow(partition, now)
 
     async def _late(

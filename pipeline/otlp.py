@@ -23,6 +23,7 @@ __all__ = [
     "ExportTraceServiceRequest",
     "ExportTraceServiceResponse",
     "TracesData",
+    "count_spans",
     "parse_export_request",
     "regroup_spans",
     "set_any_value",
@@ -72,6 +73,15 @@ def regroup_spans(resource_spans_list, key_of: Callable[[Span], K | None]) -> di
                 target.schema_url = scope_spans.schema_url
                 target.spans.extend(spans)
     return groups
+
+
+def count_spans(message: ExportTraceServiceRequest | TracesData) -> int:
+    """Spans in an export request or a TracesData (both hold ``resource_spans``)."""
+    count = 0
+    for resource_spans in message.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            count += len(scope_spans.spans)
+    return count
 
 
 def set_any_value(any_value, value) -> None:

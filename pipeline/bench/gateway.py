@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from pipeline.bench.workload import build_request_bodies, produce_waiting
 from pipeline.gateway.validation import span_problem
 from pipeline.kafka import ensure_topics
-from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
+from pipeline.otlp import ExportTraceServiceRequest, count_spans, regroup_spans
 from pipeline.partitioner import partition_for_trace
 from pipeline.run import start_component, stop_components, wait_until
 from pipeline.settings import Settings
@@ -30,8 +30,7 @@ EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def spans_in(body: bytes) -> int:
-    request = ExportTraceServiceRequest.FromString(body)
-    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+    return count_spans(ExportTraceServiceRequest.FromString(body))
 
 
 def parse_ceiling(bodies: list[bytes], seconds: float) -> float:

@@ -18,7 +18,7 @@ from pipeline.gateway import metrics
 from pipeline.gateway.auth import Principal
 from pipeline.gateway.validation import rejection_message, span_problem
 from pipeline.kafka import AsyncProducer
-from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
+from pipeline.otlp import ExportTraceServiceRequest, count_spans, regroup_spans
 from pipeline.partitioner import partition_for_trace
 from pipeline.settings import Settings
 
@@ -40,10 +40,6 @@ class ExportOutcome:
     accepted: int
     rejected: int
     message: str
-
-
-def count_spans(request: ExportTraceServiceRequest) -> int:
-    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
 
 
 class SpanIngestor:
