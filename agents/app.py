@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 from prometheus_client import generate_latest
 
+from agents.memory import register_memory_trim
 from agents.sampler import register_sampler
 from agents.sink import register_sink
 from pipeline.settings import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> faust.App:
     async def prometheus(web, _request):
         return web.bytes(generate_latest(), content_type=PROMETHEUS_TEXT)
 
+    register_memory_trim(app)
     for role in roles:
         ROLES[role](app, settings)
     return app

@@ -48,5 +48,10 @@ MALFORMED_MESSAGES = Counter(
 POLICY_RELOADS = Counter(
     "spansieve_sampler_policy_reloads_total", "Policy file reloads, by result", ["result"]
 )
+HEAP_TRIM_SECONDS = Histogram(
+    "spansieve_worker_heap_trim_seconds",
+    "Time spent handing freed heap memory back to the OS (malloc_trim)",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+)
 DOCUMENTS_INDEXED = Counter("spansieve_sink_documents_indexed_total", "Span documents indexed")
 SINK_RETRIES = Counter("spansieve_sink_retries_total", "Bulk requests retried after an error")

@@ -10,7 +10,6 @@ that lost a partition stop deciding for it at once.
 from __future__ import annotations
 
 import asyncio
-import operator
 import os
 import time
 
@@ -24,6 +23,7 @@ from agents.decisions import CachedDecision, DecisionCache
 from agents.policy_source import PolicySource, seconds
 from agents.topics import raw_topic
 from pipeline.otlp import DecodeError, TracesData, count_spans, regroup_spans
+from pipeline.pieces import PiecesError, header_of, iter_pieces
 from pipeline.policies.trace import TraceView
 from pipeline.settings import Settings
 
@@ -37,7 +37,7 @@ BATCH_EVENTS = 500
 BATCH_SECONDS = 0.05
 
 
-_TRACE_ID = operator.attrgetter("trace_id")
+Piece = tuple[bytes, bytes, int, bool]  # trace id, TracesData bytes, span count, has root
 
 
 def tag_spans(data: TracesData, policy: str) -> None:
@@ -110,9 +110,12 @@ class TraceSampler:
                     if message.key() == TICK_KEY or not message.value():
                         continue
                     stamp = message.timestamp()[1] / 1000
-                    data = TracesData.FromString(message.value())
-                    buffered, _late = self._buffer_spans(
-                        partition, data, stamp, message.offset(), decided
+                    try:
+                        pieces = self._pieces(message.value(), header_of(message.headers()))
+                    except DecodeError:
+                        continue  # the live consumer sent it to the DLQ the first time
+                    buffered, _late = self._buffer_pieces(
+                        partition, pieces, stamp, message.offset(), decided
                     )
                     replayed += buffered
         finally:
@@ -130,69 +133,81 @@ class TraceSampler:
         self.cache.forget(partition)
         self._low_water.pop(partition, None)
 
-    def _buffer_spans(
-        self, partition: int, data: TracesData, now: float, offset: int, decided
-    ) -> tuple[int, dict[bytes, TracesData]]:
+    def _pieces(self, raw: bytes, header: bytes | None) -> list[Piece]:
+        """A message's per-trace pieces: sliced by the gateway's header, else parsed.
+
+        Parsing (raises DecodeError) covers messages from producers other than our
+        gateway and headers that do not match their value.
+        """
+        if header is not None:
+            try:
+                return list(iter_pieces(raw, header))
+            except PiecesError as exc:
+                metrics.MALFORMED_MESSAGES.inc()
+                log.warning("pieces header ignored; parsing the message", error=str(exc))
+        roots: set[bytes] = set()
+
+        def trace_of(span) -> bytes:
+            if not span.parent_span_id:
+                roots.add(span.trace_id)
+            return span.trace_id
+
+        data = TracesData.FromString(raw)
+        return [
+            (trace_id, piece.SerializeToString(), count_spans(piece), trace_id in roots)
+            for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items()
+        ]
+
+    def _buffer_pieces(
+        self, partition: int, pieces: list[Piece], now: float, offset: int, decided
+    ) -> tuple[int, list[Piece]]:
         """Append a message's pieces to the buffer, except for traces in ``decided``.
 
         Returns the span count buffered and the pieces of the decided traces.
         """
-        roots: set[bytes] = set()
-        trace_of = _TRACE_ID
-        if self.policies.root_wait is not None:  # root spans only matter for that rule
-
-            def trace_of(span) -> bytes:
-                if not span.parent_span_id:
-                    roots.add(span.trace_id)
-                return span.trace_id
-
         buffered = 0
-        late: dict[bytes, TracesData] = {}
-        for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items():
+        late: list[Piece] = []
+        append = self.buffer.append
+        for piece in pieces:
+            trace_id, spans_bytes, spans, has_root = piece
             if trace_id in decided:
-                late[trace_id] = piece
+                late.append(piece)
                 continue
-            spans = count_spans(piece)
-            self.buffer.append(
-                partition,
-                trace_id,
-                piece.SerializeToString(),
-                spans,
-                trace_id in roots,
-                now,
-                offset,
-            )
+            append(partition, trace_id, spans_bytes, spans, has_root, now, offset)
             buffered += spans
         return buffered, late
 
-    async def on_spans(self, partition: int, raw: bytes, now: float, offset: int) -> None:
+    async def on_spans(
+        self, partition: int, raw: bytes, header: bytes | None, now: float, offset: int
+    ) -> None:
         """Buffer a message's spans; ``now`` is its Kafka timestamp (see ``on_tick``)."""
         await self._ensure_adopted(partition, now, offset)
         try:
-            data = TracesData.FromString(raw)
+            pieces = self._pieces(raw, header)
         except DecodeError as exc:
             # Not written by our gateway: park it on the DLQ instead of crash-looping.
             metrics.MALFORMED_MESSAGES.inc()
             log.error("malformed message on the spans topic", partition=partition, error=str(exc))
             await self.dlq_topic.send(value=raw, headers={"reason": f"malformed: {exc}".encode()})
             return
-        buffered, late = self._buffer_spans(
-            partition, data, now, offset, self.cache.decided_ids(partition)
+        buffered, late = self._buffer_pieces(
+            partition, pieces, now, offset, self.cache.decided_ids(partition)
         )
         metrics.SPANS_RECEIVED.inc(buffered)
-        for trace_id, piece in late.items():
+        for trace_id, spans_bytes, spans, _root in late:
             cached = self.cache.lookup(partition, trace_id)
             if cached is not None:
-                await self._late(partition, trace_id, piece, count_spans(piece), cached)
+                await self._late(partition, trace_id, spans_bytes, spans, cached)
         await self._relieve_overflow(partition, now)
 
     async def _late(
-        self, partition: int, trace_id: bytes, piece: TracesData, spans: int, cached
+        self, partition: int, trace_id: bytes, spans_bytes: bytes, spans: int, cached
     ) -> None:
         """Spans of an already decided trace follow its decision at once."""
         metrics.SPANS_RECEIVED.inc(spans)
         metrics.LATE_SPANS.labels("sampled" if cached.sampled else "not_sampled").inc(spans)
         if cached.sampled:
+            piece = TracesData.FromString(spans_bytes)
             tag_spans(piece, cached.policy)
             sent = await self.sampled_topic.send(
                 key=trace_id, value=piece.SerializeToString(), partition=partition
@@ -282,7 +297,11 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
                         await sampler.on_tick(message.partition, message.timestamp, message.offset)
                     else:
                         await sampler.on_spans(
-                            message.partition, event.value, message.timestamp, message.offset
+                            message.partition,
+                            event.value,
+                            header_of(message.headers),
+                            message.timestamp,
+                            message.offset,
                         )
         except Exception:
             # Faust would restart the agent in place, over half-applied state. Exit instead:

@@ -87,7 +87,14 @@ class AsyncProducer:
         while not self._stopping.is_set():
             self._producer.poll(0.1)
 
-    def send(self, topic: str, value: bytes, partition: int, key: bytes | None = None):
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        partition: int,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ):
         """Queue one message; returns a future resolved when the broker acknowledged it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
@@ -95,7 +102,9 @@ class AsyncProducer:
         def delivered(err, _msg) -> None:
             loop.call_soon_threadsafe(_settle, future, err)
 
-        self._producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
+        self._producer.produce(
+            topic, value, key, partition=partition, on_delivery=delivered, headers=headers
+        )
         return future
 
     def queue_length(self) -> int:

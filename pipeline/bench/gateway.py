@@ -21,8 +21,8 @@ from confluent_kafka import Producer
 from pipeline.bench.workload import build_request_bodies, produce_waiting
 from pipeline.gateway.validation import span_problem
 from pipeline.kafka import ensure_topics
-from pipeline.otlp import ExportTraceServiceRequest, count_spans, regroup_spans
-from pipeline.partitioner import partition_for_trace
+from pipeline.otlp import ExportTraceServiceRequest, count_spans
+from pipeline.pieces import gateway_messages, split_by_partition
 from pipeline.run import start_component, stop_components, wait_until
 from pipeline.settings import Settings
 
@@ -53,21 +53,20 @@ def cost_breakdown(bodies: list[bytes], partitions: int) -> dict[str, float]:
     requests = [ExportTraceServiceRequest.FromString(body) for body in bodies]
     t1 = time.perf_counter()
 
-    def partition_of(span):
-        if span_problem(span) is not None:
-            return None
-        return partition_for_trace(span.trace_id, partitions)
+    def accept(span) -> bool:
+        return span_problem(span) is None
 
-    groups = [regroup_spans(r.resource_spans, partition_of) for r in requests]
+    groups = [split_by_partition(r.resource_spans, partitions, accept) for r in requests]
     t2 = time.perf_counter()
     for group in groups:
-        for data in group.values():
-            data.SerializeToString()
+        for message in group.values():
+            message.value()
+            message.header()
     t3 = time.perf_counter()
     per_span = 1e6 / spans
     return {
         "parse_us": (t1 - t0) * per_span,
-        "validate_regroup_us": (t2 - t1) * per_span,
+        "validate_split_us": (t2 - t1) * per_span,
         "serialize_us": (t3 - t2) * per_span,
     }
 
@@ -78,10 +77,7 @@ def kafka_produce_ceiling(settings: Settings, bodies: list[bytes], seconds: floa
     payloads = []
     for body in bodies:
         request = ExportTraceServiceRequest.FromString(body)
-        groups = regroup_spans(
-            request.resource_spans, lambda s: partition_for_trace(s.trace_id, settings.partitions)
-        )
-        payloads.append([(p, d.SerializeToString()) for p, d in groups.items()])
+        payloads.append(gateway_messages(request.resource_spans, settings.partitions))
     spans_per_body = spans_in(bodies[0])
     producer = Producer(
         {

@@ -1,6 +1,6 @@
 """Sampler benchmark: spans per worker CPU-second from Kafka in to decisions out.
 
-The spans topic is preloaded with gateway-shaped messages (one TracesData per partition
+The spans topic is preloaded with gateway-shaped messages (per-trace pieces per partition
 per export request; ~10 spans per trace spread over several requests; ~1 % of traces
 carry an error and are kept), then one worker drains it. Ceiling in the same run: a raw
 confluent-kafka consume of the same messages. A second run with a long decision_wait
@@ -23,22 +23,21 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.workload import produce_waiting
 from pipeline.kafka import ensure_topics
-from pipeline.otlp import ExportTraceServiceRequest, regroup_spans
-from pipeline.partitioner import partition_for_trace
+from pipeline.otlp import ExportTraceServiceRequest
+from pipeline.pieces import gateway_messages
 from pipeline.run import start_component, stop_components, wait_until
 from pipeline.settings import Settings
 
 SPANS_PER_TRACE = 10
+TRIM_COUNT = "spansieve_worker_heap_trim_seconds_count"
 ERROR_SHARE = 0.01
 
 
-def build_messages(
-    traces: int, partitions: int, seed: int = 7
-) -> tuple[list[tuple[int, bytes]], int]:
+def build_messages(traces: int, partitions: int, seed: int = 7) -> tuple[list[tuple], int]:
     """Gateway-shaped Kafka messages for ``traces`` traces; returns (messages, error traces)."""
     rng = random.Random(seed)
     services = [f"svc-{n}" for n in range(6)]
-    messages: list[tuple[int, bytes]] = []
+    messages: list[tuple] = []
     errors = 0
     window = 100  # traces in flight at once: their spans interleave across requests
     base = 1_700_000_000_000_000_000
@@ -78,14 +77,11 @@ def build_messages(
                     ).value.string_value = service
                     scope = by_service[service] = resource_spans.scope_spans.add()
                 scope.spans.append(span)
-            groups = regroup_spans(
-                request.resource_spans, lambda s: partition_for_trace(s.trace_id, partitions)
-            )
-            messages.extend((p, data.SerializeToString()) for p, data in groups.items())
+            messages.extend(gateway_messages(request.resource_spans, partitions))
     return messages, errors
 
 
-def preload(settings: Settings, messages: list[tuple[int, bytes]]) -> None:
+def preload(settings: Settings, messages: list[tuple]) -> None:
     producer = Producer(
         {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20, "compression.type": "lz4"}
     )
@@ -211,13 +207,23 @@ def ready_worker(settings: Settings) -> Iterator[tuple[psutil.Process, str]]:
         stop_components([child])
 
 
+def rss_after_trim(process: psutil.Process, metrics_url: str) -> int:
+    """RSS right after the worker's next malloc_trim (agents/memory.py).
+
+    RSS then counts what the worker holds, not freed memory that glibc kept.
+    """
+    trims = scrape(metrics_url).get(TRIM_COUNT, 0)
+    wait_until(lambda: scrape(metrics_url).get(TRIM_COUNT, 0) > trims, "heap trim", 30)
+    return process.memory_info().rss
+
+
 def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
     """Resident memory growth of a worker per buffered span (nothing decided meanwhile)."""
     settings = _worker_settings(base, folder, decision_wait=3600.0)
     ensure_topics(settings)
     messages, _ = build_messages(traces, settings.partitions, seed=11)
     with ready_worker(settings) as (process, metrics_url):
-        rss_before = process.memory_info().rss
+        rss_before = rss_after_trim(process, metrics_url)
         preload(settings, messages)
         spans = traces * SPANS_PER_TRACE
         wait_until(
@@ -225,8 +231,7 @@ def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
             "buffering",
             600,
         )
-        time.sleep(2)
-        rss_after = process.memory_info().rss
+        rss_after = rss_after_trim(process, metrics_url)
     return {
         "buffered_spans": spans,
         "rss_growth_bytes": rss_after - rss_before,

@@ -75,12 +75,14 @@ def build_request_bodies(count: int, seed: int = 1, spans: int = 512) -> list[by
     return [build_export_request(rng, spans).SerializeToString() for _ in range(count)]
 
 
-def produce_waiting(producer, topic: str, messages: list[tuple[int, bytes]]) -> None:
-    """Produce (partition, value) pairs, waiting whenever librdkafka's queue is full."""
-    for partition, value in messages:
+def produce_waiting(producer, topic: str, messages: list[tuple]) -> None:
+    """Produce (partition, value[, headers]) tuples, waiting whenever librdkafka's queue is full."""
+    for partition, value, *headers in messages:
         while True:
             try:
-                producer.produce(topic, value, partition=partition)
+                producer.produce(
+                    topic, value, partition=partition, headers=headers[0] if headers else None
+                )
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -1,5 +1,8 @@
 """Transport-independent ingestion: checks, redaction, one Kafka message per partition.
 
+Each message is laid out as per-trace pieces with an index header (``pipeline.pieces``),
+so the workers store spans without parsing them.
+
 Both receivers (HTTP and gRPC) hand a parsed export request here and map the outcome or
 the exceptions to their protocol's answers.
 """
@@ -18,8 +21,8 @@ from pipeline.gateway import metrics
 from pipeline.gateway.auth import Principal
 from pipeline.gateway.validation import rejection_message, span_problem
 from pipeline.kafka import AsyncProducer
-from pipeline.otlp import ExportTraceServiceRequest, count_spans, regroup_spans
-from pipeline.partitioner import partition_for_trace
+from pipeline.otlp import ExportTraceServiceRequest, count_spans
+from pipeline.pieces import PIECES_HEADER, PartitionMessage, split_by_partition
 from pipeline.settings import Settings
 
 
@@ -82,16 +85,14 @@ class SpanIngestor:
             metrics.REDACTIONS.labels("key_removed").inc(stats.redacted_keys)
             metrics.REDACTIONS.labels("value_masked").inc(stats.masked_values)
 
-        partitions = self._partitions
-
-        def partition_of(span: Span) -> int | None:
+        def accept(span: Span) -> bool:
             problem = span_problem(span)
-            if problem is not None:
-                rejections[problem] += 1
-                return None
-            return partition_for_trace(span.trace_id, partitions)
+            if problem is None:
+                return True
+            rejections[problem] += 1
+            return False
 
-        groups = regroup_spans(request.resource_spans, partition_of)
+        groups = split_by_partition(request.resource_spans, self._partitions, accept)
         rejected = sum(rejections.values())
         for reason, count in rejections.items():
             metrics.SPANS_REJECTED.labels(reason).inc(count)
@@ -101,14 +102,21 @@ class SpanIngestor:
         metrics.SPANS_ACCEPTED.inc(accepted)
         return ExportOutcome(accepted, rejected, rejection_message(rejections))
 
-    async def _produce(self, groups: dict, body_size: int, spans: int) -> None:
+    async def _produce(
+        self, groups: dict[int, PartitionMessage], body_size: int, spans: int
+    ) -> None:
         started = time.perf_counter()
         self._inflight += body_size
         try:
             try:
                 deliveries = [
-                    self._producer.send(self._topic, data.SerializeToString(), partition=p)
-                    for p, data in groups.items()
+                    self._producer.send(
+                        self._topic,
+                        message.value(),
+                        partition=p,
+                        headers=[(PIECES_HEADER, message.header())],
+                    )
+                    for p, message in groups.items()
                 ]
             except BufferError as exc:
                 metrics.SPANS_REJECTED.labels("overloaded").inc(spans)

@@ -1,0 +1,175 @@
+"""The spans topic's message layout: per-trace pieces, indexed in a header.
+
+The gateway writes one Kafka message per partition per export request. Its value is a
+serialized ``TracesData`` built as the concatenation of one *piece* per trace: the
+``ResourceSpans`` entries holding that trace's spans. Protobuf merges concatenated
+messages, so the value parses as an ordinary ``TracesData`` for any reader. The header
+``spansieve-pieces`` lists, per piece, the trace id, the piece's length, its span count and
+whether it holds the trace's root span. A worker can then store each trace's piece by
+slicing the value, without parsing or re-encoding a single span.
+
+Pieces are assembled from serialized spans with protobuf's length-delimited framing (a tag
+byte, a varint length, the payload). Resource and scope are serialized once per request.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline.partitioner import partition_for_trace
+
+PIECES_HEADER = "spansieve-pieces"
+_ENTRY = struct.Struct(">16sIIB")  # trace id, piece length, span count, root flag
+
+# Field tags (field number << 3 | wire type 2, length-delimited) of the messages we frame.
+_RESOURCE_SPANS = b"\x0a"  # TracesData.resource_spans = 1
+_RESOURCE = b"\x0a"  # ResourceSpans.resource = 1
+_SCOPE_SPANS = b"\x12"  # ResourceSpans.scope_spans = 2
+_SCHEMA_URL = b"\x1a"  # ResourceSpans.schema_url = 3, ScopeSpans.schema_url = 3
+_SCOPE = b"\x0a"  # ScopeSpans.scope = 1
+_SPANS = b"\x12"  # ScopeSpans.spans = 2
+
+
+class PiecesError(ValueError):
+    """A pieces header that does not describe its message value."""
+
+
+def _varint(number: int) -> bytes:
+    if number < 0x80:
+        return bytes((number,))
+    if number < 0x4000:
+        return bytes(((number & 0x7F) | 0x80, number >> 7))
+    out = bytearray()
+    while number >= 0x80:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+class PartitionMessage:
+    """The pieces bound for one partition; ``value()`` and ``header()`` build the message."""
+
+    __slots__ = ("pieces", "spans")
+
+    def __init__(self) -> None:
+        self.pieces: dict[bytes, list] = {}  # trace id -> [parts, span count, has root]
+        self.spans = 0
+
+    def value(self) -> bytes:
+        return b"".join(b"".join(parts) for parts, _, _ in self.pieces.values())
+
+    def header(self) -> bytes:
+        return b"".join(
+            _ENTRY.pack(trace_id, sum(map(len, parts)), spans, root)
+            for trace_id, (parts, spans, root) in self.pieces.items()
+        )
+
+
+def split_by_partition(
+    resource_spans_list, partitions: int, accept: Callable[[Span], bool]
+) -> dict[int, PartitionMessage]:
+    """Group the accepted spans of an export request into per-partition, per-trace pieces.
+
+    ``accept`` sees every span once and returns False to leave it out (it may count why).
+    """
+    messages: dict[int, PartitionMessage] = {}
+    for resource_spans in resource_spans_list:
+        resource = _field(_RESOURCE, resource_spans.resource.SerializeToString())
+        if resource_spans.schema_url:
+            resource_tail = _field(_SCHEMA_URL, resource_spans.schema_url.encode())
+        else:
+            resource_tail = b""
+        for scope_spans in resource_spans.scope_spans:
+            scope = _field(_SCOPE, scope_spans.scope.SerializeToString())
+            if scope_spans.schema_url:
+                scope_tail = _field(_SCHEMA_URL, scope_spans.schema_url.encode())
+            else:
+                scope_tail = b""
+            by_trace: dict[bytes, list[bytes]] = {}
+            roots: set[bytes] = set()
+            for span in scope_spans.spans:
+                if not accept(span):
+                    continue
+                trace_id = span.trace_id
+                encoded = span.SerializeToString()
+                framed = _SPANS + _varint(len(encoded)) + encoded
+                spans = by_trace.get(trace_id)
+                if spans is None:
+                    by_trace[trace_id] = [framed]
+                else:
+                    spans.append(framed)
+                if not span.parent_span_id:
+                    roots.add(trace_id)
+            for trace_id, spans in by_trace.items():
+                scope_spans_bytes = scope + b"".join(spans) + scope_tail
+                body = resource + _field(_SCOPE_SPANS, scope_spans_bytes) + resource_tail
+                part = _field(_RESOURCE_SPANS, body)
+                partition = partition_for_trace(trace_id, partitions)
+                message = messages.get(partition)
+                if message is None:
+                    message = messages[partition] = PartitionMessage()
+                piece = message.pieces.get(trace_id)
+                if piece is None:
+                    message.pieces[trace_id] = [[part], len(spans), trace_id in roots]
+                else:
+                    piece[0].append(part)
+                    piece[1] += len(spans)
+                    piece[2] = piece[2] or trace_id in roots
+                message.spans += len(spans)
+    return messages
+
+
+def iter_pieces(value: bytes, header: bytes) -> Iterator[tuple[bytes, bytes, int, bool]]:
+    """(trace id, piece bytes, span count, has root) for each piece a header lists.
+
+    Raises PiecesError before yielding anything if the header does not cover the value
+    exactly, so a caller can fall back to parsing the value.
+    """
+    if len(header) % _ENTRY.size:
+        raise PiecesError(f"header of {len(header)} bytes is not a list of pieces")
+    entries = list(_ENTRY.iter_unpack(header))
+    if sum(entry[1] for entry in entries) != len(value):
+        raise PiecesError("piece lengths do not add up to the message size")
+    view = memoryview(value)
+    position = 0
+    for trace_id, length, spans, root in entries:
+        yield trace_id, bytes(view[position : position + length]), spans, bool(root)
+        position += length
+
+
+def header_of(headers) -> bytes | None:
+    """The pieces header among a Kafka message's headers (a list of pairs or a mapping)."""
+    if not headers:
+        return None
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    for key, value in pairs:
+        if key == PIECES_HEADER:
+            return value
+    return None
+
+
+def gateway_messages(
+    resource_spans_list, partitions: int
+) -> list[tuple[int, bytes, list[tuple[str, bytes]]]]:
+    """(partition, value, headers) of every message the gateway writes for a request.
+
+    For benchmarks and tests that stand in for the gateway; every span is accepted.
+    """
+    return [
+        (partition, message.value(), [(PIECES_HEADER, message.header())])
+        for partition, message in split_by_partition(
+            resource_spans_list, partitions, _accept_all
+        ).items()
+    ]
+
+
+def _accept_all(_span: Span) -> bool:
+    return True
