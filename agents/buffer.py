@@ -22,6 +22,7 @@ The Python heap holds one small ``TraceState`` per buffered trace, per partition
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import faust
@@ -82,7 +83,7 @@ class TraceBuffer:
         return self._indexes.get(partition)
 
     def adopt(
-        self, partition: int, now: float, skip: set[bytes] | frozenset[bytes] = frozenset()
+        self, partition: int, now: float, skip: Container[bytes] = frozenset()
     ) -> PartitionIndex:
         """Index what RocksDB holds for a partition (after start-up or rebalance).
 

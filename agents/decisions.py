@@ -1,26 +1,32 @@
 """The decision cache: which traces were kept or dropped, so late spans follow at once.
 
-Entries live in a RocksDB-backed Faust table (key = trace id, value = decided-at time,
-kept flag, deciding policy name), written through to a time-retained changelog, and
-expire after a TTL or when the cache is over its size (oldest first). The heap keeps
-the trace ids in decision order per partition, to expire them without a scan.
+Decisions are stored in batches: all decisions a partition made between two ticks form
+one entry of a RocksDB-backed Faust table, written through to a time-retained changelog.
+One changelog message per tick instead of one per trace keeps the cache off the
+worker's critical path (at 1 % kept, 99 of 100 decisions are drops that only the cache
+records). Entries expire a batch at a time: after the TTL, or oldest first while the
+cache holds more than its bound.
+
+The heap keeps, per partition, each cached trace id mapped to its batch (the key object
+is shared by the whole batch), in decision order.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import faust
-
-from agents.topics import raw_table
-
-_VALUE = struct.Struct(">dB")  # decided at, kept
-# Faust keeps its changelog offset in the same database, under a 16-byte key of its own.
+# Faust keeps its changelog offset in the same database, under a key of its own.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
 # The partition's low-water offset of the spans topic (see agents.buffer) lives here too.
 LOW_WATER_KEY = b"\x00spansieve-low-water"
 _OFFSET = struct.Struct(">q")
+
+BATCH_PREFIX = b"\x01"
+_BATCH_KEY = struct.Struct(">dI")  # decided at (first decision), sequence number
+_BATCH_HEAD = struct.Struct(">I")  # number of entries
+_ENTRY_SIZE = 17  # trace id, then 0 (dropped) or 1 + index of the keeping policy
 
 
 @dataclass(frozen=True)
@@ -30,94 +36,203 @@ class CachedDecision:
     policy: str
 
 
-def encode(decision: CachedDecision) -> bytes:
-    return _VALUE.pack(decision.decided_at, decision.sampled) + decision.policy.encode()
+@dataclass
+class DecisionBatch:
+    """Decisions of one partition between two ticks."""
+
+    decided_at: float
+    entries: dict[bytes, int] = field(default_factory=dict)  # trace id -> entry code
+    policies: list[str] = field(default_factory=list)
+
+    def add(self, trace_id: bytes, sampled: bool, policy: str) -> None:
+        code = 0
+        if sampled:
+            if policy not in self.policies:
+                self.policies.append(policy)
+            code = 1 + self.policies.index(policy)
+        self.entries[trace_id] = code
+
+    def decision(self, trace_id: bytes) -> CachedDecision | None:
+        code = self.entries.get(trace_id)
+        if code is None:
+            return None
+        policy = self.policies[code - 1] if code else ""
+        return CachedDecision(self.decided_at, code > 0, policy)
+
+    def encode(self) -> bytes:
+        if len(self.policies) > 255:
+            raise ValueError("a batch names at most 255 keeping policies")
+        entries = b"".join(trace_id + bytes((code,)) for trace_id, code in self.entries.items())
+        names = "\n".join(self.policies).encode()
+        return _BATCH_HEAD.pack(len(self.entries)) + entries + names
+
+    @classmethod
+    def decode(cls, decided_at: float, raw: bytes) -> DecisionBatch:
+        (count,) = _BATCH_HEAD.unpack_from(raw)
+        start = _BATCH_HEAD.size
+        end = start + count * _ENTRY_SIZE
+        entries = {raw[at : at + 16]: raw[at + 16] for at in range(start, end, _ENTRY_SIZE)}
+        names = raw[end:].decode()
+        return cls(decided_at, entries, names.split("\n") if names else [])
 
 
-def decode(raw: bytes) -> CachedDecision:
-    decided_at, sampled = _VALUE.unpack_from(raw)
-    return CachedDecision(decided_at, bool(sampled), raw[_VALUE.size :].decode())
+def batch_key(decided_at: float, sequence: int) -> bytes:
+    return BATCH_PREFIX + _BATCH_KEY.pack(decided_at, sequence)
+
+
+def batch_time(key: bytes) -> float:
+    return _BATCH_KEY.unpack_from(key, 1)[0]
+
+
+class PartitionStore(Protocol):
+    """Where the cache keeps its entries: a RocksDB per partition plus its changelog."""
+
+    def db(self, partition: int): ...
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None: ...
+
+
+@dataclass
+class _PartitionCache:
+    order: dict[bytes, bytes] = field(default_factory=dict)  # trace id -> batch key
+    batches: dict[bytes, int] = field(default_factory=dict)  # batch key -> entries, by age
+    pending: DecisionBatch | None = None
+    pending_key: bytes = b""
+    sequence: int = 0
 
 
 class DecisionCache:
     """Per-partition decision cache with a TTL and a size bound (per worker)."""
 
-    def __init__(self, app: faust.App, partitions: int, ttl: float, max_entries: int) -> None:
-        self.table = raw_table(app, "trace-decisions", partitions)
+    def __init__(self, store: PartitionStore, ttl: float, max_entries: int) -> None:
+        self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
-        self._order: dict[int, dict[bytes, float]] = {}
+        self._partitions: dict[int, _PartitionCache] = {}
+        self._entries = 0
 
-    def db(self, partition: int):
-        return self.table.data._db_for_partition(partition)
-
-    def adopt(self, partition: int, now: float) -> set[bytes]:
-        """Index the partition's stored decisions (dropping expired ones); returns their ids."""
-        db = self.db(partition)
+    def adopt(self, partition: int, now: float) -> dict[bytes, bytes]:
+        """Index the partition's stored batches (dropping expired ones); returns the ids."""
+        self.forget(partition)
+        db = self.store.db(partition)
         cutoff = now - self.ttl
-        entries = []
-        for trace_id, raw in list(db.items()):
-            if trace_id == FAUST_OFFSET_KEY or len(trace_id) != 16:
-                continue
-            decided_at = _VALUE.unpack_from(raw)[0]
+        cache = self._partitions[partition] = _PartitionCache()
+        stored = sorted(
+            (batch_time(key), key, raw)
+            for key, raw in list(db.items())
+            if key.startswith(BATCH_PREFIX) and len(key) == 1 + _BATCH_KEY.size
+        )
+        for decided_at, key, raw in stored:
             if decided_at < cutoff:
-                db.delete(trace_id)
-            else:
-                entries.append((decided_at, trace_id))
-        entries.sort()
-        self._order[partition] = {trace_id: at for at, trace_id in entries}
-        return set(self._order[partition])
+                db.delete(key)
+                continue
+            batch = DecisionBatch.decode(decided_at, raw)
+            for trace_id in batch.entries:
+                cache.order.pop(trace_id, None)
+                cache.order[trace_id] = key
+            cache.batches[key] = len(batch.entries)
+            cache.sequence = max(cache.sequence, _BATCH_KEY.unpack_from(key, 1)[1] + 1)
+        self._entries += len(cache.order)
+        return cache.order
 
     def forget(self, partition: int) -> None:
-        self._order.pop(partition, None)
+        cache = self._partitions.pop(partition, None)
+        if cache is not None:
+            self._entries -= len(cache.order)
 
-    def decided_ids(self, partition: int) -> dict[bytes, float]:
+    def decided_ids(self, partition: int) -> dict[bytes, bytes]:
         """Trace ids with a cached decision (a dict: fast membership tests)."""
-        return self._order.get(partition, {})
+        cache = self._partitions.get(partition)
+        return cache.order if cache is not None else {}
 
     def lookup(self, partition: int, trace_id: bytes) -> CachedDecision | None:
-        order = self._order.get(partition)
-        if order is None or trace_id not in order:
+        cache = self._partitions.get(partition)
+        key = cache.order.get(trace_id) if cache is not None else None
+        if key is None:
             return None
-        raw = self.db(partition).get(trace_id)
-        return decode(raw) if raw is not None else None
+        if key == cache.pending_key and cache.pending is not None:
+            return cache.pending.decision(trace_id)
+        raw = self.store.db(partition).get(key)
+        if raw is None:
+            return None
+        return DecisionBatch.decode(batch_time(key), raw).decision(trace_id)
 
     def remember(self, partition: int, trace_id: bytes, decision: CachedDecision) -> None:
-        value = encode(decision)
-        self.db(partition).put(trace_id, value)
-        self.table.send_changelog(partition, trace_id, value)
-        order = self._order.setdefault(partition, {})
-        order.pop(trace_id, None)
-        order[trace_id] = decision.decided_at
+        """Cache a decision now; it reaches RocksDB and the changelog with ``flush``."""
+        cache = self._partitions.setdefault(partition, _PartitionCache())
+        if cache.pending is None:
+            cache.pending = DecisionBatch(decision.decided_at)
+            cache.pending_key = batch_key(decision.decided_at, cache.sequence)
+            cache.sequence += 1
+        cache.pending.add(trace_id, decision.sampled, decision.policy)
+        if cache.order.pop(trace_id, None) is None:
+            self._entries += 1
+        cache.order[trace_id] = cache.pending_key
+
+    def flush(self, partition: int) -> None:
+        """Store the partition's decisions since the last flush as one batch."""
+        cache = self._partitions.get(partition)
+        if cache is None or cache.pending is None:
+            return
+        value = cache.pending.encode()
+        self.store.db(partition).put(cache.pending_key, value)
+        self.store.send_changelog(partition, cache.pending_key, value)
+        cache.batches[cache.pending_key] = len(cache.pending.entries)
+        cache.pending = None
+        cache.pending_key = b""
 
     def expire(self, partition: int, now: float) -> int:
-        """Drop this partition's entries past the TTL, and its oldest while over the bound."""
-        order = self._order.get(partition)
-        if not order:
+        """Drop this partition's batches past the TTL, and its oldest while over the bound.
+
+        Returns how many cached decisions went. A trace decided again since (its id now
+        maps to a newer batch) keeps that newer decision. The changelog is time-retained,
+        not compacted, so no tombstones are sent; ``adopt`` drops what has expired.
+        """
+        cache = self._partitions.get(partition)
+        if cache is None:
             return 0
         cutoff = now - self.ttl
-        over = max(0, self.size() - self.max_entries)
-        db = self.db(partition)
-        expired = []
-        for trace_id, decided_at in order.items():
-            if decided_at > cutoff and len(expired) >= over:
+        db = self.store.db(partition)
+        dropped = 0
+        while cache.batches:
+            key = next(iter(cache.batches))
+            if batch_time(key) >= cutoff and self._entries <= self.max_entries:
                 break
-            expired.append(trace_id)
-        for trace_id in expired:
-            del order[trace_id]
-            db.delete(trace_id)
-        return len(expired)
+            del cache.batches[key]
+            raw = db.get(key)
+            db.delete(key)
+            if raw is None:
+                continue
+            for trace_id in DecisionBatch.decode(0.0, raw).entries:
+                if cache.order.get(trace_id) == key:
+                    del cache.order[trace_id]
+                    self._entries -= 1
+                    dropped += 1
+        return dropped
 
     def low_water(self, partition: int) -> int | None:
         """The saved low-water offset of the partition's spans, if one was ever saved."""
-        raw = self.db(partition).get(LOW_WATER_KEY)
+        raw = self.store.db(partition).get(LOW_WATER_KEY)
         return _OFFSET.unpack(raw)[0] if raw is not None else None
 
     def save_low_water(self, partition: int, offset: int) -> None:
         """Save (and send to the changelog) where a takeover must start re-reading spans."""
         value = _OFFSET.pack(offset)
-        self.db(partition).put(LOW_WATER_KEY, value)
-        self.table.send_changelog(partition, LOW_WATER_KEY, value)
+        self.store.db(partition).put(LOW_WATER_KEY, value)
+        self.store.send_changelog(partition, LOW_WATER_KEY, value)
 
     def size(self) -> int:
-        return sum(len(order) for order in self._order.values())
+        return self._entries
+
+
+class TableStore:
+    """A Faust table's per-partition RocksDB databases and changelog, as a PartitionStore."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def db(self, partition: int):
+        return self.table.data._db_for_partition(partition)
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
+        self.table.send_changelog(partition, key, value)

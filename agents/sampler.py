@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Container
 
 import faust
 import structlog
@@ -19,9 +20,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents import metrics
 from agents.buffer import TraceBuffer
-from agents.decisions import CachedDecision, DecisionCache
+from agents.decisions import CachedDecision, DecisionCache, TableStore
 from agents.policy_source import PolicySource, seconds
-from agents.topics import raw_topic
+from agents.topics import raw_table, raw_topic
 from pipeline.otlp import DecodeError, TracesData, count_spans, regroup_spans
 from pipeline.pieces import PiecesError, header_of, iter_pieces
 from pipeline.policies.trace import TraceView
@@ -56,8 +57,7 @@ class TraceSampler:
         self.policies = PolicySource(settings)
         self.buffer = TraceBuffer(app, settings.partitions)
         self.cache = DecisionCache(
-            app,
-            settings.partitions,
+            TableStore(raw_table(app, "trace-decisions", settings.partitions)),
             ttl=seconds(self.policies.config.decision_cache_ttl),
             max_entries=self._cache_entries(),
         )
@@ -87,7 +87,9 @@ class TraceSampler:
         if index.traces:
             log.info("partition adopted", partition=partition, traces=len(index.traces))
 
-    async def _replay(self, partition: int, start: int, end: int, decided: set[bytes]) -> None:
+    async def _replay(
+        self, partition: int, start: int, end: int, decided: Container[bytes]
+    ) -> None:
         """Re-read spans of offsets [start, end) that were buffered by the previous owner."""
         consumer = Consumer(
             {
@@ -245,6 +247,7 @@ class TraceSampler:
         )
         for trace_id in due:
             await self.decide(partition, trace_id, now)
+        self.cache.flush(partition)
         # Kept traces must be in Kafka before the low-water mark passes their spans.
         pending = self._pending_sends.pop(partition, [])
         if pending:
