@@ -51,6 +51,19 @@ def skeleton_config(settings: Settings) -> SamplingConfig:
     )
 
 
+def note_keys_without_effect(config: SamplingConfig) -> None:
+    """Log collector keys that spansieve accepts but that cannot change what it does.
+
+    Buffered traces are durable here: a stopped worker's pending traces are finished by
+    the next owner with all their spans, so they are neither decided with partial data
+    nor dropped at shutdown. Overflow decides the oldest traces early and loses nothing,
+    while Kafka holds any backlog, so there is nothing to block on.
+    """
+    for key in ("drop_pending_traces_on_shutdown", "block_on_overflow"):
+        if getattr(config, key):
+            log.warning("policy key has no effect in spansieve; see the README", key=key)
+
+
 class PolicySource:
     """Holds the current config and engine; ``maybe_reload`` picks up a changed file."""
 
@@ -62,6 +75,7 @@ class PolicySource:
         self._reload_requested = False
         self.config = load_policy_file(self.path) if self.path else skeleton_config(settings)
         self.engine = PolicyEngine(self.config)
+        note_keys_without_effect(self.config)
 
     def install_sighup(self, loop) -> None:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -96,6 +110,7 @@ class PolicySource:
             return False
         self.config = config
         self.engine = PolicyEngine(config)
+        note_keys_without_effect(config)
         metrics.POLICY_RELOADS.labels("applied").inc()
         log.info("policies reloaded", path=str(self.path), policies=len(config.policies))
         return True

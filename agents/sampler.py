@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Container
+from collections.abc import AsyncIterator, Callable, Container
 
 import faust
 import structlog
@@ -36,6 +36,7 @@ DEFAULT_CACHE_ENTRIES = 200_000
 REPLAY_IDLE_POLLS = 10  # a takeover's replay gives up after this many empty one-second polls
 BATCH_EVENTS = 500
 BATCH_SECONDS = 0.05
+AGENT_FAILED_EXIT_CODE = 70
 
 
 Piece = tuple[bytes, bytes, int, bool]  # trace id, TracesData bytes, span count, has root
@@ -170,14 +171,28 @@ class TraceSampler:
         buffered = 0
         late: list[Piece] = []
         append = self.buffer.append
+        size_limit = self.policies.config.maximum_trace_size_bytes or None
         for piece in pieces:
             trace_id, spans_bytes, spans, has_root = piece
             if trace_id in decided:
                 late.append(piece)
                 continue
-            append(partition, trace_id, spans_bytes, spans, has_root, now, offset)
+            state = append(partition, trace_id, spans_bytes, spans, has_root, now, offset)
             buffered += spans
+            if size_limit is not None and state.size > size_limit:
+                self._drop_oversized(partition, trace_id, now)
         return buffered, late
+
+    def _drop_oversized(self, partition: int, trace_id: bytes, now: float) -> None:
+        """A trace over maximum_trace_size_bytes is dropped at once, as the collector does.
+
+        The decision is cached, so the trace's later spans are dropped on arrival.
+        """
+        if self.buffer.take(partition, trace_id) is None:
+            return
+        metrics.TRACES_OVERSIZED.inc()
+        metrics.TRACES_DECIDED.labels("not_sampled", "").inc()
+        self.cache.remember(partition, trace_id, CachedDecision(now, False, ""))
 
     async def on_spans(
         self, partition: int, raw: bytes, header: bytes | None, now: float, offset: int
@@ -260,6 +275,20 @@ class TraceSampler:
         metrics.BYTES_BUFFERED.set(size)
         metrics.DECISIONS_CACHED.set(self.cache.size())
 
+    async def on_event(self, event) -> None:
+        """One event of the spans topic: a tick or a message of spans."""
+        message = event.message
+        if event.key == TICK_KEY:
+            await self.on_tick(message.partition, message.timestamp, message.offset)
+        else:
+            await self.on_spans(
+                message.partition,
+                event.value,
+                header_of(message.headers),
+                message.timestamp,
+                message.offset,
+            )
+
     async def decide(self, partition: int, trace_id: bytes, now: float) -> None:
         taken = self.buffer.take(partition, trace_id)
         if taken is None:
@@ -282,6 +311,25 @@ class TraceSampler:
             self._pending_sends.setdefault(partition, []).append(sent)
 
 
+async def feed(
+    sampler: TraceSampler,
+    batches: AsyncIterator[list],
+    exit_process: Callable[[int], object] = os._exit,
+) -> None:
+    """Hand batches of events to the sampler; exit the process if handling one fails.
+
+    Faust would restart a failed agent in place, over half-applied state. Exiting makes
+    the consumer group hand the partitions on and replay from the last commit instead.
+    """
+    try:
+        async for events in batches:
+            for event in events:
+                await sampler.on_event(event)
+    except Exception:
+        log.exception("sampler agent failed; exiting so that a restart replays safely")
+        exit_process(AGENT_FAILED_EXIT_CODE)
+
+
 def register_sampler(app: faust.App, settings: Settings) -> None:
     spans_topic = raw_topic(app, settings, "spans")
     sampler = TraceSampler(
@@ -290,27 +338,9 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
 
     @app.agent(spans_topic, name="sampler")
     async def sample(stream: faust.Stream) -> None:
-        try:
-            # Batches cut Faust's per-event cost; every write names its partition explicitly,
-            # so events of several partitions may share a batch.
-            async for events in stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS):
-                for event in events:
-                    message = event.message
-                    if event.key == TICK_KEY:
-                        await sampler.on_tick(message.partition, message.timestamp, message.offset)
-                    else:
-                        await sampler.on_spans(
-                            message.partition,
-                            event.value,
-                            header_of(message.headers),
-                            message.timestamp,
-                            message.offset,
-                        )
-        except Exception:
-            # Faust would restart the agent in place, over half-applied state. Exit instead:
-            # the consumer group hands the partitions on and replays from the last commit.
-            log.exception("sampler agent failed; exiting so that a restart replays safely")
-            os._exit(70)
+        # Batches cut Faust's per-event cost; every write names its partition explicitly,
+        # so events of several partitions may share a batch.
+        await feed(sampler, stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS))
 
     @app.timer(settings.tick_interval, on_leader=True)
     async def ticks() -> None:

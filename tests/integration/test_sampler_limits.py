@@ -1,4 +1,4 @@
-"""The timing and size rules that decide before decision_wait: root wait, max age, overflow."""
+"""Rules that decide before decision_wait: root wait, max age, overflow, trace size."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ decision_wait: 60s
 decision_wait_after_root_received: 1s
 max_trace_age: 5s
 num_traces: 20
+maximum_trace_size_bytes: 4000
 policies:
   - name: errors
     type: status_code
@@ -73,3 +74,23 @@ def test_overflow_decides_the_oldest_early(pipeline):
     )
     # Decided early, still by the policies: every one of them is kept, none is lost.
     assert kept(gateway, set(trace_ids), expected=60, timeout=30) == set(trace_ids)
+
+
+def test_a_trace_over_the_size_limit_is_dropped_with_its_late_spans(pipeline):
+    gateway, [(worker, _)] = pipeline
+    trace_id = os.urandom(16)
+    root = make_span(trace_id, name="root" * 200, error=True)  # about 800 bytes each
+    spans = [root] + [make_span(trace_id, root.span_id, "child" * 200) for _ in range(5)]
+    post(gateway, request_of({"api": spans}))
+    assert wait_until(
+        lambda: worker_metrics(worker).get("spansieve_sampler_traces_oversized_total", 0) >= 1,
+        "oversized trace dropped",
+        20,
+    )
+    post(gateway, request_of({"api": [make_span(trace_id, root.span_id, error=True)]}))
+    late = 'spansieve_sampler_late_spans_total{decision="not_sampled"}'
+    assert wait_until(lambda: worker_metrics(worker).get(late, 0) >= 1, "late span dropped", 20)
+    # A small error trace sent afterwards is kept; the oversized one never reached Kafka.
+    control = os.urandom(16)
+    post(gateway, request_of({"api": [make_span(control, name="root", error=True)]}))
+    assert kept(gateway, {trace_id, control}, expected=1, timeout=20) == {control}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 
 import pytest
@@ -130,7 +131,7 @@ def test_probabilistic_share_matches_the_collector_hash(pipeline):
 
 
 def test_policy_file_hot_reload_and_rejection(pipeline):
-    gateway, [(worker, _)] = pipeline
+    gateway, [(worker, process)] = pipeline
     policy_file = gateway.policies
     rng = random.Random(5)
 
@@ -165,7 +166,17 @@ def test_policy_file_hot_reload_and_rejection(pipeline):
     still = unsampled_trace_id(rng)
     post(gateway, request_of({"api": [make_span(still)]}))
     assert kept_spans(gateway, {still}, expected=1)  # the 100 % policy is still in force
+
+    # SIGHUP reloads even when the file's modification time says nothing changed.
+    applied = 'spansieve_sampler_policy_reloads_total{result="applied"}'
+    before = worker_metrics(worker).get(applied, 0)
+    unchanged = policy_file.stat()
     policy_file.write_text(POLICIES)
+    os.utime(policy_file, ns=(unchanged.st_atime_ns, unchanged.st_mtime_ns))
+    time.sleep(2)  # two ticks: the file watch alone would not notice
+    assert worker_metrics(worker).get(applied, 0) == before
+    process.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: worker_metrics(worker).get(applied, 0) > before, "SIGHUP", 15)
 
 
 def test_poison_message_goes_to_the_dlq_and_sampling_goes_on(pipeline):
