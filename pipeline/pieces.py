@@ -127,15 +127,20 @@ def split_by_partition(
     return messages
 
 
+def iter_header(header: bytes) -> Iterator[tuple[bytes, int, int, int]]:
+    """(trace id, piece length, span count, root flag) of each piece a header lists."""
+    if len(header) % _ENTRY.size:
+        raise PiecesError(f"header of {len(header)} bytes is not a list of pieces")
+    return _ENTRY.iter_unpack(header)
+
+
 def iter_pieces(value: bytes, header: bytes) -> Iterator[tuple[bytes, bytes, int, bool]]:
     """(trace id, piece bytes, span count, has root) for each piece a header lists.
 
     Raises PiecesError before yielding anything if the header does not cover the value
     exactly, so a caller can fall back to parsing the value.
     """
-    if len(header) % _ENTRY.size:
-        raise PiecesError(f"header of {len(header)} bytes is not a list of pieces")
-    entries = list(_ENTRY.iter_unpack(header))
+    entries = list(iter_header(header))
     if sum(entry[1] for entry in entries) != len(value):
         raise PiecesError("piece lengths do not add up to the message size")
     view = memoryview(value)

@@ -75,7 +75,8 @@ def print_sampler(result: dict, console: Console | None = None) -> None:
     table.add_row(
         "RSS per buffered span",
         f"{result['rss_bytes_per_buffered_span']:,.0f} bytes",
-        f"{result['buffered_spans']:,} spans buffered",
+        f"{result['buffered_spans']:,} spans buffered; "
+        f"{result['rss_marginal_bytes_per_span']:,.0f} bytes per added span",
     )
     console.print(table)
 
