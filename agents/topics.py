@@ -22,7 +22,7 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 4 * 1024**2,
     "max_write_buffer_number": 2,
-    "block_cache_size": 16 * 1024**2,
+    "block_cache_size": 4 * 1024**2,
     "block_cache_compressed_size": 4 * 1024**2,
 }
 

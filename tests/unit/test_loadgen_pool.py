@@ -1,0 +1,138 @@
+"""Replaying pre-built requests: fresh unique ids and times patched in, ground truth kept."""
+
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.loadgen.generator import TraceGenerator
+from pipeline.loadgen.ledger import Ledger, LoadgenResult
+from pipeline.loadgen.pacing import RateProfile
+from pipeline.loadgen.pool import Replay, build_pool, cycle_mask, replay_trace_id
+from pipeline.loadgen.topology import Burst, load_topology
+from pipeline.otlp import ExportTraceServiceRequest, count_spans
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return build_pool(TraceGenerator(load_topology("topologies/estate-30.yaml"), 4), 4, 400)
+
+
+def spans_of(body: bytes):
+    request = ExportTraceServiceRequest.FromString(body)
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            yield from scope_spans.spans
+
+
+def test_replay_zero_at_the_original_time_is_the_original(pool):
+    for batch in pool:
+        assert batch.render(0, batch.latest_end) == batch.body
+        assert batch.spans == count_spans(ExportTraceServiceRequest.FromString(batch.body))
+        assert 400 <= batch.spans < 400 + 200
+
+
+def test_render_patches_ids_and_times_and_nothing_else(pool):
+    batch = pool[1]
+    now = time.time_ns()
+    delta = now - batch.latest_end
+    new_id = {t.trace_id: replay_trace_id(t.trace_id, 5) for t in batch.traces}
+    rendered = list(spans_of(batch.render(5, now)))
+    original = list(spans_of(batch.body))
+    assert len(rendered) == len(original)
+    links = 0
+    for span, before in zip(rendered, original, strict=True):
+        assert span.trace_id == new_id[before.trace_id] != before.trace_id
+        assert span.start_time_unix_nano == before.start_time_unix_nano + delta
+        assert span.end_time_unix_nano == before.end_time_unix_nano + delta
+        for event, old in zip(span.events, before.events, strict=True):
+            assert event.time_unix_nano == old.time_unix_nano + delta
+        for link, old in zip(span.links, before.links, strict=True):
+            links += 1
+            assert link.trace_id == new_id.get(old.trace_id, old.trace_id)
+        for field in ("span_id", "parent_span_id", "name", "kind", "attributes", "status", "flags"):
+            assert getattr(span, field) == getattr(before, field)
+    assert max(s.end_time_unix_nano for s in rendered) == now
+    assert links, "the pool should hold a span link to patch"
+
+
+def test_replayed_ids_are_unique():
+    masks = {cycle_mask(cycle) for cycle in range(200_000)}
+    assert len(masks) == 200_000 and cycle_mask(0) == 0
+    trace_id = bytes(range(16))
+    ids = {replay_trace_id(trace_id, cycle) for cycle in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(i[4:] == trace_id[4:] for i in ids)
+
+
+def test_replay_cycles_through_the_pool_and_switches_at_the_deploy(pool):
+    replay = Replay(pool[:2], pool[2:], deploy_at=10.0)
+    picks = [replay.next(1.0) for _ in range(5)]
+    assert [(b is pool[i % 2], c) for (b, c), i in zip(picks, range(5), strict=True)] == [
+        (True, 0),
+        (True, 0),
+        (True, 1),
+        (True, 1),
+        (True, 2),
+    ]
+    batch, cycle = replay.next(10.0)
+    assert batch is pool[2] and cycle == 0
+
+
+def test_rate_profile_integrates_the_burst():
+    steady = RateProfile(100.0)
+    assert steady.due(20.0) == 2000.0
+    burst = RateProfile(100.0, Burst(multiplier=10, at=10.0, duration=5.0))
+    assert burst.rate_at(9.9) == 100.0 and burst.rate_at(12.0) == 1000.0
+    assert burst.rate_at(15.0) == 100.0
+    assert burst.due(10.0) == 1000.0
+    assert burst.due(12.0) == pytest.approx(1000.0 + 2000.0)
+    assert burst.due(20.0) == pytest.approx(2000.0 + 9 * 100 * 5)
+
+
+def test_ledger_expands_batches_into_trace_records(pool):
+    ledger = Ledger(started_at=1000.0)
+    ledger.batch_delivered(pool[0], 3, 1000.5)
+    ledger.batch_delivered(pool[1], 0, 1001.2)
+    ledger.batch_failed(pool[2], 7, "503: gave up")
+    records = list(ledger.traces())
+    assert len(records) == len(pool[0].traces) + len(pool[1].traces)
+    assert records[0].trace_id == replay_trace_id(pool[0].traces[0].trace_id, 3).hex()
+    assert records[0].sent_at == 1000.5
+    assert sum(r.spans for r in records) == pool[0].spans + pool[1].spans
+    result = LoadgenResult(
+        topology="estate-30", mode="protobuf", transport="http", endpoint="x", seed=4,
+        target_rate=1.0, duration=2.0, burst=None, bad_deploy=None, started_at=1000.0,
+        elapsed=2.0, build_seconds=0.1, cpu_seconds=0.5, shortfall_spans=0, ledger=ledger,
+    )  # fmt: skip
+    summary = result.summary()
+    assert summary["spans_sent"] == pool[0].spans + pool[1].spans
+    assert summary["failed_spans"] == pool[2].spans and summary["failed_requests"] == 1
+    assert len(summary["failed_trace_ids"]) == len(pool[2].traces)
+    assert summary["timeline"] == [pool[0].spans, pool[1].spans, 0]
+    errors = {r.trace_id for r in records if r.error}
+    assert set(summary["error_trace_ids"]) == errors
+    assert summary["traces"][0][:3] == [
+        records[0].trace_id,
+        records[0].spans,
+        int(records[0].error),
+    ]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    which=st.integers(0, 3),
+    cycle=st.integers(0, 2**32 - 1),
+    shift=st.integers(0, 10**17),
+)
+def test_any_replay_parses_and_keeps_the_trace_shapes(pool, which, cycle, shift):
+    batch = pool[which]
+    now = batch.latest_end + shift
+    spans = list(spans_of(batch.render(cycle, now)))
+    per_trace = Counter(span.trace_id for span in spans)
+    assert per_trace == Counter({replay_trace_id(t.trace_id, cycle): t.spans for t in batch.traces})
+    assert max(span.end_time_unix_nano for span in spans) == now
