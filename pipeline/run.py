@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,13 @@ from pipeline.stack import StackError, print_status, stack_status, stack_up
 from pipeline.store import trace_span_count
 
 console = Console(stderr=True, soft_wrap=True)  # URLs must stay on one line
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now (for private test services)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float) -> bool:

@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -110,6 +111,7 @@ def run_loadgen(
     progress: bool = False,
     stop: threading.Event | None = None,
     max_retry_seconds: float = 30.0,
+    on_start: Callable[[Ledger], None] | None = None,
 ) -> LoadgenResult:
     """Play ``topology`` at ``rate`` spans/s for ``duration`` s against the gateway.
 
@@ -117,7 +119,8 @@ def run_loadgen(
     uses the topology's burst, False none, a Burst replaces it. The topology's bad
     deploy applies from its ``at`` (pass a topology with ``bad_deploy=None`` to leave it
     out). ``stop`` ends the run early (Ctrl-C does too, in the main thread). Blocks until
-    every request was answered or given up on; callable from any thread.
+    every request was answered or given up on; callable from any thread. ``on_start``
+    receives the run's ledger before the first request, for observers in other threads.
     """
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
@@ -146,6 +149,8 @@ def run_loadgen(
 
     started_at = time.time()
     ledger = Ledger(started_at)
+    if on_start is not None:
+        on_start(ledger)
     cpu_before = os.times()
     description = f"{topology.name} {mode}/{transport}"
     with LoadProgress(ledger, duration, description, progress) as bar, _stop_on_sigint(stop):

@@ -130,6 +130,18 @@ class Ledger:
                 yield TraceRecord(trace_id, info.spans, info.error, sent_at)
         yield from singles
 
+    def delivered_since(self, position: int) -> tuple[int, list[TraceRecord]]:
+        """Traces of the requests delivered after the first ``position`` ones, and the new
+        position: lets an observer follow a run while it lasts (protobuf mode)."""
+        with self._lock:
+            batches = self._batches[position:]
+        records = [
+            TraceRecord(replay_trace_id(info.trace_id, cycle).hex(), info.spans, info.error, at)
+            for batch, cycle, at in batches
+            for info in batch.traces
+        ]
+        return position + len(batches), records
+
     def failed_traces(self) -> Iterator[TraceRecord]:
         """Traces of requests that failed for good (never delivered)."""
         with self._lock:

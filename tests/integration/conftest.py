@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,17 +10,11 @@ import httpx
 import pytest
 from opensearchpy import OpenSearch
 
-from pipeline.run import start_component, stop_components, wait_until
+from pipeline.run import free_port, start_component, stop_components, wait_until
 from pipeline.settings import Settings
 from pipeline.stack import stack_up
 
 DECISION_WAIT = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
