@@ -8,8 +8,8 @@ or raises ``TopologyError`` naming file, line, column and field, e.g.::
     estate.yaml:41:17: services.checkout.operations.PlaceOrder.calls[2].call: unknown
     service 'paymnet'; known: ad, cart, ...
 
-The YAML parsing and the mapping of pydantic errors to YAML lines are the policy loader's
-(``pipeline.policies.config``), so both kinds of file report errors the same way.
+The YAML parsing and the mapping of pydantic errors to YAML lines are shared with the
+policy loader (``pipeline.yaml_config``), so both kinds of file report errors the same way.
 Durations take Go's syntax ("30s", "2.5ms") or a number of seconds.
 """
 
@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 
-from pipeline.policies.config import (
+from pipeline.yaml_config import (
+    ConfigError,
     Duration,
     NonEmptyStr,
-    PolicyConfigError,
-    _compose,
-    _custom,
-    _describe,
-    _Model,
-    _to_config_error,
+    StrictModel,
+    compose_yaml,
+    custom_error,
+    describe_value,
     parse_duration,
+    read_config_file,
+    to_config_error,
 )
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -42,7 +42,7 @@ _HTTP_OPERATION = re.compile(r"^(?:" + "|".join(HTTP_METHODS) + r") /\S*$")
 class TopologyError(ValueError):
     """A topology file that cannot be used; ``str()`` is "file:line:col: field: message"."""
 
-    def __init__(self, error: PolicyConfigError) -> None:
+    def __init__(self, error: ConfigError) -> None:
         self.source = error.source
         self.line = error.line
         self.column = error.column
@@ -65,7 +65,7 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 AttributeValue = str | bool | int | float
 
 
-class Latency(_Model):
+class Latency(StrictModel):
     """A heavy-tailed duration: log-normal around ``median`` (``sigma``) or Pareto (``alpha``).
 
     Real service latencies have long tails; a normal distribution would never produce the
@@ -81,13 +81,13 @@ class Latency(_Model):
     @model_validator(mode="after")
     def _positive(self) -> Latency:
         if self.median <= 0:
-            raise _custom("median must be greater than 0", ("median",))
+            raise custom_error("median must be greater than 0", ("median",))
         if self.cap < self.median:
-            raise _custom("cap must be at least the median", ("cap",))
+            raise custom_error("cap must be at least the median", ("cap",))
         return self
 
 
-class Step(_Model):
+class Step(StrictModel):
     """One thing an operation does: exactly one of call, db, publish, internal, parallel."""
 
     call: NonEmptyStr | None = Field(None, description="service to call (HTTP or gRPC)")
@@ -117,25 +117,25 @@ class Step(_Model):
         kinds = [n for n in ("call", "db", "publish", "internal", "parallel") if getattr(self, n)]
         if len(kinds) != 1:
             given = ", ".join(kinds) if kinds else "none"
-            raise _custom(
+            raise custom_error(
                 "a step has exactly one of call, db, publish, internal, parallel (given: {given})",
                 given=given,
             )
         kind = kinds[0]
         if (self.operation is None) != (kind != "call"):
-            raise _custom(
+            raise custom_error(
                 "call needs operation (and only call takes one)",
                 ("operation",) if self.operation is not None else (),
             )
         for key in ("statement", "table"):
             if getattr(self, key) is not None and kind != "db":
-                raise _custom("{key} belongs to db steps", (key,), key=key)
+                raise custom_error("{key} belongs to db steps", (key,), key=key)
         if kind == "db" and self.statement is None:
-            raise _custom("a db step needs a statement")
+            raise custom_error("a db step needs a statement")
         if (self.latency is not None) != (kind == "internal"):
-            raise _custom("internal steps, and only they, take a latency", ("latency",))
+            raise custom_error("internal steps, and only they, take a latency", ("latency",))
         if self.repeat_max is not None and self.repeat_max < self.repeat:
-            raise _custom(
+            raise custom_error(
                 "repeat_max ({hi}) is less than repeat ({lo})",
                 ("repeat_max",),
                 hi=self.repeat_max,
@@ -144,7 +144,7 @@ class Step(_Model):
         return self
 
 
-class Operation(_Model):
+class Operation(StrictModel):
     """An operation a service serves: its own time, its error rate and the steps it takes."""
 
     latency: Latency = Field(description="time spent in the service itself, children excluded")
@@ -164,7 +164,7 @@ class Consumer(Operation):
     )
 
 
-class Service(_Model):
+class Service(StrictModel):
     """A deployed service: its protocol, instances (hosts, clock skew) and operations."""
 
     protocol: Literal["http", "grpc"] = "http"
@@ -184,35 +184,38 @@ class Service(_Model):
     def _consistent(self) -> Service:
         for index in self.clock_skew:
             if not 0 <= index < self.instances:
-                raise _at_key(
+                raise custom_error(
                     "clock_skew names instance {index}, but instances are 0..{last}",
                     ("clock_skew", str(index)),
                     index=index,
                     last=self.instances - 1,
+                    at_key=True,
                 )
         if not self.operations and not self.consumes:
-            raise _custom("a service needs operations or consumes")
+            raise custom_error("a service needs operations or consumes")
         for name in self.operations:
             if self.protocol == "http" and not _HTTP_OPERATION.match(name):
-                raise _at_key(
+                raise custom_error(
                     "an HTTP operation is named 'METHOD /route' (METHOD one of {methods}), "
                     "got {name}",
                     ("operations", name),
                     methods=", ".join(HTTP_METHODS),
                     name=repr(name),
+                    at_key=True,
                 )
             if self.protocol == "grpc" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise _at_key(
+                raise custom_error(
                     "a gRPC operation is a method name like GetCart, got {name}",
                     ("operations", name),
                     name=repr(name),
+                    at_key=True,
                 )
         if self.rpc_service is not None and self.protocol != "grpc":
-            raise _custom("rpc_service is only for protocol: grpc", ("rpc_service",))
+            raise custom_error("rpc_service is only for protocol: grpc", ("rpc_service",))
         return self
 
 
-class Datastore(_Model):
+class Datastore(StrictModel):
     """A database or cache that operations query (db.system: postgresql, redis, ...)."""
 
     system: NonEmptyStr
@@ -223,7 +226,7 @@ class Datastore(_Model):
     error_rate: Probability = 0.0
 
 
-class Topic(_Model):
+class Topic(StrictModel):
     """A message topic: producers publish, every consuming service handles each message."""
 
     system: NonEmptyStr = "kafka"
@@ -234,7 +237,7 @@ class Topic(_Model):
     error_rate: Probability = Field(0.0, description="share of failed sends")
 
 
-class EntryPoint(_Model):
+class EntryPoint(StrictModel):
     """Where user requests come in, and how often (weights are relative)."""
 
     service: NonEmptyStr
@@ -242,7 +245,7 @@ class EntryPoint(_Model):
     weight: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
-class BadDeploy(_Model):
+class BadDeploy(StrictModel):
     """From ``at`` seconds into a run, a new version of one service fails more often."""
 
     service: NonEmptyStr
@@ -252,7 +255,7 @@ class BadDeploy(_Model):
     latency_factor: float = Field(1.0, ge=0.1, le=100.0)
 
 
-class Burst(_Model):
+class Burst(StrictModel):
     """``multiplier`` times the rate from ``at`` for ``duration`` seconds of a run."""
 
     multiplier: float = Field(gt=0, le=1000, allow_inf_nan=False)
@@ -263,7 +266,7 @@ class Burst(_Model):
         return self.multiplier if self.at <= elapsed < self.at + self.duration else 1.0
 
 
-class Topology(_Model):
+class Topology(StrictModel):
     """A whole synthetic estate."""
 
     name: NonEmptyStr
@@ -291,16 +294,17 @@ class Topology(_Model):
                 self._check_steps(op.calls, ("services", name, "operations", op_name, "calls"))
             for topic, handler in service.consumes.items():
                 if topic not in self.topics:
-                    raise _at_key(
+                    raise custom_error(
                         "unknown topic {topic}; known: {known}",
                         ("services", name, "consumes", topic),
                         topic=repr(topic),
                         known=_known(self.topics),
+                        at_key=True,
                     )
                 where = ("services", name, "consumes", topic, "calls")
                 self._check_steps(handler.calls, where)
         if self.bad_deploy is not None and self.bad_deploy.service not in self.services:
-            raise _custom(
+            raise custom_error(
                 "unknown service {name}; known: {known}",
                 ("bad_deploy", "service"),
                 name=repr(self.bad_deploy.service),
@@ -311,14 +315,14 @@ class Topology(_Model):
 
     def _check_target(self, service: str, operation: str, where: tuple, key: str) -> None:
         if service not in self.services:
-            raise _custom(
+            raise custom_error(
                 "unknown service {name}; known: {known}",
                 (*where, key),
                 name=repr(service),
                 known=_known(self.services),
             )
         if operation not in self.services[service].operations:
-            raise _custom(
+            raise custom_error(
                 "service {service} has no operation {name}; it has: {known}",
                 (*where, "operation"),
                 service=repr(service),
@@ -332,14 +336,14 @@ class Topology(_Model):
             if step.call is not None:
                 self._check_target(step.call, step.operation or "", here, "call")
             elif step.db is not None and step.db not in self.datastores:
-                raise _custom(
+                raise custom_error(
                     "unknown datastore {name}; known: {known}",
                     (*here, "db"),
                     name=repr(step.db),
                     known=_known(self.datastores),
                 )
             elif step.publish is not None and step.publish not in self.topics:
-                raise _custom(
+                raise custom_error(
                     "unknown topic {name}; known: {known}",
                     (*here, "publish"),
                     name=repr(step.publish),
@@ -396,7 +400,7 @@ class Topology(_Model):
                 target, where = step
                 if state.get(target) == 1:
                     cycle = [*path[path.index(target) :], target]
-                    raise _custom(
+                    raise custom_error(
                         "call cycle: {cycle}",
                         where,
                         cycle=" -> ".join(f"{s}/{n}" for s, _, n in cycle),
@@ -414,41 +418,32 @@ def _known(names: dict) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
-def _at_key(message: str, subloc: tuple, **ctx: Any) -> PydanticCustomError:
-    """An error that points at a mapping key (its line) rather than at its value."""
-    return PydanticCustomError("topology", message, {**ctx, "_subloc": subloc, "_at_key": True})
-
-
 def parse_topology(text: str, source: str = "<string>") -> Topology:
     """A Topology from YAML text; raises TopologyError naming source, line and field."""
     try:
-        root, data = _compose(text, source)
+        root, data = compose_yaml(text, source)
         if root is None:
-            raise PolicyConfigError(source, "the file is empty; expected a topology")
+            raise ConfigError(source, "the file is empty; expected a topology")
         if not isinstance(data, dict):
-            raise PolicyConfigError(
+            raise ConfigError(
                 source,
-                f"expected a mapping at the top (name:, services:, ...), got {_describe(data)}",
+                "expected a mapping at the top (name:, services:, ...), "
+                f"got {describe_value(data)}",
                 line=root.start_mark.line + 1,
                 column=root.start_mark.column + 1,
             )
         try:
             return Topology.model_validate(data)
         except ValidationError as exc:
-            raise _to_config_error(exc, root, source, []) from None
-    except PolicyConfigError as exc:
+            raise to_config_error(exc, root, source) from None
+    except ConfigError as exc:
         raise TopologyError(exc) from None
 
 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file (see the module docstring for the errors)."""
-    source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TopologyError(
-            PolicyConfigError(source, f"cannot read: {exc.strerror or exc}")
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise TopologyError(PolicyConfigError(source, f"not UTF-8 text: {exc}")) from None
-    return parse_topology(text, source)
+        text = read_config_file(path)
+    except ConfigError as exc:
+        raise TopologyError(exc) from None
+    return parse_topology(text, str(path))

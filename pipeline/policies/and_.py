@@ -24,7 +24,7 @@ class And(Policy):
         self.stateful = any(p.stateful for p in self.subpolicies)
 
     def attribute_keys(self) -> tuple[frozenset[str], frozenset[str]]:
-        return _union_keys(self.subpolicies)
+        return union_keys(self.subpolicies)
 
     def evaluate(self, trace: TraceView) -> Decision:
         for sub in self.subpolicies:
@@ -36,7 +36,7 @@ class And(Policy):
         return self.ALL_SAMPLED
 
 
-def _union_keys(policies: Sequence[Policy]) -> tuple[frozenset[str], frozenset[str]]:
+def union_keys(policies: Sequence[Policy]) -> tuple[frozenset[str], frozenset[str]]:
     span: set[str] = set()
     resource: set[str] = set()
     for p in policies:

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from pipeline.policies.and_ import _union_keys
+from pipeline.policies.and_ import union_keys
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import ERROR, INVERT_SAMPLED, NOT_SAMPLED, SAMPLED, Decision
 from pipeline.policies.trace import TraceView
@@ -58,7 +58,7 @@ class Composite(Policy):
         self.last_sub: str | None = None  # the sub-policy that sampled the last trace
 
     def attribute_keys(self) -> tuple[frozenset[str], frozenset[str]]:
-        return _union_keys(self.subpolicies)
+        return union_keys(self.subpolicies)
 
     def evaluate(self, trace: TraceView) -> Decision:
         self.last_sub = None
