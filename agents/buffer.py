@@ -10,6 +10,10 @@ Reading a trace is one multi-get of the keys the heap index holds, dropping it a
 piece; after a restart the index is rebuilt from the keys alone. Protobuf parses
 concatenated pieces as one ``TracesData``, so spans are never re-encoded.
 
+Writes and deletes are collected in one RocksDB write batch per partition and applied
+with ``commit`` (after each Kafka message, after each tick, and before any read): a
+batched write costs about half of a single put or delete from Python.
+
 Durability needs no changelog for pieces: the spans topic itself is the log. Each
 partition's *low-water offset* (the source offset of the oldest piece still buffered) is
 saved with the decision cache once a second; a worker that takes a partition over re-reads
@@ -26,6 +30,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 
 import faust
+from rocksdict import WriteBatch
 
 from agents.topics import raw_table
 
@@ -72,12 +77,25 @@ class TraceBuffer:
     def __init__(self, app: faust.App, partitions: int) -> None:
         self.table = raw_table(app, "trace-pieces", partitions)
         self._indexes: dict[int, PartitionIndex] = {}
+        self._batches: dict[int, WriteBatch] = {}  # uncommitted writes, per partition
         self.traces = 0  # totals over the owned partitions, kept up to date on every change
         self.bytes = 0
 
     def db(self, partition: int):
         """The partition's RocksDB (rocksdict, raw mode). Faust opens one per partition."""
         return self.table.data._db_for_partition(partition)
+
+    def _batch(self, partition: int) -> WriteBatch:
+        batch = self._batches.get(partition)
+        if batch is None:
+            batch = self._batches[partition] = WriteBatch(raw_mode=True)
+        return batch
+
+    def commit(self, partition: int) -> None:
+        """Apply the partition's pending puts and deletes to its database."""
+        batch = self._batches.pop(partition, None)
+        if batch is not None:
+            self.db(partition).write(batch)
 
     def index(self, partition: int) -> PartitionIndex | None:
         return self._indexes.get(partition)
@@ -118,7 +136,12 @@ class TraceBuffer:
         return index
 
     def forget(self, partition: int) -> None:
-        """Drop the heap index of a partition this worker no longer owns."""
+        """Drop the heap index of a partition this worker no longer owns.
+
+        Uncommitted writes are dropped too: the partition's next owner re-reads them from
+        the spans topic.
+        """
+        self._batches.pop(partition, None)
         index = self._indexes.pop(partition, None)
         if index is not None:
             self.traces -= len(index.traces)
@@ -145,7 +168,7 @@ class TraceBuffer:
         if key in state.keys:  # the same message again (replay after a takeover)
             index.traces[trace_id] = state
             return state
-        self.db(partition).put(key, piece)
+        self._batch(partition).put(key, piece)
         state.keys.append(key)
         state.spans += spans
         state.size += len(piece)
@@ -208,10 +231,11 @@ class TraceBuffer:
         index.size -= state.size
         self.traces -= 1
         self.bytes -= state.size
-        db = self.db(partition)
-        spans = b"".join(value for value in db.get(state.keys) if value is not None)
+        self.commit(partition)  # a piece may still wait in the batch
+        spans = b"".join(value for value in self.db(partition).get(state.keys) if value)
+        batch = self._batch(partition)
         for key in state.keys:  # point deletes: range tombstones slow every later read
-            db.delete(key)
+            batch.delete(key)
         return state, spans
 
     def counts(self) -> tuple[int, int]:

@@ -121,6 +121,7 @@ class TraceSampler:
                         partition, pieces, stamp, message.offset(), decided
                     )
                     replayed += buffered
+                self.buffer.commit(partition)
         finally:
             consumer.close()
         metrics.SPANS_REPLAYED.inc(replayed)
@@ -216,6 +217,7 @@ class TraceSampler:
             if cached is not None:
                 await self._late(partition, trace_id, spans_bytes, spans, cached)
         await self._relieve_overflow(partition, now)
+        self.buffer.commit(partition)
 
     async def _late(
         self, partition: int, trace_id: bytes, spans_bytes: bytes, spans: int, cached
@@ -262,6 +264,7 @@ class TraceSampler:
         )
         for trace_id in due:
             await self.decide(partition, trace_id, now)
+        self.buffer.commit(partition)
         self.cache.flush(partition)
         # Kept traces must be in Kafka before the low-water mark passes their spans.
         pending = self._pending_sends.pop(partition, [])
