@@ -69,7 +69,7 @@ SINK_DEAD_LETTERS = Counter(
     ["reason"],
 )
 SINK_PAUSED = Gauge(
-    "spansieve_sink_paused", "1 while the sink holds its partitions because OpenSearch fails"
+    "spansieve_sink_paused", "1 while the sink holds a batch OpenSearch has not taken yet"
 )
 SINK_BULK_SECONDS = Histogram(
     "spansieve_sink_bulk_seconds",

@@ -1,12 +1,28 @@
-"""Sink agent: bulk-index kept traces into OpenSearch, retrying until it succeeds.
+"""Sink agent: bulk-index kept traces into OpenSearch, losing nothing across outages.
 
-Offsets of a batch are acknowledged only after its bulk request succeeded, so a crash or an
-OpenSearch outage replays the batch; document ids make the replay idempotent.
+* Offsets are acknowledged only after OpenSearch took every document of a batch (or the
+  document went to the DLQ and Kafka acknowledged that). The batch loop is Faust's
+  ``noack_take``: unlike ``take``, it never acks by itself, not even when the batch is
+  abandoned at shutdown, so an unindexed batch is read again by whoever owns the partition
+  next. Document ids make that replay harmless. ``store_batches_in_flight`` batches are
+  indexed at once (building one batch's documents overlaps indexing the previous one);
+  they are acknowledged in order as they finish.
+* While OpenSearch fails, the sink keeps retrying the batch in hand with backoff and takes
+  no new one; Faust's flow control then stops fetching the sampled topic's partitions, so
+  the backlog waits in Kafka, not in memory. It carries on by itself once a retry
+  succeeds (see ``TraceSink.hold``).
+* A document OpenSearch can never take (a mapping error, a value out of range) goes to
+  ``<prefix>-dlq`` with a ``reason`` header, the rest of the batch proceeds.
+* At start, and again whenever the alias is found missing, the store is installed
+  (``pipeline.store_setup``). Without the ISM plugin, the group leader runs the index
+  lifecycle (rollover, retention) on a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 
 import faust
 import structlog
@@ -14,37 +30,189 @@ from opensearchpy import AsyncOpenSearch, OpenSearch
 
 from agents import metrics
 from agents.topics import raw_topic
-from pipeline.otlp import TracesData
+from pipeline.bulk import BulkIndexer, OrjsonSerializer
+from pipeline.lifecycle import run_worker_lifecycle
 from pipeline.settings import Settings
-from pipeline.store import ensure_span_index, index_traces
+from pipeline.store import store_names
+from pipeline.store_setup import StoreState, ensure_store
+from pipeline.trace_sink import BatchPipeline, BatchResult, DeadLetter, write_batch
 
 log = structlog.get_logger(__name__)
 
-BATCH_SIZE = 500
 BATCH_SECONDS = 1.0
-MAX_BACKOFF = 30.0
+SETUP_RETRY_SECONDS = 5.0
+
+
+class TraceSink:
+    """The sink's state: OpenSearch clients, the indexer, hold state, DLQ."""
+
+    def __init__(self, settings: Settings, dlq_topic) -> None:
+        self.settings = settings
+        self.alias = store_names(settings).span_alias
+        self.dlq_topic = dlq_topic
+        self.client = AsyncOpenSearch(
+            hosts=[settings.opensearch_url],
+            timeout=settings.store_request_timeout,
+            max_retries=0,  # the indexer retries, with backoff and forever
+            serializer=OrjsonSerializer(),
+            maxsize=settings.store_bulk_concurrency + 2,
+        )
+        self.indexer = BulkIndexer(
+            self.client,
+            self.alias,
+            max_bytes=settings.store_bulk_bytes,
+            concurrency=settings.store_bulk_concurrency,
+            timeout=settings.store_request_timeout,
+            max_backoff=settings.store_max_backoff,
+            on_request=metrics.SINK_BULK_SECONDS.observe,
+        )
+        self.state: StoreState | None = None
+        self.setup_wanted = asyncio.Event()
+        self.setup_wanted.set()
+        self.held = False
+
+    # --- store installation ---------------------------------------------------------
+
+    def _sync_client(self) -> OpenSearch:
+        return OpenSearch(hosts=[self.settings.opensearch_url], timeout=30, max_retries=0)
+
+    async def keep_store_installed(self) -> None:
+        """Install templates/alias/lifecycle at start and whenever asked; retry until done."""
+        while True:
+            await self.setup_wanted.wait()
+            try:
+                client = self._sync_client()
+                self.state = await asyncio.to_thread(ensure_store, client, self.settings)
+            except Exception as exc:
+                log.warning("store setup failed; retrying", error=str(exc))
+                await asyncio.sleep(SETUP_RETRY_SECONDS)
+                continue
+            self.setup_wanted.clear()
+            log.info(
+                "store ready",
+                alias=self.state.span_alias,
+                write_index=self.state.write_index,
+                lifecycle=self.state.lifecycle,
+                codec=self.state.codec,
+            )
+
+    async def lifecycle_pass(self) -> None:
+        """The worker's fallback lifecycle (only when the cluster has no ISM)."""
+        if self.state is None or self.state.lifecycle != "worker":
+            return
+        try:
+            report = await asyncio.to_thread(
+                run_worker_lifecycle, self._sync_client(), self.settings, self.alias
+            )
+        except Exception as exc:
+            log.warning("lifecycle pass failed; next interval retries", error=str(exc))
+            return
+        if report.rolled_over_to:
+            metrics.STORE_LIFECYCLE_ACTIONS.labels("rollover").inc()
+        if report.deleted:
+            metrics.STORE_LIFECYCLE_ACTIONS.labels("delete").inc(len(report.deleted))
+
+    # --- holding back -------------------------------------------------------------------
+
+    def hold(self, reason: str) -> None:
+        """Note that the sink holds a batch it cannot index yet (gauge and one log line).
+
+        Consumption stops by itself: the agent does not take the next batch, the stream's
+        buffer fills, and Faust's flow control stops fetching those partitions until the
+        buffer drains. The sink must not call ``consumer.pause_partitions`` itself: in
+        faust-streaming 0.15 records already fetched for a partition paused that way are
+        dropped, and the offsets they leave out are later committed as a "gap" (this lost
+        traces in the outage test).
+        """
+        if not self.held:
+            self.held = True
+            metrics.SINK_PAUSED.set(1)
+            log.warning("sink holding; the backlog waits in kafka", reason=reason[:500])
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            metrics.SINK_PAUSED.set(0)
+            log.info("sink indexing again")
+
+    def _on_retry(self, reason: str, attempt: int) -> None:
+        metrics.SINK_RETRIES.inc()
+        if "index_not_found_exception" in reason:
+            self.setup_wanted.set()  # the alias is gone: install the store again
+        self.hold(reason)
+        if attempt == 1 or attempt % 10 == 0:
+            log.warning("bulk index failed; retrying", reason=reason[:500], attempt=attempt)
+
+    # --- batches ----------------------------------------------------------------------
+
+    async def write(self, values: list[bytes]) -> BatchResult:
+        """Index one batch of kept traces; returns once every document is settled."""
+        while self.state is None:
+            self.hold("store not installed yet (is OpenSearch up?)")
+            await asyncio.sleep(0.5)
+        return await write_batch(self.indexer, values, self._on_retry)
+
+    async def settle(self, result: BatchResult) -> None:
+        """After a batch: dead letters acknowledged by Kafka, metrics, hold released."""
+        if result.dead:
+            await self._send_dead_letters(result.dead)
+        metrics.DOCUMENTS_INDEXED.inc(result.indexed)
+        if result.items_retried:
+            metrics.SINK_ITEMS_RETRIED.inc(result.items_retried)
+        self.release()
+
+    async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        """Park what can never be indexed; waits for Kafka's acks before the batch is acked."""
+        sent = []
+        for letter in dead:
+            headers = {"reason": letter.reason.encode(), "stage": b"sink", **letter.headers}
+            sent.append(await self.dlq_topic.send(value=letter.value, headers=headers))
+            metrics.SINK_DEAD_LETTERS.labels(letter.kind).inc()
+        await asyncio.gather(*sent)
+        log.error(
+            "documents sent to the dlq",
+            count=len(dead),
+            topic=self.dlq_topic.get_topic_name(),
+            first_reason=dead[0].reason[:500],
+        )
 
 
 def register_sink(app: faust.App, settings: Settings) -> None:
+    # The sink logs OpenSearch failures itself, once per retry round; the client's own
+    # warning per failed request (with a traceback) would flood the log during an outage.
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
     sampled_topic = raw_topic(app, settings, "sampled")
-    client = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=30)
+    sink = TraceSink(settings, raw_topic(app, settings, "dlq"))
 
     @app.task
-    async def install_index() -> None:
-        await asyncio.to_thread(ensure_span_index, OpenSearch(hosts=[settings.opensearch_url]))
+    async def install_store() -> None:
+        await sink.keep_store_installed()
+
+    @app.on_before_shutdown.connect
+    async def close_client(_app, **_kwargs) -> None:
+        await sink.client.close()
+
+    @app.timer(settings.store_lifecycle_interval, on_leader=True)
+    async def store_lifecycle() -> None:
+        await sink.lifecycle_pass()
 
     @app.agent(sampled_topic, name="sink")
-    async def sink(stream: faust.Stream) -> None:
-        async for values in stream.take(BATCH_SIZE, within=BATCH_SECONDS):
-            traces = [TracesData.FromString(value) for value in values]
-            backoff = 1.0
-            while True:
-                try:
-                    written = await index_traces(client, traces)
-                    break
-                except Exception as exc:
-                    metrics.SINK_RETRIES.inc()
-                    log.warning("bulk index failed; retrying", error=str(exc), backoff=backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-            metrics.DOCUMENTS_INDEXED.inc(written)
+    async def index_kept_traces(stream: faust.Stream) -> None:
+        async def finished(events: list, result: BatchResult) -> None:
+            await sink.settle(result)
+            for event in events:  # only now may Faust commit these offsets
+                await stream.ack(event)
+
+        pipeline = BatchPipeline(settings.store_batches_in_flight, finished, on_error=_exit)
+        try:
+            async for events in stream.noack_take(settings.store_batch_traces, BATCH_SECONDS):
+                await pipeline.submit(events, sink.write([event.value for event in events]))
+        except Exception as exc:
+            _exit(exc)
+
+
+def _exit(exc: BaseException) -> None:
+    """Restarting the agent in place would leave the failed batch unacked forever (commits
+    stall behind it); exit instead, so that the group replays from the last commit."""
+    log.error("sink failed; exiting so that a restart replays safely", exc_info=exc)
+    os._exit(70)

@@ -126,6 +126,55 @@ def policies_check(path: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.group()
+def store() -> None:
+    """The OpenSearch trace store: templates, rollover alias, lifecycle."""
+
+
+STORE_LAYOUT = (
+    "store_index_prefix",
+    "store_shards",
+    "store_replicas",
+    "store_refresh_interval",
+    "store_rollover_age",
+    "store_rollover_size",
+    "store_retention_days",
+    "store_lifecycle",
+)
+
+
+@store.command("init")
+@settings_options("opensearch_url", *STORE_LAYOUT)
+def store_init(**overrides: Any) -> None:
+    """Install index templates, the rollover alias and the lifecycle (idempotent)."""
+    from opensearchpy import OpenSearch
+    from opensearchpy.exceptions import OpenSearchException
+
+    from pipeline.lifecycle import LifecycleError
+    from pipeline.store_setup import ensure_store
+
+    settings = load_settings(overrides)
+    try:
+        state = ensure_store(OpenSearch(hosts=[settings.opensearch_url]), settings)
+    except (LifecycleError, OpenSearchException) as exc:
+        raise click.ClickException(f"{settings.opensearch_url}: {exc}") from None
+    lifecycle = (
+        "ISM policy" if state.lifecycle == "ism" else "the worker (no ISM plugin on this node)"
+    )
+    click.echo(f"span alias   {state.span_alias} -> {state.write_index}")
+    click.echo(f"service map  {state.service_map_index}")
+    click.echo(f"codec        {state.codec}")
+    click.echo(
+        f"lifecycle    {lifecycle}: roll over at {settings.store_rollover_age} or "
+        f"{settings.store_rollover_size}, delete {settings.store_retention_days:g} days "
+        "after the last write"
+    )
+    if state.created:
+        click.echo("created the first span index")
+    if state.upgraded:
+        click.echo("rolled the alias over to apply a newer mapping")
+
+
 @main.command()
 @settings_options(
     *SERVICES,
@@ -143,41 +192,142 @@ def worker(**overrides: Any) -> None:
     run_worker(load_settings(overrides))
 
 
+def _loadgen_option(*names: str, **kwargs: Any) -> Callable:
+    """A loadgen flag that is also the variable SPANSIEVE_LOADGEN_<FLAG>."""
+    env = "SPANSIEVE_LOADGEN_" + names[0].lstrip("-").replace("-", "_").upper()
+    return click.option(*names, envvar=env, show_envvar=True, **kwargs)
+
+
+@main.command()
+@settings_options("gateway_host", "gateway_http_port", "gateway_grpc_port", "gateway_api_keys")
+@_loadgen_option(
+    "--topology",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("topologies/estate-30.yaml"),
+    show_default=True,
+    help="topology YAML to play",
+)
+@_loadgen_option("--rate", type=float, default=1000.0, show_default=True, help="spans per second")
+@_loadgen_option("--duration", default="60s", show_default=True, help='"90s", "5m" or seconds')
+@_loadgen_option("--seed", type=int, default=1, show_default=True, help="same seed, same traces")
+@_loadgen_option(
+    "--mode",
+    type=click.Choice(["protobuf", "sdk"]),
+    default="protobuf",
+    show_default=True,
+    help="pre-built requests (fast) or the OpenTelemetry SDK's exporter (realistic)",
+)
+@_loadgen_option(
+    "--transport", type=click.Choice(["http", "grpc"]), default="http", show_default=True
+)
+@_loadgen_option("--endpoint", help="gateway URL, or host:port for gRPC [default: from settings]")
+@_loadgen_option("--burst-multiplier", type=float, help="rate multiplier of the burst")
+@_loadgen_option("--burst-at", help="burst start into the run, e.g. 30s")
+@_loadgen_option("--burst-duration", help="burst length, e.g. 60s")
+@_loadgen_option("--no-burst", is_flag=True, help="ignore the topology's burst")
+@_loadgen_option("--concurrency", type=int, default=4, show_default=True, help="parallel senders")
+@_loadgen_option(
+    "--max-retry", type=float, default=30.0, show_default=True, help="seconds to retry a request"
+)
+@_loadgen_option(
+    "--summary",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write ground truth here (JSON: counters, error trace ids, every trace sent)",
+)
+@_loadgen_option("--check", is_flag=True, help="validate the topology, describe it, send nothing")
+@_loadgen_option("--quiet", is_flag=True, help="no progress bar")
+def loadgen(
+    topology: Path,
+    rate: float,
+    duration: str,
+    seed: int,
+    mode: str,
+    transport: str,
+    endpoint: str | None,
+    burst_multiplier: float | None,
+    burst_at: str | None,
+    burst_duration: str | None,
+    no_burst: bool,
+    concurrency: int,
+    max_retry: float,
+    summary: Path | None,
+    check: bool,
+    quiet: bool,
+    **overrides: Any,
+) -> None:
+    """Play a synthetic microservice estate against the gateway at a paced rate."""
+    from pipeline.loadgen import TopologyError, load_topology, run_loadgen
+    from pipeline.loadgen.report import (
+        describe_topology,
+        print_result,
+        resolve_burst,
+        run_seconds,
+    )
+
+    settings = load_settings(overrides)
+    try:
+        estate = load_topology(topology)
+    except TopologyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if check:
+        click.echo(describe_topology(estate, seed))
+        return
+    try:
+        seconds = run_seconds(duration)
+        burst = resolve_burst(
+            estate.burst, no_burst, burst_multiplier, burst_at, burst_duration, seconds
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if rate <= 0 or concurrency < 1:
+        raise click.UsageError("--rate must be positive and --concurrency at least 1")
+    result = run_loadgen(
+        endpoint or settings,
+        estate,
+        rate,
+        seconds,
+        seed=seed,
+        mode=mode,  # type: ignore[arg-type]
+        transport=transport,  # type: ignore[arg-type]
+        burst=burst,
+        concurrency=concurrency,
+        progress=not quiet,
+        max_retry_seconds=max_retry,
+    )
+    if summary is not None:
+        result.write_summary(summary)
+    print_result(result, summary)
+    if result.spans_sent == 0 or result.failed_requests or result.rejected_spans:
+        sys.exit(1)
+
+
 @main.command()
 @settings_options(*SERVICES)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write JSON here")
 @click.option("--seconds", type=float, default=15.0, show_default=True, help="load per transport")
 @click.option("--traces", type=int, default=30_000, show_default=True, help="sampler workload")
-@click.option("--stages", default="gateway,sampler", show_default=True, help="which stages")
-@click.option("--quick", is_flag=True, help="short runs (a few minutes in all)")
+@click.option(
+    "--stages", default="gateway,sampler,sink,e2e", show_default=True, help="which stages"
+)
+@click.option("--quick", is_flag=True, help="short runs (about 3 minutes in all)")
 def bench(
     json_path: str | None, seconds: float, traces: int, stages: str, quick: bool, **overrides: Any
 ) -> None:
     """Measure the pipeline's stages on the local stack, next to ceilings from the same run."""
-    import tempfile
-
     from pipeline.bench import report
-    from pipeline.bench.gateway import bench_gateway
-    from pipeline.bench.sampler import bench_sampler
+    from pipeline.bench.suite import STAGES, BenchPlan, run_bench
     from pipeline.stack import stack_up
 
+    wanted = {stage.strip() for stage in stages.split(",") if stage.strip()}
+    unknown = sorted(wanted - set(STAGES))
+    if unknown:
+        raise click.UsageError(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
     settings = load_settings(overrides)
     stack_up(settings)
-    wanted = {stage.strip() for stage in stages.split(",")}
-    results = {}
-    if "gateway" in wanted:
-        results["gateway"] = bench_gateway(settings, 5.0 if quick else seconds)
-        report.print_gateway(results["gateway"])
-    if "sampler" in wanted:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=settings.state_dir, prefix="bench-") as folder:
-            results["sampler"] = bench_sampler(
-                settings, Path(folder), min(traces, 10_000) if quick else traces
-            )
+    results = run_bench(settings, wanted, BenchPlan.of(quick, seconds, traces))
     if json_path:
         report.write_json(Path(json_path), results)
-    if "sampler" in results:
-        report.print_sampler(results["sampler"])
+    report.print_summary(results)
 
 
 @main.command()

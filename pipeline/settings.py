@@ -90,6 +90,40 @@ class Settings(BaseSettings):
         1024**3, gt=0, description="span bytes a worker buffers before deciding early"
     )
 
+    store_index_prefix: str = Field(
+        "", description="prefix of the span alias and service-map index (tests, tenants)"
+    )
+    store_shards: int = Field(1, ge=1, description="primary shards per span index")
+    store_replicas: int = Field(0, ge=0, description="replicas per span index (production: 1)")
+    store_refresh_interval: str = Field("5s", description="span index refresh interval")
+    store_rollover_age: str = Field("1d", description="roll the span alias over at this age")
+    store_rollover_size: str = Field(
+        "50gb", description="... or when its primary shards reach this size"
+    )
+    store_retention_days: float = Field(
+        7.0, gt=0, description="delete span indices this long after their last write"
+    )
+    store_lifecycle: Literal["auto", "ism", "worker"] = Field(
+        "auto", description="who rolls over and deletes: ISM plugin, the worker, or auto-detect"
+    )
+    store_lifecycle_interval: float = Field(
+        60.0, gt=0, description="seconds between the worker's rollover/retention checks"
+    )
+    store_batch_traces: int = Field(500, gt=0, description="kept traces per sink batch")
+    store_bulk_bytes: int = Field(
+        4 * 1024**2, gt=0, description="largest _bulk request body the sink sends"
+    )
+    store_bulk_concurrency: int = Field(2, gt=0, description="_bulk requests in flight")
+    store_batches_in_flight: int = Field(
+        2, gt=0, description="sink batches indexed at once (building overlaps indexing)"
+    )
+    store_request_timeout: float = Field(
+        30.0, gt=0, description="seconds before a _bulk request is retried"
+    )
+    store_max_backoff: float = Field(
+        10.0, gt=0, description="longest pause between retries while OpenSearch fails"
+    )
+
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of TOPIC_NAMES."""
         if name not in TOPIC_NAMES:

@@ -1,72 +1,104 @@
-"""OpenSearch side of the pipeline: index template, rollover alias and bulk writes."""
+"""OpenSearch layout of the trace store: names, index templates, the rollover alias.
+
+Every name carries ``store_index_prefix`` (empty in production), so tests and tenants can
+have stores of their own on one cluster. Installing them is ``pipeline.store_setup``.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import structlog
-from opensearchpy import AsyncOpenSearch, OpenSearch
-from opensearchpy.exceptions import RequestError
-from opensearchpy.helpers import async_bulk
+from opensearchpy import OpenSearch
 
-from pipeline.documents import span_documents
-from pipeline.otlp import TracesData
-from pipeline.settings import SPAN_ALIAS
-
-log = structlog.get_logger(__name__)
+from pipeline.settings import SERVICE_MAP_INDEX, SPAN_ALIAS, Settings
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-SPAN_TEMPLATE = "otel-v1-apm-span"
-FIRST_SPAN_INDEX = f"{SPAN_ALIAS}-000001"
+SPAN_TEMPLATE_FILE = SCHEMAS / "otel-v1-apm-span-template.json"
+SERVICE_MAP_TEMPLATE_FILE = SCHEMAS / "otel-v1-apm-service-map-template.json"
+SCHEMA_KEY = "spansieve_schema"
+_SEQUENCE = re.compile(r"-(\d+)$")
 
 
-def ensure_span_index(client: OpenSearch) -> None:
-    """Install the span template and the first rollover index behind the alias (idempotent)."""
-    template = orjson.loads((SCHEMAS / "otel-v1-apm-span-template.json").read_bytes())
-    client.indices.put_index_template(name=SPAN_TEMPLATE, body=template)
-    if client.indices.exists_alias(name=SPAN_ALIAS):
-        return
-    try:
-        client.indices.create(
-            index=FIRST_SPAN_INDEX,
-            body={"aliases": {SPAN_ALIAS: {"is_write_index": True}}},
-        )
-        log.info("span index created", index=FIRST_SPAN_INDEX, alias=SPAN_ALIAS)
-    except RequestError as exc:
-        if exc.error != "resource_already_exists_exception":
-            raise
+@dataclass(frozen=True)
+class StoreNames:
+    """Index, alias and template names, all under the configured prefix."""
+
+    span_alias: str
+    service_map_index: str
+
+    @property
+    def span_template(self) -> str:
+        return self.span_alias
+
+    @property
+    def service_map_template(self) -> str:
+        return self.service_map_index
+
+    @property
+    def first_span_index(self) -> str:
+        return f"{self.span_alias}-000001"
 
 
-def bulk_actions(traces: list[TracesData]) -> list[dict]:
-    """One idempotent index action per span: id = trace id + span id, routed by trace id."""
-    actions = []
-    for data in traces:
-        for doc_id, doc in span_documents(data):
-            actions.append(
-                {
-                    "_op_type": "index",
-                    "_index": SPAN_ALIAS,
-                    "_id": doc_id,
-                    "_routing": doc["traceId"],
-                    "_source": doc,
-                }
-            )
-    return actions
+def store_names(settings: Settings) -> StoreNames:
+    prefix = settings.store_index_prefix
+    return StoreNames(f"{prefix}{SPAN_ALIAS}", f"{prefix}{SERVICE_MAP_INDEX}")
 
 
-async def index_traces(client: AsyncOpenSearch, traces: list[TracesData]) -> int:
-    """Bulk-index the spans of kept traces; returns how many documents were written."""
-    actions = bulk_actions(traces)
-    if not actions:
-        return 0
-    written, _errors = await async_bulk(client, actions, max_retries=5, initial_backoff=1)
-    return written
+def span_template(settings: Settings, codec: str = "best_compression", ism: bool = False) -> dict:
+    """The span index template for these settings (patterns, shards, codec, ISM alias)."""
+    names = store_names(settings)
+    body = orjson.loads(SPAN_TEMPLATE_FILE.read_bytes())
+    body["index_patterns"] = [f"{names.span_alias}-*"]
+    index_settings = body["template"]["settings"]
+    index_settings["index.number_of_shards"] = settings.store_shards
+    index_settings["index.number_of_replicas"] = settings.store_replicas
+    index_settings["index.refresh_interval"] = settings.store_refresh_interval
+    index_settings["index.codec"] = codec
+    if ism:
+        # ISM's rollover action finds the alias here; the setting exists only with ISM.
+        index_settings["plugins.index_state_management.rollover_alias"] = names.span_alias
+    return body
 
 
-def trace_span_count(client: OpenSearch, trace_id: str) -> int:
+def service_map_template(settings: Settings) -> dict:
+    names = store_names(settings)
+    body = orjson.loads(SERVICE_MAP_TEMPLATE_FILE.read_bytes())
+    body["index_patterns"] = [names.service_map_index]
+    body["template"]["settings"]["index.number_of_replicas"] = settings.store_replicas
+    return body
+
+
+def schema_version(template: dict) -> int:
+    return int(template["template"]["mappings"]["_meta"][SCHEMA_KEY])
+
+
+def next_index_name(index: str) -> str:
+    """The rollover successor of ``<alias>-000042``: ``<alias>-000043``."""
+    match = _SEQUENCE.search(index)
+    if match is None:
+        raise ValueError(f"{index!r} does not end in a rollover sequence number")
+    digits = match.group(1)
+    return f"{index[: match.start(1)]}{int(digits) + 1:0{len(digits)}d}"
+
+
+def write_index(client: OpenSearch, alias: str) -> str | None:
+    """The index the alias writes to, or None when the alias does not exist."""
+    found = client.indices.get_alias(name=alias, ignore=404)
+    if found.get("status") == 404:
+        return None
+    for index, body in found.items():
+        if body["aliases"][alias].get("is_write_index"):
+            return index
+    # An alias over a single index without the flag still writes there.
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def trace_span_count(client: OpenSearch, trace_id: str, alias: str = SPAN_ALIAS) -> int:
     """How many span documents of a trace are searchable now (0 before the index exists)."""
-    if not client.indices.exists_alias(name=SPAN_ALIAS):
+    if not client.indices.exists_alias(name=alias):
         return 0
-    result = client.count(index=SPAN_ALIAS, body={"query": {"term": {"traceId": trace_id}}})
+    result = client.count(index=alias, body={"query": {"term": {"traceId": trace_id}}})
     return int(result["count"])

@@ -20,66 +20,164 @@ def machine() -> dict:
     }
 
 
-def print_gateway(result: dict, console: Console | None = None) -> None:
-    console = console or Console()
-    table = Table(title="gateway (512-span requests into real Kafka)")
-    for column in ("measure", "value", "note"):
-        table.add_column(column)
-    ceiling = result["parse_ceiling_spans_per_s"]
-    table.add_row("raw protobuf parse", f"{ceiling:,.0f} spans/s", "ceiling, one core")
-    produce = result["kafka_produce_ceiling_spans_per_s"]
-    table.add_row("raw Kafka produce", f"{produce:,.0f} spans/s", "ceiling, confluent-kafka")
-    for transport in ("http", "grpc"):
-        stage = result.get(transport)
-        if not stage:
-            continue
-        table.add_row(
-            f"OTLP/{transport.upper()} per gateway core",
-            f"{stage['spans_per_core_s']:,.0f} spans/s",
-            f"{stage['ratio_to_parse_ceiling']:.2f} x parse ceiling; "
-            f"{stage['spans_per_s_wall']:,.0f} spans/s wall; {stage['requests_refused']} refused",
-        )
-    breakdown = result["breakdown_us_per_span"]
-    table.add_row(
-        "hot path per span",
-        " / ".join(f"{value:.2f}" for value in breakdown.values()) + " µs",
-        "parse / validate+regroup / serialize",
-    )
-    console.print(table)
-
-
-def print_sampler(result: dict, console: Console | None = None) -> None:
-    console = console or Console()
-    table = Table(title="sampler (one worker process, ~10 spans/trace, ~1 % kept)")
-    for column in ("measure", "value", "note"):
-        table.add_column(column)
-    ceiling = result["kafka_consume_ceiling_spans_per_s"]
-    table.add_row("raw Kafka consume", f"{ceiling:,.0f} spans/s", "ceiling, confluent-kafka")
-    table.add_row(
-        "sampler per worker core",
-        f"{result['spans_per_core_s']:,.0f} spans/s",
-        f"{result['ratio_to_consume_ceiling']:.3f} x consume ceiling; "
-        f"{result['spans']:,} spans in {result['wall_s']:.1f} s wall",
-    )
-    table.add_row(
-        "kept traces",
-        f"{result['kept_traces']:,.0f} of {result['traces']:,}",
-        f"{result['error_traces']} carry an error",
-    )
-    table.add_row(
-        "decision latency p99",
-        f"<= {result['decision_latency_p99_s']:g} s",
-        f"first span to decision; decision_wait {result['decision_wait_s']:g} s; "
-        "histogram bucket bound",
-    )
-    table.add_row(
-        "RSS per buffered span",
-        f"{result['rss_bytes_per_buffered_span']:,.0f} bytes",
-        f"{result['buffered_spans']:,} spans buffered; "
-        f"{result['rss_marginal_bytes_per_span']:,.0f} bytes per added span",
-    )
-    console.print(table)
-
-
 def write_json(path: Path, results: dict) -> None:
     path.write_bytes(orjson.dumps({"machine": machine(), **results}, option=orjson.OPT_INDENT_2))
+
+
+def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(stage, measure, value, against) rows of the one-table summary; missing stages skipped."""
+    rows: list[tuple[str, str, str, str]] = []
+    gateway = results.get("gateway")
+    if gateway:
+        parse = gateway["parse_ceiling_spans_per_s"]
+        rows.append(("ceiling", "raw protobuf parse", _rate(parse), "one core"))
+        produce = gateway["kafka_produce_ceiling_spans_per_s"]
+        rows.append(("ceiling", "raw Kafka produce", _rate(produce), "confluent-kafka"))
+        for transport in ("http", "grpc"):
+            if transport in gateway:
+                stage = gateway[transport]
+                rows.append(
+                    (
+                        "gateway",
+                        f"OTLP/{transport.upper()} per core",
+                        _rate(stage["spans_per_core_s"]),
+                        f"{stage['ratio_to_parse_ceiling']:.2f} x parse",
+                    )
+                )
+    sampler = results.get("sampler")
+    if sampler:
+        consume = sampler["kafka_consume_ceiling_spans_per_s"]
+        rows.append(("ceiling", "raw Kafka consume", _rate(consume), "confluent-kafka, per core"))
+        rows.append(
+            (
+                "sampler",
+                "spans per worker core",
+                _rate(sampler["spans_per_core_s"]),
+                f"{sampler['ratio_to_consume_ceiling']:.2f} x consume",
+            )
+        )
+        rows.append(
+            (
+                "sampler",
+                "RSS per buffered span",
+                f"{sampler['rss_bytes_per_buffered_span']:,.0f} B",
+                f"{sampler['buffered_spans']:,} spans buffered, none decided",
+            )
+        )
+        rows.append(
+            (
+                "sampler",
+                "kept (saturated run)",
+                f"{sampler['kept_traces']:,.0f} traces",
+                f"{sampler['error_traces']:,} error traces sent",
+            )
+        )
+    sink = results.get("sink")
+    if sink:
+        raw = sink["raw_bulk"]["docs_per_s"]
+        rows.append(("ceiling", "raw OpenSearch _bulk", f"{raw:,.0f} docs/s", "same documents"))
+        rows.append(
+            (
+                "sink",
+                "documents indexed",
+                f"{sink['sink']['docs_per_s']:,.0f} docs/s",
+                f"{sink['sink_vs_raw']:.2f} x raw bulk; "
+                f"{sink['sink']['docs_per_cpu_s']:,.0f} per sink core",
+            )
+        )
+        size = sink["bytes_per_span"]
+        rows.append(
+            (
+                "sink",
+                "bytes per span on disk",
+                f"{size['ours']:,.0f} B",
+                f"{size['default_settings']:,.0f} B with default settings",
+            )
+        )
+    e2e = results.get("e2e")
+    if e2e:
+        rows.extend(_e2e_rows(e2e))
+    return rows
+
+
+def _e2e_rows(e2e: dict) -> list[tuple[str, str, str, str]]:
+    steady, burst = e2e["steady"], e2e["burst"]
+    load = f"{steady['rate_spans_per_s']:,.0f} spans/s paced"
+    return [
+        (
+            "end to end",
+            "visibility p50 / p99",
+            f"{steady['visibility_p50_s']:.1f} / {steady['visibility_p99_s']:.1f} s",
+            f"span sent -> searchable; {load}",
+        ),
+        (
+            "end to end",
+            "decision latency p50 / p99",
+            f"<= {steady['decision_latency_p50_s']:g} / {steady['decision_latency_p99_s']:g} s",
+            f"decision_wait {steady['decision_wait_s']:g} s; histogram bounds",
+        ),
+        (
+            "end to end",
+            "gateway / worker per core",
+            f"{_rate(steady['gateway_spans_per_core_s'])} / "
+            f"{_rate(steady['worker_spans_per_core_s'])}",
+            f"at {load} (worker = sampler + sink)",
+        ),
+        (
+            "correctness",
+            "error traces kept, complete",
+            f"{steady['error_traces_kept_complete'] + burst['error_traces_kept_complete']:,}"
+            f" of {steady['error_traces_sent'] + burst['error_traces_sent']:,}",
+            "steady + burst runs",
+        ),
+        (
+            "correctness",
+            "probabilistic share",
+            f"{steady['probabilistic_kept_share']:.2%}",
+            f"expected {steady['probabilistic_expected_share']:.0%}; "
+            f"kept set == hash prediction: {e2e['kept_as_predicted']}",
+        ),
+        (
+            "burst",
+            f"{burst['burst']['multiplier']:g}x for {burst['burst']['duration']:g} s: catch-up",
+            _seconds(burst.get("burst_catch_up_s")),
+            f"max lag {burst['max_worker_lag_spans']:,.0f} spans; "
+            f"{burst['requests_refused']} requests refused; "
+            f"/readyz max {burst['gateway_ready_max_ms']:.0f} ms",
+        ),
+    ]
+
+
+def print_summary(results: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="spansieve bench")
+    for column in ("stage", "measure", "value", "against"):
+        table.add_column(column)
+    for row in summary_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    model = results.get("scale_model")
+    if model:
+        print_scale_model(model, console)
+
+
+def print_scale_model(model: dict, console: Console) -> None:
+    table = Table(title=f"scale model for {model['target_spans_per_s']:,.0f} spans/s")
+    for column in ("resource", "value"):
+        table.add_column(column)
+    for key in ("gateway_cores", "worker_cores", "kafka_partitions", "kafka_brokers"):
+        if model.get(key) is not None:
+            table.add_row(key.replace("_", " "), f"{model[key]:,}")
+    for share, entry in model.get("kept", {}).items():
+        for key, value in entry.items():
+            if value is not None and key != "kept_spans_per_s":
+                table.add_row(f"{key.replace('_', ' ')} at {share} kept", f"{value:,.1f}")
+    console.print(table)
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f} spans/s"
+
+
+def _seconds(value: float | None) -> str:
+    return "not caught up" if value is None else f"{value:.1f} s"

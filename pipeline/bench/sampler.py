@@ -9,6 +9,7 @@ measures resident memory per buffered span.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -24,7 +25,7 @@ from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.workload import produce_waiting
 from pipeline.kafka import ensure_topics
 from pipeline.otlp import ExportTraceServiceRequest
-from pipeline.pieces import gateway_messages, header_of, iter_header
+from pipeline.pieces import gateway_messages
 from pipeline.run import start_component, stop_components, wait_until
 from pipeline.settings import Settings
 
@@ -91,7 +92,11 @@ def preload(settings: Settings, messages: list[tuple]) -> None:
 
 
 def consume_ceiling(settings: Settings, count: int) -> float:
-    """Messages/s of a bare confluent-kafka consumer reading the preloaded messages."""
+    """Messages per CPU second of a bare confluent-kafka consumer reading the preloaded
+    messages (this process's CPU, librdkafka's threads included: "per core", as for the
+    worker).
+
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -102,11 +107,18 @@ def consume_ceiling(settings: Settings, count: int) -> float:
     topic = settings.topic("spans")
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen = 0
-    started = time.perf_counter()
-    while seen < count and time.perf_counter() - started < 120:
+    started = _cpu_seconds()
+    deadline = time.perf_counter() + 120
+    while seen < count and time.perf_counter() < deadline:
         seen += sum(1 for m in consume_batch(consumer) if m.value())
+    used = _cpu_seconds() - started
     consumer.close()
-    return seen / (time.perf_counter() - started)
+    return seen / used if used > 0 else 0.0
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def consume_batch(consumer: Consumer):
@@ -131,7 +143,9 @@ def _worker_settings(base: Settings, folder: Path, decision_wait: float) -> Sett
     )
 
 
-def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
+def bench_sampler(
+    base: Settings, folder: Path, traces: int = 20_000, rss_traces: int = 60_000
+) -> dict:
     settings = _worker_settings(base, folder / "throughput", decision_wait=2.0)
     ensure_topics(settings)
     messages, errors = build_messages(traces, settings.partitions)
@@ -172,7 +186,7 @@ def bench_sampler(base: Settings, folder: Path, traces: int = 20_000) -> dict:
         final, "spansieve_sampler_decision_latency_seconds", 0.99
     )
     result["decision_wait_s"] = 2.0
-    result.update(rss_per_span(base, folder / "memory", traces))
+    result.update(rss_per_span(base, folder / "memory", rss_traces))
     return result
 
 
@@ -221,39 +235,21 @@ def rss_after_trim(process: psutil.Process, metrics_url: str) -> int:
 def rss_per_span(base: Settings, folder: Path, traces: int) -> dict:
     """Resident memory growth of a worker per buffered span (nothing decided meanwhile).
 
-    Measured twice, with half and with all of the traces buffered: the average includes
-    fixed costs (RocksDB memtables: 4 MiB x 2 per partition database), the slope between
-    the two points is what one more buffered span costs.
+    The growth includes RocksDB's memtables (4 MiB x 2 per partition database), which
+    fill with the first ~64 MiB of spans and then stay that size: the figure falls as
+    more spans are buffered.
     """
     settings = _worker_settings(base, folder, decision_wait=3600.0)
     ensure_topics(settings)
     messages, _ = build_messages(traces, settings.partitions, seed=11)
-    half = len(messages) // 2
+    spans = traces * SPANS_PER_TRACE
     with ready_worker(settings) as (process, metrics_url):
         rss_before = rss_after_trim(process, metrics_url)
-        points = []
-        for batch, expected in (
-            (messages[:half], spans_in_messages(messages[:half])),
-            (messages[half:], traces * SPANS_PER_TRACE),
-        ):
-            preload(settings, batch)
-            wait_until(
-                lambda: scrape(metrics_url).get(SPANS_RECEIVED, 0) >= expected,  # noqa: B023
-                "buffering",
-                600,
-            )
-            points.append((expected, rss_after_trim(process, metrics_url)))
-    (half_spans, rss_half), (spans, rss_after) = points
+        preload(settings, messages)
+        wait_until(lambda: scrape(metrics_url).get(SPANS_RECEIVED, 0) >= spans, "buffering", 600)
+        rss_after = rss_after_trim(process, metrics_url)
     return {
         "buffered_spans": spans,
         "rss_growth_bytes": rss_after - rss_before,
         "rss_bytes_per_buffered_span": (rss_after - rss_before) / spans,
-        "rss_marginal_bytes_per_span": (rss_after - rss_half) / (spans - half_spans),
     }
-
-
-def spans_in_messages(messages: list[tuple]) -> int:
-    """Spans in gateway-shaped messages, counted from their pieces headers."""
-    return sum(
-        spans for _, _, headers in messages for _, _, spans, _ in iter_header(header_of(headers))
-    )

@@ -1,6 +1,6 @@
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.documents import nanos_to_iso, span_documents
+from pipeline.documents import document_id, nanos_to_iso, span_documents
 
 
 def make_trace() -> TracesData:
@@ -41,8 +41,8 @@ def test_nanos_keep_nine_digits():
 
 def test_trace_analytics_fields():
     docs = dict(span_documents(make_trace()))
-    root = docs["01" * 16 + "02" * 8]
-    child = docs["01" * 16 + "03" * 8]
+    root = docs[document_id(b"\x01" * 16, b"\x02" * 8)]
+    child = docs[document_id(b"\x01" * 16, b"\x03" * 8)]
     assert root["parentSpanId"] == ""
     assert child["parentSpanId"] == "02" * 8
     assert root["kind"] == "SPAN_KIND_SERVER"

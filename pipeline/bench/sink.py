@@ -1,0 +1,271 @@
+"""Sink benchmark: documents/s through our index path next to a raw ``_bulk`` ceiling, and
+bytes per span on disk with our index settings next to OpenSearch's defaults.
+
+Workload: the reference requests of ``pipeline.bench.workload`` (a dozen attributes per
+span, five resource attributes), regrouped into one serialized ``TracesData`` per trace:
+exactly the messages the sink reads from the sampled topic.
+
+* **sink path**: message bytes -> protobuf parse -> documents -> ``BulkIndexer``, through
+  the agent's own ``write_batch`` and ``BatchPipeline`` with the same batch size, body
+  size, concurrency and batches in flight -> acknowledged by OpenSearch.
+  Reported per wall second and per CPU second of this process (the sink's own cost).
+* **raw ``_bulk``**: the very same NDJSON bodies, prebuilt, posted with the same
+  concurrency by a bare aiohttp client: what OpenSearch alone can take (the ceiling).
+* **CPU per document** of the sink process and of the OpenSearch node (when the local
+  stack's pid file names it): on one machine both share the cores, so the sink's rate
+  is bounded by cores / (sink + node CPU per document), reported beside it.
+* **bytes per span**: the store size of each index after a refresh and a force-merge to
+  one segment, divided by its documents; ours (template: mapping + ``best_compression``)
+  and OpenSearch's defaults (no template: dynamic mapping, LZ4).
+
+Call ``bench_sink(Settings(), traces=10_000)`` on a running local stack, or
+``python -m pipeline.bench.sink [TRACES]``; it returns (and the module prints) a dict.
+The indices it makes are named ``bench-<random>-...`` and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil
+from opensearchpy import AsyncOpenSearch, OpenSearch
+
+from pipeline.bulk import BulkIndexer, Doc, OrjsonSerializer, bulk_body, chunked
+from pipeline.documents import encoded_documents
+from pipeline.otlp import TracesData, regroup_spans
+from pipeline.settings import Settings
+from pipeline.store import store_names
+from pipeline.store_setup import ensure_store
+from pipeline.trace_sink import BatchPipeline, BatchResult, write_batch
+
+from .workload import build_export_request
+
+TRACES_PER_REQUEST = 50
+SPANS_PER_REQUEST = 512
+
+
+def opensearch_process(settings: Settings) -> psutil.Process | None:
+    """The local node's process (from the stack's pid file), to read its CPU time."""
+    try:
+        pid = int((settings.state_dir / "run" / "opensearch.pid").read_text().strip())
+        process = psutil.Process(pid)
+        return process if "OpenSearchRunner" in " ".join(process.cmdline()) else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def _cpu(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def kept_trace_messages(traces: int, seed: int = 11) -> list[bytes]:
+    """Serialized per-trace TracesData, as the sampler writes them to the sampled topic."""
+    rng = random.Random(seed)
+    messages: list[bytes] = []
+    while len(messages) < traces:
+        request = build_export_request(rng, SPANS_PER_REQUEST, TRACES_PER_REQUEST)
+        for piece in regroup_spans(request.resource_spans, lambda span: span.trace_id).values():
+            messages.append(piece.SerializeToString())
+    return messages[:traces]
+
+
+def encode_all(messages: list[bytes]) -> list[Doc]:
+    return [
+        Doc(*encoded)
+        for message in messages
+        for encoded in encoded_documents(TracesData.FromString(message))
+    ]
+
+
+async def _sink_path(settings: Settings, alias: str, messages: list[bytes]) -> dict[str, float]:
+    """Our index path, batch by batch as the agent runs it (same pipeline, same settings)."""
+    client = AsyncOpenSearch(
+        hosts=[settings.opensearch_url],
+        timeout=settings.store_request_timeout,
+        max_retries=0,
+        serializer=OrjsonSerializer(),
+    )
+    indexer = BulkIndexer(
+        client,
+        alias,
+        max_bytes=settings.store_bulk_bytes,
+        concurrency=settings.store_bulk_concurrency,
+        timeout=settings.store_request_timeout,
+    )
+    totals = {"indexed": 0, "dead": 0}
+
+    async def finished(_tag: int, result: BatchResult) -> None:
+        totals["indexed"] += result.indexed
+        totals["dead"] += len(result.dead)
+
+    pipeline: BatchPipeline[int] = BatchPipeline(settings.store_batches_in_flight, finished)
+    process = psutil.Process()
+    cpu = process.cpu_times()
+    started = time.perf_counter()
+    try:
+        batch = settings.store_batch_traces
+        for first in range(0, len(messages), batch):
+            await pipeline.submit(first, write_batch(indexer, messages[first : first + batch]))
+        await pipeline.drain()
+    finally:
+        await client.close()
+    wall = time.perf_counter() - started
+    used = process.cpu_times()
+    cpu_seconds = (used.user - cpu.user) + (used.system - cpu.system)
+    indexed = totals["indexed"]
+    return {
+        "docs": indexed,
+        "rejected": totals["dead"],
+        "seconds": wall,
+        "docs_per_s": indexed / wall,
+        "cpu_seconds": cpu_seconds,
+        "docs_per_cpu_s": indexed / cpu_seconds if cpu_seconds else 0.0,
+    }
+
+
+async def _raw_bulk(url: str, index: str, bodies: list[bytes], concurrency: int) -> float:
+    """Post prebuilt bodies with ``concurrency`` in flight; returns the wall seconds."""
+    queue = list(reversed(bodies))
+    endpoint = f"{url.rstrip('/')}/{index}/_bulk?filter_path=errors"
+    headers = {"content-type": "application/x-ndjson"}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while queue:
+            body = queue.pop()
+            async with session.post(endpoint, data=body, headers=headers) as reply:
+                result = orjson.loads(await reply.read())
+                if reply.status >= 300 or result.get("errors"):
+                    raise RuntimeError(f"raw bulk failed: {reply.status} {result}")
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def _bytes_per_doc(client: OpenSearch, index: str) -> dict[str, float]:
+    """Store bytes per document after a refresh and a force-merge to one segment."""
+    client.indices.refresh(index=index)
+    client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=600)
+    client.indices.refresh(index=index)
+    stats = client.indices.stats(index=index, metric="store,docs")["_all"]["primaries"]
+    docs = stats["docs"]["count"]
+    size = stats["store"]["size_in_bytes"]
+    return {"docs": docs, "bytes": size, "bytes_per_span": size / docs if docs else 0.0}
+
+
+def bench_sink(
+    settings: Settings, traces: int = 10_000, seed: int = 11, rounds: int = 2
+) -> dict[str, Any]:
+    """Run the three measurements on the stack at ``settings``; see the module doc.
+
+    Raw bulk and sink path alternate for ``rounds`` rounds, each into a fresh index, and
+    the best rate of each counts: the machine is shared, so single runs vary by +-20 %.
+    """
+    tag = f"bench-{uuid.uuid4().hex[:8]}-"
+    ours = settings.model_copy(update={"store_index_prefix": tag, "store_lifecycle": "worker"})
+    concurrency = settings.store_bulk_concurrency
+    client = OpenSearch(hosts=[settings.opensearch_url], timeout=120)
+    messages = kept_trace_messages(traces, seed)
+    docs = encode_all(messages)
+    bodies = [bulk_body(chunk) for chunk in chunked(docs, settings.store_bulk_bytes)]
+    spans = len(docs)
+    source_bytes = sum(len(doc.source) for doc in docs)
+    del docs  # a big live object graph would slow the garbage collector in the sink runs
+    raw_runs: list[float] = []
+    sink_runs: list[dict[str, float]] = []
+    node = opensearch_process(settings)
+    node_cpu_raw: list[float] = []  # OpenSearch CPU microseconds per document
+    node_cpu_sink: list[float] = []
+    try:
+        # Warm the JVM and the code paths on a small index first.
+        warm = ours.model_copy(update={"store_index_prefix": f"{tag}warm-"})
+        ensure_store(client, warm)
+        asyncio.run(_sink_path(warm, store_names(warm).span_alias, messages[:500]))
+
+        for round_ in range(rounds):
+            run = ours.model_copy(update={"store_index_prefix": f"{tag}{round_}-"})
+            alias = store_names(run).span_alias
+            ensure_store(client, run)
+            raw_index = f"{tag}raw{round_}-{alias}-000001"
+            client.indices.create(index=raw_index, body=_template_body(client, alias))
+            cpu = _cpu(node)
+            raw_seconds = asyncio.run(
+                _raw_bulk(settings.opensearch_url, raw_index, bodies, concurrency)
+            )
+            raw_runs.append(spans / raw_seconds)
+            node_cpu_raw.append((_cpu(node) - cpu) / spans * 1e6)
+            client.indices.delete(index=raw_index)
+            cpu = _cpu(node)
+            sink_runs.append(asyncio.run(_sink_path(run, alias, messages)))
+            node_cpu_sink.append((_cpu(node) - cpu) / spans * 1e6)
+            if round_ < rounds - 1:
+                client.indices.delete(index=f"{alias}-*")
+        size_ours = _bytes_per_doc(client, alias)
+
+        default_index = f"{tag}defaults"
+        asyncio.run(_raw_bulk(settings.opensearch_url, default_index, bodies, concurrency))
+        size_default = _bytes_per_doc(client, default_index)
+    finally:
+        client.indices.delete(index=f"{tag}*", ignore_unavailable=True)
+        client.indices.delete_index_template(name=f"{tag}*", ignore=404)
+
+    sink = max(sink_runs, key=lambda run: run["docs_per_s"])
+    raw_rate = max(raw_runs)
+    opensearch_us = min(node_cpu_raw) if node and node_cpu_raw else None
+    sink_us = 1e6 / sink["docs_per_cpu_s"] if sink["docs_per_cpu_s"] else None
+    cores = psutil.cpu_count() or 1
+    # When sink and node share the cores, each document costs both CPU times.
+    shared_ceiling = (
+        cores / ((opensearch_us + sink_us) * 1e-6) if opensearch_us and sink_us else None
+    )
+    return {
+        "workload": {
+            "traces": traces,
+            "spans": spans,
+            "json_bytes_per_span": source_bytes / spans,
+            "batch_traces": settings.store_batch_traces,
+            "bulk_bytes": settings.store_bulk_bytes,
+            "concurrency": concurrency,
+            "batches_in_flight": settings.store_batches_in_flight,
+        },
+        "sink": sink,
+        "raw_bulk": {"docs": spans, "docs_per_s": raw_rate},
+        "sink_vs_raw": sink["docs_per_s"] / raw_rate,
+        "cpu_us_per_doc": {
+            "sink_process": sink_us,
+            "opensearch_raw": opensearch_us,
+            "opensearch_sink": min(node_cpu_sink) if node and node_cpu_sink else None,
+        },
+        "shared_cores_ceiling_docs_per_s": shared_ceiling,
+        "runs": {
+            "raw_docs_per_s": raw_runs,
+            "sink_docs_per_s": [run["docs_per_s"] for run in sink_runs],
+        },
+        "bytes_per_span": {
+            "ours": size_ours["bytes_per_span"],
+            "default_settings": size_default["bytes_per_span"],
+        },
+        "store": {"ours": size_ours, "default_settings": size_default},
+    }
+
+
+def _template_body(client: OpenSearch, alias: str) -> dict:
+    """Settings and mappings our template gives a span index (for the raw-bulk index)."""
+    simulated = client.indices.simulate_index_template(name=f"{alias}-000999")["template"]
+    return {"settings": simulated["settings"], "mappings": simulated["mappings"]}
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    print(orjson.dumps(bench_sink(Settings(), count), option=orjson.OPT_INDENT_2).decode())

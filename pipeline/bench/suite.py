@@ -1,0 +1,67 @@
+"""Runs the benchmark stages in order and gathers their results into one dict."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.bench.endtoend import bench_endtoend
+from pipeline.bench.gateway import bench_gateway
+from pipeline.bench.report import machine
+from pipeline.bench.sampler import bench_sampler
+from pipeline.bench.scale import scale_model
+from pipeline.bench.sink import bench_sink
+from pipeline.settings import Settings
+
+STAGES = ("gateway", "sampler", "sink", "e2e")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How long and how big each stage runs; ``quick`` fits the suite in ~3 minutes."""
+
+    gateway_seconds: float
+    sampler_traces: int
+    rss_traces: int
+    sink_traces: int
+    e2e_rate: float
+    e2e_seconds: float
+    burst_seconds: float
+
+    @classmethod
+    def of(cls, quick: bool, seconds: float, traces: int) -> BenchPlan:
+        if quick:
+            return cls(4.0, min(traces, 10_000), 40_000, 3_000, 5_000.0, 20.0, 8.0)
+        return cls(seconds, traces, max(traces, 60_000), 10_000, 10_000.0, 60.0, 60.0)
+
+
+def run_bench(settings: Settings, stages: set[str], plan: BenchPlan) -> dict:
+    """Each wanted stage on the local stack (already up), then the scale model."""
+    console = Console(stderr=True)
+    results: dict = {"machine": machine(), "plan": plan.__dict__}
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.state_dir, prefix="bench-") as scratch:
+        folder = Path(scratch)
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            started = time.monotonic()
+            with console.status(f"bench: {stage} stage"):
+                results[stage] = _run_stage(stage, settings, folder / stage, plan)
+            console.print(f"bench: {stage} stage done in {time.monotonic() - started:.0f} s")
+    results["scale_model"] = scale_model(results)
+    return results
+
+
+def _run_stage(stage: str, settings: Settings, folder: Path, plan: BenchPlan) -> dict:
+    if stage == "gateway":
+        return bench_gateway(settings, plan.gateway_seconds)
+    if stage == "sampler":
+        return bench_sampler(settings, folder, plan.sampler_traces, plan.rss_traces)
+    if stage == "sink":
+        return bench_sink(settings, plan.sink_traces)
+    return bench_endtoend(settings, folder, plan.e2e_rate, plan.e2e_seconds, plan.burst_seconds)
