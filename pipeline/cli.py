@@ -16,6 +16,8 @@ from pipeline.settings import Settings
 COMMON = ("state_dir", "log_format", "log_level")
 SERVICES = ("kafka_bootstrap", "opensearch_url", "redis_url", "topic_prefix", "partitions")
 
+SHIPPED_ESTATE = Path(__file__).resolve().parents[1] / "topologies" / "estate-30.yaml"
+
 
 def settings_options(*fields: str) -> Callable:
     """Click options for the named Settings fields; unset flags fall back to the variables."""
@@ -203,8 +205,8 @@ def _loadgen_option(*names: str, **kwargs: Any) -> Callable:
 @_loadgen_option(
     "--topology",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("topologies/estate-30.yaml"),
-    show_default=True,
+    default=SHIPPED_ESTATE,
+    show_default="topologies/estate-30.yaml",
     help="topology YAML to play",
 )
 @_loadgen_option("--rate", type=float, default=1000.0, show_default=True, help="spans per second")

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,10 @@ from pipeline.stack import StackError, print_status, stack_status, stack_up
 from pipeline.store import trace_span_count
 
 console = Console(stderr=True, soft_wrap=True)  # URLs must stay on one line
+
+
+DEMO_RATE = 1_000  # spans/s of demo traffic while `spansieve run` lasts
+DEMO_SECONDS = 7 * 86_400.0
 
 
 def free_port() -> int:
@@ -91,6 +96,7 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
     ensure_topics(settings)
     children = [start_component("gateway", settings), start_component("worker", settings)]
     logs = Path(settings.state_dir / "logs").resolve()
+    stop_traffic = None
     try:
         gateway_health = f"http://127.0.0.1:{settings.gateway_metrics_port}/healthz"
         worker_web = f"http://127.0.0.1:{settings.worker_web_port}/"
@@ -123,6 +129,13 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         )
         if exit_after_demo:
             return 0
+        stop_traffic = start_demo_traffic(settings)
+        search = f"{settings.opensearch_url}/otel-v1-apm-span/_search"
+        console.print(
+            f"Demo traffic: the 30-service estate at {DEMO_RATE:,} spans/s "
+            "(topologies/estate-30.yaml); kept error traces, for example:\n"
+            f"  curl '{search}?q=traceFields.error:true&size=3&pretty'"
+        )
         console.print("Pipeline running; Ctrl-C stops it (`spansieve stack down` stops the stack).")
         while all(child.poll() is None for child in children):
             time.sleep(1)
@@ -131,4 +144,21 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if stop_traffic is not None:
+            stop_traffic.set()
         stop_components(children)
+
+
+def start_demo_traffic(settings: Settings) -> threading.Event:
+    """Play the shipped estate at a modest rate until the returned event is set."""
+    from pipeline.loadgen import run_loadgen
+
+    stop = threading.Event()
+    threading.Thread(
+        target=run_loadgen,
+        args=(settings,),
+        kwargs={"rate": DEMO_RATE, "duration": DEMO_SECONDS, "stop": stop},
+        name="demo-traffic",
+        daemon=True,
+    ).start()
+    return stop

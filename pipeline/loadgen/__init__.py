@@ -47,7 +47,8 @@ __all__ = [
 
 Mode = Literal["protobuf", "sdk"]
 Transport = Literal["http", "grpc"]
-DEFAULT_TOPOLOGY = Path("topologies/estate-30.yaml")
+# The shipped estate, found from the package so commands work from any directory.
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "estate-30.yaml"
 
 
 def resolve_endpoint(
