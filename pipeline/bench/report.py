@@ -171,8 +171,12 @@ def print_scale_model(model: dict, console: Console) -> None:
     for share, entry in model.get("kept", {}).items():
         for key, value in entry.items():
             if value is not None and key != "kept_spans_per_s":
-                table.add_row(f"{key.replace('_', ' ')} at {share} kept", f"{value:,.1f}")
+                table.add_row(f"{key.replace('_', ' ')} at {share} kept", _number(value))
     console.print(table)
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
 
 
 def _rate(value: float) -> str:
@@ -181,3 +185,26 @@ def _rate(value: float) -> str:
 
 def _seconds(value: float | None) -> str:
     return "not caught up" if value is None else f"{value:.1f} s"
+
+
+def summary_markdown(results: dict) -> str:
+    """The summary and scale model as Markdown tables (for the README's Performance section)."""
+    lines = ["| stage | measure | value | against |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in summary_rows(results)]
+    model = results.get("scale_model")
+    if model:
+        lines += ["", "| resource for 10 M spans/s | value |", "|---|---|"]
+        for key in ("gateway_cores", "worker_cores", "kafka_partitions", "kafka_brokers"):
+            if model.get(key) is not None:
+                lines.append(f"| {key.replace('_', ' ')} | {model[key]:,} |")
+        for share, entry in model.get("kept", {}).items():
+            for key, value in entry.items():
+                if value is not None and key != "kept_spans_per_s":
+                    lines.append(f"| {key.replace('_', ' ')} at {share} kept | {_number(value)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m pipeline.bench.report out.json
+    import sys
+
+    print(summary_markdown(orjson.loads(Path(sys.argv[1]).read_bytes())))

@@ -52,6 +52,7 @@ def scale_model(results: dict, target: float = DESIGN_SPANS_PER_S) -> dict:
         kept = target * share
         entry: dict = {"kept_spans_per_s": kept}
         entry["sink_cores"] = _cores(kept, sink_per_core, headroom)
+        # Nodes like the benchmark's (one node on 2 cores shared with everything else).
         entry["opensearch_nodes"] = _cores(kept, raw_bulk, headroom)
         if disk:
             stored = kept * 86_400 * RETENTION_DAYS * disk
