@@ -22,7 +22,7 @@ from typing import Literal
 import orjson
 import structlog
 from opensearchpy import OpenSearch
-from opensearchpy.exceptions import NotFoundError, RequestError
+from opensearchpy.exceptions import ConflictError, NotFoundError, RequestError
 
 from pipeline.settings import Settings
 from pipeline.store import SCHEMAS, write_index
@@ -111,14 +111,18 @@ def install_ism_policy(client: OpenSearch, settings: Settings, alias: str) -> st
         current = client.transport.perform_request("GET", path)
     except NotFoundError:
         current = None
-    if current is None:
-        client.transport.perform_request("PUT", path, body=wanted)
-        outcome = "created"
-    elif _policy_differs(current["policy"], wanted["policy"]):
-        params = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
-        client.transport.perform_request("PUT", path, params=params, body=wanted)
-        outcome = "updated"
-    else:
+    try:
+        if current is None:
+            client.transport.perform_request("PUT", path, body=wanted)
+            outcome = "created"
+        elif _policy_differs(current["policy"], wanted["policy"]):
+            params = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
+            client.transport.perform_request("PUT", path, params=params, body=wanted)
+            outcome = "updated"
+        else:
+            outcome = "unchanged"
+    except ConflictError:
+        # Another worker created or updated it between our GET and PUT (they start together).
         outcome = "unchanged"
     client.transport.perform_request(
         "POST", f"/_plugins/_ism/add/{alias}-*", body={"policy_id": policy_id}
@@ -127,12 +131,33 @@ def install_ism_policy(client: OpenSearch, settings: Settings, alias: str) -> st
     return outcome
 
 
+# Fields ISM writes into a stored policy when the request left them out (ISM 2.19 serializes
+# every rollover action with copy_alias, every action with a retry), with those defaults.
+_ISM_DEFAULTS: dict[str, object] = {
+    "copy_alias": False,
+    "retry": {"count": 3, "backoff": "exponential", "delay": "1m"},
+}
+
+
+def _same(current: object, wanted: object) -> bool:
+    """Whether a stored policy part equals ours, ignoring fields ISM filled with its defaults."""
+    if isinstance(current, dict) and isinstance(wanted, dict):
+        extra = current.keys() - wanted.keys()
+        if any(key not in _ISM_DEFAULTS or current[key] != _ISM_DEFAULTS[key] for key in extra):
+            return False
+        return all(key in current and _same(current[key], wanted[key]) for key in wanted)
+    if isinstance(current, list) and isinstance(wanted, list):
+        return len(current) == len(wanted) and all(map(_same, current, wanted))
+    return current == wanted
+
+
 def _policy_differs(current: dict, wanted: dict) -> bool:
     keys = ("description", "default_state", "states")
-    if any(current.get(key) != wanted[key] for key in keys):
+    if any(not _same(current.get(key), wanted[key]) for key in keys):
         return True
-    patterns = [t.get("index_patterns") for t in current.get("ism_template") or []]
-    return patterns != [t["index_patterns"] for t in wanted["ism_template"]]
+    fields = ("index_patterns", "priority")
+    templates = [{f: t.get(f) for f in fields} for t in current.get("ism_template") or []]
+    return templates != [{f: t[f] for f in fields} for t in wanted["ism_template"]]
 
 
 # --- the worker's fallback -----------------------------------------------------------------
