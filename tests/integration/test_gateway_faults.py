@@ -6,8 +6,10 @@ serving the other tests.
 
 from __future__ import annotations
 
+import random
 import socket
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -25,15 +27,26 @@ pytestmark = pytest.mark.integration
 
 
 def free_port_pair() -> int:
-    """A port p with p + 1 free too (Kafka's broker and controller ports)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+    """A port p with p + 1 free too (Kafka's broker and controller ports).
+
+    Taken below the kernel's ephemeral range: a port from that range can be handed to an
+    outgoing connection (there are many, to Kafka and OpenSearch) before Kafka binds it.
+    """
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(20_000, ephemeral_low - 1)
+        if all(_bindable(candidate) for candidate in (port, port + 1)):
+            return port
     raise RuntimeError("no free port pair")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture(scope="module")
