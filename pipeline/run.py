@@ -37,6 +37,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a TCP port on the loopback interface can be bound right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(check: Callable[[], bool], what: str, timeout: float) -> bool:
     """Poll check() with a spinner until it is true or timeout seconds passed."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())

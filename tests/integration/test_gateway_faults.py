@@ -7,7 +7,6 @@ serving the other tests.
 from __future__ import annotations
 
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from pipeline.kafka import ensure_topics
-from pipeline.run import wait_until
+from pipeline.run import port_is_free, wait_until
 from pipeline.settings import Settings
 from pipeline.stack import stack_down, stack_up
 from tests.integration.conftest import running_gateway
@@ -35,18 +34,9 @@ def free_port_pair() -> int:
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
         port = random.randrange(20_000, ephemeral_low - 1)
-        if all(_bindable(candidate) for candidate in (port, port + 1)):
+        if port_is_free(port) and port_is_free(port + 1):
             return port
     raise RuntimeError("no free port pair")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ or had any fetched record been dropped, traces would be missing at the end.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ import pytest
 from opensearchpy import OpenSearch
 
 from pipeline.kafka import ensure_topics
-from pipeline.run import start_component, stop_components, wait_until
+from pipeline.run import port_is_free, start_component, stop_components, wait_until
 from pipeline.settings import SPAN_ALIAS, Settings
 from pipeline.stack import RUNNER_MAX_HTTP_PORT, stack_down, stack_up
 from tests.integration.conftest import free_port
@@ -40,19 +39,10 @@ OUTAGE_SECONDS = 60.0
 TRACES_PER_SECOND = 25
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_opensearch_port() -> int:
     """An HTTP port the runner accepts (<= 9299) whose transport port (+100) is free too."""
     for port in range(RUNNER_MAX_HTTP_PORT, 9210, -1):
-        if _free(port) and _free(port + 100):
+        if port_is_free(port) and port_is_free(port + 100):
             return port
     raise RuntimeError("no free OpenSearch port pair below 9300")
 
