@@ -52,20 +52,29 @@ SPLIT_STATUSES = frozenset({400, 413})
 FILTER_PATH = (
     "errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.reason"
 )
+_ALL_INDEXED = frozenset({'{"errors":false,', b'{"errors":false,'})
 
 
 class OrjsonSerializer(JSONSerializer):
     """opensearch-py's serializer with orjson: a _bulk response lists every item, and the
-    standard library's json spends milliseconds per request reading it."""
+    standard library's json spends milliseconds per request reading it.
+
+    A ``_bulk`` answer in which every item succeeded (with our ``filter_path`` it starts
+    ``{"errors":false``) is read as ``{"errors": false}`` alone: the indexer needs no
+    more, and decoding thousands of item objects per request cost the sink ~1 µs per
+    document, most of it in the garbage collector.
+    """
 
     def loads(self, s: str | bytes) -> object:
+        if s[:16] in _ALL_INDEXED:
+            return {"errors": False}
         try:
             return orjson.loads(s)
         except orjson.JSONDecodeError as exc:
             raise SerializationError(s, exc) from exc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ would cost 0.2 µs more per document
 class Doc:
     """One encoded span document: id, routing key and JSON source."""
 
@@ -119,7 +128,19 @@ class Backoff:
 
 
 def bulk_body(docs: list[Doc]) -> bytes:
-    return b"".join(doc.lines() for doc in docs)
+    """The NDJSON body for ``docs`` (action line, source, action line, ...), one join."""
+    parts: list[bytes] = []
+    add = parts.append
+    for doc in docs:
+        add(f'{{"index":{{"_id":"{doc.id}","routing":"{doc.routing}"}}}}\n'.encode())
+        add(doc.source)
+        add(b"\n")
+    return b"".join(parts)
+
+
+def _body_bytes(doc: Doc) -> int:
+    """A document's share of a ``_bulk`` body (its source and action line)."""
+    return len(doc.source) + len(doc.id) + len(doc.routing) + 40
 
 
 def chunked(docs: Iterable[Doc], max_bytes: int) -> Iterator[list[Doc]]:
@@ -127,7 +148,7 @@ def chunked(docs: Iterable[Doc], max_bytes: int) -> Iterator[list[Doc]]:
     chunk: list[Doc] = []
     size = 0
     for doc in docs:
-        doc_size = len(doc.source) + len(doc.id) + len(doc.routing) + 40
+        doc_size = _body_bytes(doc)
         if chunk and size + doc_size > max_bytes:
             yield chunk
             chunk, size = [], 0
@@ -157,6 +178,8 @@ def classify_item(item: dict) -> tuple[str, str, str]:
 class BulkIndexer:
     """Index documents into one alias until each is indexed or known to be unindexable."""
 
+    YIELD_EVERY = 256  # documents built between two turns of the event loop (~2 ms)
+
     def __init__(
         self,
         client: AsyncOpenSearch,
@@ -175,8 +198,10 @@ class BulkIndexer:
         self.timeout = timeout
         self.max_backoff = max_backoff
         self.on_request = on_request
-        # One budget of requests in flight for every index() call sharing this indexer.
+        # One budget of requests in flight for every index() call sharing this indexer,
+        # and one chunk built at a time (see _round).
         self._slots = asyncio.Semaphore(concurrency)
+        self._builder = asyncio.Lock()
 
     async def index(
         self,
@@ -203,9 +228,19 @@ class BulkIndexer:
         return report
 
     async def _round(self, docs: Iterable[Doc], report: BulkReport) -> _Outcome:
-        """Send every chunk once; collect what must be retried."""
+        """Send every chunk once; collect what must be retried.
+
+        Building documents is CPU work that blocks the event loop. So that OpenSearch does
+        not wait for it, the next chunk is built while ``concurrency`` requests are in
+        flight and then waits, ready, for a slot; while it is built the loop gets a turn
+        every ``YIELD_EVERY`` documents, so a finished request is noticed at once. One
+        chunk is built at a time across all rounds sharing this indexer (the builder
+        lock): two batches building in turns would each finish late.
+        """
         slots = self._slots
         tasks: list[asyncio.Task[_Outcome]] = []
+        remaining = iter(docs)
+        carry: Doc | None = None
 
         async def send(chunk: list[Doc]) -> _Outcome:
             try:
@@ -213,10 +248,14 @@ class BulkIndexer:
             finally:
                 slots.release()
 
-        for chunk in chunked(docs, self.max_bytes):
-            await slots.acquire()
+        while True:
+            async with self._builder:
+                chunk, carry = await self._next_chunk(remaining, carry)
+                if not chunk:
+                    break
+                await slots.acquire()
             tasks.append(asyncio.create_task(send(chunk)))
-            await asyncio.sleep(0)  # let the request start while the next body is built
+            await asyncio.sleep(0)  # let the request start before the next chunk is built
         merged = _Outcome()
         for outcome in await asyncio.gather(*tasks):
             report.indexed += outcome.indexed
@@ -224,6 +263,26 @@ class BulkIndexer:
             merged.retry.extend(outcome.retry)
             merged.reason = merged.reason or outcome.reason
         return merged
+
+    async def _next_chunk(
+        self, docs: Iterator[Doc], first: Doc | None
+    ) -> tuple[list[Doc], Doc | None]:
+        """``first`` and what follows of ``docs`` up to ``max_bytes``, and the document
+        that did not fit; the event loop gets a turn every ``YIELD_EVERY`` documents."""
+        chunk: list[Doc] = []
+        size = 0
+        if first is not None:
+            chunk.append(first)
+            size = _body_bytes(first)
+        for count, doc in enumerate(docs, 1):
+            doc_size = _body_bytes(doc)
+            if chunk and size + doc_size > self.max_bytes:
+                return chunk, doc
+            chunk.append(doc)
+            size += doc_size
+            if count % self.YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return chunk, None
 
     async def _send(self, chunk: list[Doc]) -> _Outcome:
         """One ``_bulk`` request; splits the chunk when the request as a whole is refused."""

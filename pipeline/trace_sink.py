@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from google.protobuf.message import Message
+
 from pipeline.bulk import BulkIndexer, Doc, Rejected
-from pipeline.documents import encoded_documents
-from pipeline.otlp import DecodeError, TracesData
+from pipeline.documents import encoded_documents, parse_traces
+from pipeline.otlp import DecodeError
 
 T = TypeVar("T")
 
@@ -38,7 +40,7 @@ class BatchResult:
     retry_rounds: int = 0
 
 
-def _documents(traces: list[TracesData], dead: list[DeadLetter]) -> Iterator[Doc]:
+def _documents(traces: list[Message], dead: list[DeadLetter]) -> Iterator[Doc]:
     for data in traces:
         try:
             docs = [Doc(*encoded) for encoded in encoded_documents(data)]
@@ -64,7 +66,7 @@ async def write_batch(
     traces = []
     for value in values:
         try:
-            traces.append(TracesData.FromString(value))
+            traces.append(parse_traces(value))
         except DecodeError as exc:
             dead.append(DeadLetter(value, "malformed", f"malformed: {exc}"))
     report = await indexer.index(_documents(traces, dead), on_retry)

@@ -38,8 +38,8 @@ import psutil
 from opensearchpy import AsyncOpenSearch, OpenSearch
 
 from pipeline.bulk import BulkIndexer, Doc, OrjsonSerializer, bulk_body, chunked
-from pipeline.documents import encoded_documents
-from pipeline.otlp import TracesData, regroup_spans
+from pipeline.documents import encoded_documents, parse_traces
+from pipeline.otlp import regroup_spans
 from pipeline.settings import Settings
 from pipeline.store import store_names
 from pipeline.store_setup import ensure_store
@@ -80,11 +80,11 @@ def kept_trace_messages(traces: int, seed: int = 11) -> list[bytes]:
 
 
 def encode_all(messages: list[bytes]) -> list[Doc]:
-    return [
-        Doc(*encoded)
-        for message in messages
-        for encoded in encoded_documents(TracesData.FromString(message))
-    ]
+    """Every span document of the messages, encoded as the sink encodes them."""
+    docs = []
+    for message in messages:
+        docs.extend(Doc(*encoded) for encoded in encoded_documents(parse_traces(message)))
+    return docs
 
 
 async def _sink_path(settings: Settings, alias: str, messages: list[bytes]) -> dict[str, float]:

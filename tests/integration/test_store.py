@@ -23,7 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.cli import main
-from pipeline.documents import document_id
+from pipeline.documents import document_id, nanos_to_iso
 from pipeline.kafka import ensure_topics
 from pipeline.lifecycle import has_ism, node_plugins, run_worker_lifecycle
 from pipeline.otlp import set_any_value
@@ -329,6 +329,23 @@ def test_dashboards_style_queries(sink_worker: Settings, opensearch: OpenSearch)
     assert count(opensearch, alias, server_errors) == 1
     in_error_traces = case_query("dash", {"term": {"traceFields.error": True}})
     assert count(opensearch, alias, in_error_traces) == span_count(checkouts[0])
+
+    # Fields mapped with doc values only (no points, to save space) still answer range
+    # filters: Dashboards' latency filter on the trace group, span durations, end times.
+    slow_roots = case_query(
+        "dash",
+        {"term": {"parentSpanId": ""}},
+        {"range": {"traceGroupFields.durationInNanos": {"gte": 200 * MS}}},
+    )
+    assert count(opensearch, alias, slow_roots) == 2  # 250 ms and 400 ms
+    slow_spans = case_query("dash", {"range": {"durationInNanos": {"gte": 200 * MS}}})
+    assert count(opensearch, alias, slow_spans) == 4  # those roots and their cart spans
+    late = {"range": {"endTime": {"gte": nanos_to_iso(T0 + 300 * MS)}}}
+    assert count(opensearch, alias, case_query("dash", late)) == 2  # the 400 ms trace's
+    with_db = {"range": {"traceFields.spanCount": {"gte": 3}}}
+    assert count(opensearch, alias, case_query("dash", with_db)) == sum(
+        span_count(t) for t in traces if span_count(t) >= 3
+    )
 
 
 # --- installation and lifecycle ------------------------------------------------------------

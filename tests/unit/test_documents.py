@@ -1,6 +1,15 @@
+import orjson
+import pytest
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.documents import document_id, nanos_to_iso, span_documents
+from pipeline.documents import (
+    document_id,
+    encoded_documents,
+    nanos_to_iso,
+    parse_traces,
+    span_documents,
+)
 
 
 def make_trace() -> TracesData:
@@ -58,3 +67,42 @@ def test_trace_analytics_fields():
         assert doc["traceGroupFields"]["durationInNanos"] == 999_999_999
     assert child["events"][0]["name"] == "retry"
     assert child["events"][0]["time"] == "2023-11-14T22:13:20.150000000Z"
+
+
+def _encoded(data) -> list[tuple[str, str, dict]]:
+    return [(doc_id, routing, orjson.loads(source)) for doc_id, routing, source in data]
+
+
+def test_the_sinks_parse_gives_the_same_documents():
+    data = make_trace()
+    root = data.resource_spans[0].scope_spans[0].spans[0]
+    # A repeated key keeps its last value, and "a.b" / "a@b" land in one field, as in a dict.
+    root.attributes.add(key="http.status_code").value.int_value = 503
+    root.attributes.add(key="x.y").value.double_value = 1.5
+    root.attributes.add(key="x@y").value.bool_value = True
+    root.attributes.add(key="blob").value.bytes_value = b"\x00\xff"
+    root.attributes.add(key="empty")
+    expected = _encoded(encoded_documents(data))
+    assert _encoded(encoded_documents(parse_traces(data.SerializeToString()))) == expected
+    doc = expected[0][2]
+    assert doc["span.attributes.http@status_code"] == 503
+    assert doc["span.attributes.x@y"] is True
+    assert doc["span.attributes.blob"] == "00ff"
+    assert doc["span.attributes.empty"] is None
+    # Encoded again (a cache hit now), the same documents.
+    assert _encoded(encoded_documents(parse_traces(data.SerializeToString()))) == expected
+    assert parse_traces(data.SerializeToString()).SerializeToString() == data.SerializeToString()
+
+
+def test_a_malformed_attribute_fails_its_trace_when_encoded():
+    data = make_trace()
+    span = data.resource_spans[0].scope_spans[0].spans[1]
+    span.attributes.add(key="bad").value.string_value = "ok"
+    raw = data.SerializeToString()
+    # Corrupt the string inside the attribute: invalid UTF-8 passes the sink's parse,
+    # which leaves attributes as bytes, and fails when the document is built.
+    broken = raw.replace(b"\x03bad\x12\x04\n\x02ok", b"\x03bad\x12\x04\n\x02\xff\xfe")
+    assert broken != raw
+    traces = parse_traces(broken)
+    with pytest.raises(DecodeError):
+        list(encoded_documents(traces))

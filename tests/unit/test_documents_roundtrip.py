@@ -13,7 +13,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 from pipeline.documents import (
     MAX_NANOS,
     document_id,
+    encoded_documents,
     ids_of_document_id,
+    parse_traces,
     span_documents,
     span_from_document,
 )
@@ -83,6 +85,11 @@ def test_span_survives_document_and_json(span: Span, resource: dict):
     assert ids_of_document_id(doc_id) == (span.trace_id, span.span_id)
     assert span_back == span
     assert dict(resource_back) == {"service.name": "svc", **resource}
+    # The sink parses with attributes left serialized (parse_traces): the same document.
+    sink = encoded_documents(parse_traces(data.SerializeToString()))
+    assert [(i, r, orjson.loads(source)) for i, r, source in sink] == [
+        (doc_id, span.trace_id.hex(), stored)
+    ]
 
 
 def _trace(spans_by_service: dict[str, list[Span]]) -> TracesData:

@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from pipeline.bulk import Backoff, Doc, bulk_body, chunked, classify_item
+from pipeline.bulk import (
+    Backoff,
+    BulkIndexer,
+    Doc,
+    OrjsonSerializer,
+    bulk_body,
+    chunked,
+    classify_item,
+)
 from pipeline.lifecycle import LifecycleError, choose_lifecycle, has_ism, ism_policy
 from pipeline.settings import Settings
 from pipeline.store import next_index_name, schema_version, span_template, store_names
@@ -41,6 +49,21 @@ def test_mapping_is_search_efficient():
     props = mappings["properties"]
     assert props["parentSpanId"] == {"type": "keyword", "doc_values": False}
     assert props["traceFields"]["properties"]["durationInNanos"]["type"] == "long"
+    # Fields only aggregated, sorted or filtered alongside other clauses keep doc values
+    # (which OpenSearch also searches) and no points; the time filter's startTime has both.
+    group = props["traceGroupFields"]["properties"]
+    trace = props["traceFields"]["properties"]
+    for field in (
+        props["endTime"],
+        props["durationInNanos"],
+        group["endTime"],
+        group["durationInNanos"],
+        trace["durationInNanos"],
+        trace["spanCount"],
+    ):
+        assert field["index"] is False and field.get("doc_values", True)
+    for field in (props["startTime"], group["statusCode"], props["status"]["properties"]["code"]):
+        assert field.get("index", True) and field.get("doc_values", True)
     assert props["events"]["type"] == "nested" and props["links"]["type"] == "nested"
     templates = mappings["dynamic_templates"]
     by_name = {name: body for entry in templates for name, body in entry.items()}
@@ -95,6 +118,57 @@ def test_chunks_respect_the_byte_budget_lazily():
     chunks = list(chunked(docs, 300))
     assert [len(chunk) for chunk in chunks] == [2, 2, 2, 2, 2]
     assert [len(c) for c in chunked([Doc("big", "r", b"x" * 1000)], 300)] == [1]
+
+
+def test_serializer_skips_the_items_of_a_bulk_without_errors():
+    serializer = OrjsonSerializer()
+    all_ok = '{"errors":false,"items":[{"index":{"status":201}},{"index":{"status":200}}]}'
+    assert serializer.loads(all_ok) == {"errors": False}
+    assert serializer.loads(all_ok.encode()) == {"errors": False}
+    failed = '{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":400}}]}'
+    assert serializer.loads(failed)["items"][1] == {"index": {"status": 400}}
+    assert serializer.loads('{"acknowledged":true}') == {"acknowledged": True}
+
+
+class _FakeBulkClient:
+    """Answers ``_bulk`` after a pause; records bodies and the peak of requests in flight."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.in_flight = self.peak = 0
+
+    async def bulk(self, body: bytes, **_params) -> dict:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        self.bodies.append(body)
+        return {"errors": False}
+
+
+def test_indexer_sends_everything_within_its_bounds():
+    client = _FakeBulkClient()
+    indexer = BulkIndexer(client, "alias", max_bytes=2_000, concurrency=2)  # type: ignore[arg-type]
+    indexer.YIELD_EVERY = 3
+
+    def docs(batch: int):
+        return (Doc(f"{batch}-{n}", "r", b"x" * 300) for n in range(40))
+
+    async def scenario() -> list:
+        # Two batches at once, as the sink's pipeline runs them, sharing one indexer.
+        return await asyncio.gather(indexer.index(docs(1)), indexer.index(docs(2)))
+
+    reports = asyncio.run(scenario())
+    assert [report.indexed for report in reports] == [40, 40]
+    assert client.peak == 2
+    assert all(len(body) <= 2_000 for body in client.bodies)
+    ids = [
+        line.split(b'"')[5].decode()
+        for body in client.bodies
+        for line in body.splitlines()
+        if line.startswith(b'{"index"')
+    ]
+    assert sorted(ids) == sorted(f"{batch}-{n}" for batch in (1, 2) for n in range(40))
 
 
 @pytest.mark.parametrize(
