@@ -52,13 +52,28 @@ SPANS_PER_REQUEST = 512
 
 
 def opensearch_process(settings: Settings) -> psutil.Process | None:
-    """The local node's process (from the stack's pid file), to read its CPU time."""
+    """The local node's process, to read its CPU time: from the stack's pid file, or the
+    process listening on its port (a node another checkout's stack started)."""
     try:
         pid = int((settings.state_dir / "run" / "opensearch.pid").read_text().strip())
-        process = psutil.Process(pid)
-        return process if "OpenSearchRunner" in " ".join(process.cmdline()) else None
-    except (OSError, ValueError, psutil.Error):
+    except (OSError, ValueError):
+        pid = _listener_pid(settings.opensearch_port)
+    try:
+        process = psutil.Process(pid) if pid else None
+        return process if process and "OpenSearchRunner" in " ".join(process.cmdline()) else None
+    except psutil.Error:
         return None
+
+
+def _listener_pid(port: int) -> int | None:
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    return next(
+        (c.pid for c in connections if c.status == psutil.CONN_LISTEN and c.laddr.port == port),
+        None,
+    )
 
 
 def _cpu(process: psutil.Process | None) -> float:
