@@ -587,7 +587,10 @@ def stack_up(
     console = Console()
     if not plan:
         if progress:
-            console.print("stack: Kafka, OpenSearch and Redis already answer; nothing started")
+            names = [svc.title for svc in services]
+            listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            verb = "answers" if len(names) == 1 else "answer"
+            console.print(f"stack: {listed} already {verb}; nothing started")
         return
     columns = (
         SpinnerColumn(finished_text="[green]✓"),
