@@ -32,6 +32,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
+from pipeline.otlp import set_any_value
+
 SPAN_ATTRIBUTES = "span.attributes."
 RESOURCE_ATTRIBUTES = "resource.attributes."
 STATUS_ERROR = 2
@@ -401,14 +403,10 @@ def span_documents(data: TracesData) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _set_value(target: AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif value is not None:
-        target.string_value = str(value)
+    """A document's attribute value (a JSON scalar; arrays and maps are JSON text) back
+    into an AnyValue; null stays unset."""
+    if value is not None:
+        set_any_value(target, value)
 
 
 def _unflatten(prefix: str, doc: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -29,6 +29,7 @@ import httpx
 import psutil
 from opensearchpy import OpenSearch
 
+from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.sampler import histogram_quantile
 from pipeline.kafka import ensure_topics
@@ -224,11 +225,6 @@ class FlowWatch:
 
     def max_lag(self) -> float:
         return max((accepted - received for _, accepted, received in self.samples), default=0)
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def run_scenario(

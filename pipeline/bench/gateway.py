@@ -18,6 +18,7 @@ import httpx
 import psutil
 from confluent_kafka import Producer
 
+from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.workload import build_request_bodies, produce_waiting
 from pipeline.gateway.validation import span_problem
 from pipeline.kafka import ensure_topics
@@ -147,12 +148,11 @@ async def _grpc_load(target: str, bodies: list[bytes], seconds: float, workers: 
 
 
 def _measure(process: psutil.Process, load) -> tuple[int, int, float, float]:
-    before = process.cpu_times()
+    before = cpu_seconds(process)
     started = time.perf_counter()
     accepted, refused = asyncio.run(load)
     wall = time.perf_counter() - started
-    after = process.cpu_times()
-    cpu = (after.user - before.user) + (after.system - before.system)
+    cpu = cpu_seconds(process) - before
     return accepted, refused, cpu, wall
 
 

@@ -9,7 +9,6 @@ measures resident memory per buffered span.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -21,6 +20,7 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.workload import produce_waiting
 from pipeline.kafka import ensure_topics
@@ -107,18 +107,13 @@ def consume_ceiling(settings: Settings, count: int) -> float:
     topic = settings.topic("spans")
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen = 0
-    started = _cpu_seconds()
+    started = cpu_seconds()
     deadline = time.perf_counter() + 120
     while seen < count and time.perf_counter() < deadline:
         seen += sum(1 for m in consume_batch(consumer) if m.value())
-    used = _cpu_seconds() - started
+    used = cpu_seconds() - started
     consumer.close()
     return seen / used if used > 0 else 0.0
-
-
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def consume_batch(consumer: Consumer):
@@ -151,7 +146,7 @@ def bench_sampler(
     messages, errors = build_messages(traces, settings.partitions)
     spans = traces * SPANS_PER_TRACE
     with ready_worker(settings) as (process, metrics_url):
-        cpu_before = sum(process.cpu_times()[:2])
+        cpu_before = cpu_seconds(process)
         started = time.perf_counter()
         preload(settings, messages)
         wait_until(
@@ -162,7 +157,7 @@ def bench_sampler(
             600,
         )
         wall = time.perf_counter() - started
-        cpu = sum(process.cpu_times()[:2]) - cpu_before
+        cpu = cpu_seconds(process) - cpu_before
         final = scrape(metrics_url)
     consume_rate = consume_ceiling(settings, len(messages))
     kept = final.get(

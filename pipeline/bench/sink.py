@@ -37,6 +37,7 @@ import orjson
 import psutil
 from opensearchpy import AsyncOpenSearch, OpenSearch
 
+from pipeline.bench.cpu import cpu_seconds
 from pipeline.bulk import BulkIndexer, Doc, OrjsonSerializer, bulk_body, chunked
 from pipeline.documents import encoded_documents, parse_traces
 from pipeline.otlp import regroup_spans
@@ -77,10 +78,8 @@ def _listener_pid(port: int) -> int | None:
 
 
 def _cpu(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    times = process.cpu_times()
-    return times.user + times.system
+    """The node's CPU seconds, 0 when its process is unknown (never this process's)."""
+    return cpu_seconds(process) if process is not None else 0.0
 
 
 def kept_trace_messages(traces: int, seed: int = 11) -> list[bytes]:
@@ -124,8 +123,7 @@ async def _sink_path(settings: Settings, alias: str, messages: list[bytes]) -> d
         totals["dead"] += len(result.dead)
 
     pipeline: BatchPipeline[int] = BatchPipeline(settings.store_batches_in_flight, finished)
-    process = psutil.Process()
-    cpu = process.cpu_times()
+    cpu = cpu_seconds()
     started = time.perf_counter()
     try:
         batch = settings.store_batch_traces
@@ -135,16 +133,15 @@ async def _sink_path(settings: Settings, alias: str, messages: list[bytes]) -> d
     finally:
         await client.close()
     wall = time.perf_counter() - started
-    used = process.cpu_times()
-    cpu_seconds = (used.user - cpu.user) + (used.system - cpu.system)
+    used = cpu_seconds() - cpu
     indexed = totals["indexed"]
     return {
         "docs": indexed,
         "rejected": totals["dead"],
         "seconds": wall,
         "docs_per_s": indexed / wall,
-        "cpu_seconds": cpu_seconds,
-        "docs_per_cpu_s": indexed / cpu_seconds if cpu_seconds else 0.0,
+        "cpu_seconds": used,
+        "docs_per_cpu_s": indexed / used if used else 0.0,
     }
 
 
