@@ -94,6 +94,17 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                 f"{size['default_settings']:,.0f} B with default settings",
             )
         )
+        parts = sink.get("bytes_per_span_by_structure")
+        if parts:
+            ranked = sorted(parts.items(), key=lambda item: -item[1])
+            rows.append(
+                (
+                    "sink",
+                    "bytes per span by structure",
+                    " / ".join(f"{value:,.0f}" for _, value in ranked),
+                    " / ".join(name for name, _ in ranked),
+                )
+            )
     e2e = results.get("e2e")
     if e2e:
         rows.extend(_e2e_rows(e2e))

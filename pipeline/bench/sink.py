@@ -16,7 +16,9 @@ exactly the messages the sink reads from the sampled topic.
   is bounded by cores / (sink + node CPU per document), reported beside it.
 * **bytes per span**: the store size of each index after a refresh and a force-merge to
   one segment, divided by its documents; ours (template: mapping + ``best_compression``)
-  and OpenSearch's defaults (no template: dynamic mapping, LZ4).
+  and OpenSearch's defaults (no template: dynamic mapping, LZ4). When the node's data
+  folder is readable (a node on this machine), ours is also split by Lucene structure:
+  stored fields (``_source``, ``_id``, ``_routing``), terms, postings, doc values, points.
 
 Call ``bench_sink(Settings(), traces=10_000)`` on a running local stack, or
 ``python -m pipeline.bench.sink [TRACES]``; it returns (and the module prints) a dict.
@@ -30,6 +32,7 @@ import random
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -165,6 +168,52 @@ async def _raw_bulk(url: str, index: str, bodies: list[bytes], concurrency: int)
     return time.perf_counter() - started
 
 
+# Lucene file extensions by the structure they hold (segment metadata files go to "other").
+STRUCTURES = {
+    "stored fields": ("fdt", "fdx", "fdm"),
+    "terms": ("tim", "tip", "tmd"),
+    "postings": ("doc", "pos", "pay"),
+    "doc values": ("dvd", "dvm"),
+    "points": ("kdd", "kdi", "kdm"),
+    "norms": ("nvd", "nvm"),
+}
+_STRUCTURE_OF = {ext: name for name, exts in STRUCTURES.items() for ext in exts}
+
+
+def store_breakdown(client: OpenSearch, index: str) -> dict[str, int] | None:
+    """Bytes of the index's live segments by structure, read from the node's data folder
+    (shard 0; None when that folder is not on this machine, or a segment is a compound
+    file, which small indices get).
+
+    OpenSearch 2.x has no disk-usage API, so this lists the segment files themselves.
+    """
+    concrete = next(iter(client.indices.get(index=index)))
+    client.indices.refresh(index=concrete)  # lets go of the segments a merge replaced
+    uuid = client.indices.get_settings(index=concrete)[concrete]["settings"]["index"]["uuid"]
+    shards = client.indices.segments(index=concrete)["indices"][concrete]["shards"]
+    live = set(shards["0"][0]["segments"])
+    folders = [
+        Path(entry["path"]) / "indices" / uuid / "0" / "index"
+        for node in client.nodes.stats(metric="fs")["nodes"].values()
+        for entry in node.get("fs", {}).get("data", [])
+    ]
+    folder = next((f for f in folders if f.is_dir()), None)
+    if folder is None:
+        return None
+    sizes: dict[str, int] = {}
+    for path in folder.iterdir():
+        segment, _, rest = path.name.partition(".")
+        segment = segment.split("_")[:2]  # "_a_Lucene90_0.dvd" -> ["", "a"]
+        if "_".join(segment) not in live:
+            continue
+        extension = rest.rpartition(".")[2] or rest
+        if extension == "cfs":
+            return None
+        structure = _STRUCTURE_OF.get(extension, "other")
+        sizes[structure] = sizes.get(structure, 0) + path.stat().st_size
+    return sizes
+
+
 def _bytes_per_doc(client: OpenSearch, index: str) -> dict[str, float]:
     """Store bytes per document after a refresh and a force-merge to one segment."""
     client.indices.refresh(index=index)
@@ -224,6 +273,7 @@ def bench_sink(
             if round_ < rounds - 1:
                 client.indices.delete(index=f"{alias}-*")
         size_ours = _bytes_per_doc(client, alias)
+        breakdown = store_breakdown(client, alias)
 
         default_index = f"{tag}defaults"
         asyncio.run(_raw_bulk(settings.opensearch_url, default_index, bodies, concurrency))
@@ -269,6 +319,11 @@ def bench_sink(
             "default_settings": size_default["bytes_per_span"],
         },
         "store": {"ours": size_ours, "default_settings": size_default},
+        "bytes_per_span_by_structure": (
+            {name: size / size_ours["docs"] for name, size in breakdown.items()}
+            if breakdown and size_ours["docs"]
+            else None
+        ),
     }
 
 

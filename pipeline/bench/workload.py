@@ -37,13 +37,19 @@ def build_export_request(
     scope = resource_spans.scope_spans.add()
     scope.scope.name = "opentelemetry.instrumentation.bench"
     trace_ids = [rng.randbytes(16) for _ in range(traces)]
+    # Each trace is a tree: a span's parent is one of the trace's earlier spans.
+    spans_of_trace: list[list[bytes]] = [[] for _ in range(traces)]
     start = 1_700_000_000_000_000_000 + rng.randrange(10**12)
     for number in range(spans):
         duration = int(rng.lognormvariate(15, 1.2))
+        earlier = spans_of_trace[number % traces]
+        span_id = rng.randbytes(8)
+        parent_span_id = rng.choice(earlier) if earlier else b""
+        earlier.append(span_id)
         span = scope.spans.add(
             trace_id=trace_ids[number % traces],
-            span_id=rng.randbytes(8),
-            parent_span_id=rng.randbytes(8) if number >= traces else b"",
+            span_id=span_id,
+            parent_span_id=parent_span_id,
             name=rng.choice(("GET /api/cart", "POST /api/checkout", "SELECT orders", "redis GET")),
             kind=rng.choice(
                 (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_INTERNAL)

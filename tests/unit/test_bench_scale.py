@@ -30,6 +30,7 @@ RESULTS = {
         "sink": {"docs_per_s": 18_000.0, "docs_per_cpu_s": 30_000.0},
         "sink_vs_raw": 0.9,
         "bytes_per_span": {"ours": 120.0, "default_settings": 300.0},
+        "bytes_per_span_by_structure": {"stored fields": 50.0, "terms": 40.0, "other": 30.0},
     },
 }
 
@@ -69,5 +70,10 @@ def test_summary_has_a_row_per_measured_figure():
     stages = [stage for stage, *_ in summary_rows(RESULTS)]
     assert stages.count("gateway") == 2
     assert stages.count("sampler") == 3
-    assert stages.count("sink") == 2
+    assert stages.count("sink") == 3
     assert stages.count("ceiling") == 4
+
+
+def test_structure_row_lists_the_largest_first():
+    row = next(row for row in summary_rows(RESULTS) if row[1] == "bytes per span by structure")
+    assert row[2:] == ("50 / 40 / 30", "stored fields / terms / other")
