@@ -85,6 +85,17 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                 f"{sink['sink']['docs_per_cpu_s']:,.0f} per sink core",
             )
         )
+        separate = sink.get("separate_cores")
+        if separate:
+            rows.append(
+                (
+                    "sink",
+                    "documents indexed, separate cores",
+                    f"{separate['sink_docs_per_s']:,.0f} docs/s",
+                    f"{separate['sink_vs_raw']:.2f} x raw bulk "
+                    f"({separate['raw_docs_per_s']:,.0f} docs/s); node and sink one core each",
+                )
+            )
         size = sink["bytes_per_span"]
         rows.append(
             (
@@ -96,7 +107,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
         )
         parts = sink.get("bytes_per_span_by_structure")
         if parts:
-            ranked = sorted(parts.items(), key=lambda item: -item[1])
+            ranked = sorted(
+                ((name, value) for name, value in parts.items() if value >= 0.5),
+                key=lambda item: -item[1],
+            )
             rows.append(
                 (
                     "sink",

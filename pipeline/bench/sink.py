@@ -11,6 +11,10 @@ exactly the messages the sink reads from the sampled topic.
   Reported per wall second and per CPU second of this process (the sink's own cost).
 * **raw ``_bulk``**: the very same NDJSON bodies, prebuilt, posted with the same
   concurrency by a bare aiohttp client: what OpenSearch alone can take (the ceiling).
+* **separate cores**: the same rounds again with every thread of the local node pinned
+  to one core and the sink (this process) to another, as deployed, where sink workers
+  and OpenSearch nodes have machines of their own. With shared cores every document's
+  sink CPU is taken from the node, so that ratio also measures the 2-core box.
 * **CPU per document** of the sink process and of the OpenSearch node (when the local
   stack's pid file names it): on one machine both share the cores, so the sink's rate
   is bounded by cores / (sink + node CPU per document), reported beside it.
@@ -28,10 +32,14 @@ The indices it makes are named ``bench-<random>-...`` and deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -225,17 +233,94 @@ def _bytes_per_doc(client: OpenSearch, index: str) -> dict[str, float]:
     return {"docs": docs, "bytes": size, "bytes_per_span": size / docs if docs else 0.0}
 
 
+@dataclass
+class _Rounds:
+    """Rates and node CPU of alternating raw-bulk and sink-path rounds."""
+
+    raw: list[float] = field(default_factory=list)
+    sink: list[dict[str, float]] = field(default_factory=list)
+    node_us_raw: list[float] = field(default_factory=list)  # node CPU µs per document
+    node_us_sink: list[float] = field(default_factory=list)
+
+    def best_sink(self) -> dict[str, float]:
+        return max(self.sink, key=lambda run: run["docs_per_s"])
+
+    def ratio(self) -> float:
+        return self.best_sink()["docs_per_s"] / max(self.raw)
+
+
+@contextmanager
+def separate_cores(node: psutil.Process | None) -> Iterator[bool]:
+    """Pin every thread of the local node to core 0 and this process to core 1, as when
+    sink and OpenSearch run on their own machines; yields False (and pins nothing) with
+    fewer than two cores or no local node. Restores the old affinities afterwards."""
+    cores = sorted(os.sched_getaffinity(0))
+    if node is None or len(cores) < 2:
+        yield False
+        return
+    own, theirs = os.sched_getaffinity(0), os.sched_getaffinity(node.pid)
+
+    def pin_node(cpus: set[int]) -> None:
+        for thread in os.listdir(f"/proc/{node.pid}/task"):
+            with suppress(OSError):  # a thread may end meanwhile
+                os.sched_setaffinity(int(thread), cpus)
+
+    try:
+        pin_node({cores[0]})
+        os.sched_setaffinity(0, {cores[1]})
+        yield True
+    finally:
+        os.sched_setaffinity(0, own)
+        with suppress(OSError):
+            pin_node(theirs)
+
+
+def _run_rounds(
+    client: OpenSearch,
+    settings: Settings,
+    tag: str,
+    messages: list[bytes],
+    bodies: list[bytes],
+    spans: int,
+    rounds: int,
+    node: psutil.Process | None,
+    keep_last: bool = False,
+) -> _Rounds:
+    """Raw bulk and sink path alternate, each into a fresh index; with ``keep_last`` the
+    last round's sink index is left for measuring its size."""
+    result = _Rounds()
+    for round_ in range(rounds):
+        run = settings.model_copy(update={"store_index_prefix": f"{tag}{round_}-"})
+        alias = store_names(run).span_alias
+        ensure_store(client, run)
+        raw_index = f"{tag}raw{round_}-{alias}-000001"
+        client.indices.create(index=raw_index, body=_template_body(client, alias))
+        cpu = _cpu(node)
+        raw_seconds = asyncio.run(
+            _raw_bulk(settings.opensearch_url, raw_index, bodies, settings.store_bulk_concurrency)
+        )
+        result.raw.append(spans / raw_seconds)
+        result.node_us_raw.append((_cpu(node) - cpu) / spans * 1e6)
+        client.indices.delete(index=raw_index)
+        cpu = _cpu(node)
+        result.sink.append(asyncio.run(_sink_path(run, alias, messages)))
+        result.node_us_sink.append((_cpu(node) - cpu) / spans * 1e6)
+        if round_ < rounds - 1 or not keep_last:
+            client.indices.delete(index=f"{alias}-*")
+    return result
+
+
 def bench_sink(
     settings: Settings, traces: int = 10_000, seed: int = 11, rounds: int = 2
 ) -> dict[str, Any]:
-    """Run the three measurements on the stack at ``settings``; see the module doc.
+    """Run the measurements on the stack at ``settings``; see the module doc.
 
     Raw bulk and sink path alternate for ``rounds`` rounds, each into a fresh index, and
     the best rate of each counts: the machine is shared, so single runs vary by +-20 %.
+    The rounds run twice: with sink and node sharing every core, then on separate cores.
     """
     tag = f"bench-{uuid.uuid4().hex[:8]}-"
     ours = settings.model_copy(update={"store_index_prefix": tag, "store_lifecycle": "worker"})
-    concurrency = settings.store_bulk_concurrency
     client = OpenSearch(hosts=[settings.opensearch_url], timeout=120)
     messages = kept_trace_messages(traces, seed)
     docs = encode_all(messages)
@@ -243,48 +328,37 @@ def bench_sink(
     spans = len(docs)
     source_bytes = sum(len(doc.source) for doc in docs)
     del docs  # a big live object graph would slow the garbage collector in the sink runs
-    raw_runs: list[float] = []
-    sink_runs: list[dict[str, float]] = []
     node = opensearch_process(settings)
-    node_cpu_raw: list[float] = []  # OpenSearch CPU microseconds per document
-    node_cpu_sink: list[float] = []
+    separate: _Rounds | None = None
     try:
         # Warm the JVM and the code paths on a small index first.
         warm = ours.model_copy(update={"store_index_prefix": f"{tag}warm-"})
         ensure_store(client, warm)
         asyncio.run(_sink_path(warm, store_names(warm).span_alias, messages[:500]))
 
-        for round_ in range(rounds):
-            run = ours.model_copy(update={"store_index_prefix": f"{tag}{round_}-"})
-            alias = store_names(run).span_alias
-            ensure_store(client, run)
-            raw_index = f"{tag}raw{round_}-{alias}-000001"
-            client.indices.create(index=raw_index, body=_template_body(client, alias))
-            cpu = _cpu(node)
-            raw_seconds = asyncio.run(
-                _raw_bulk(settings.opensearch_url, raw_index, bodies, concurrency)
-            )
-            raw_runs.append(spans / raw_seconds)
-            node_cpu_raw.append((_cpu(node) - cpu) / spans * 1e6)
-            client.indices.delete(index=raw_index)
-            cpu = _cpu(node)
-            sink_runs.append(asyncio.run(_sink_path(run, alias, messages)))
-            node_cpu_sink.append((_cpu(node) - cpu) / spans * 1e6)
-            if round_ < rounds - 1:
-                client.indices.delete(index=f"{alias}-*")
-        size_ours = _bytes_per_doc(client, alias)
-        breakdown = store_breakdown(client, alias)
+        with separate_cores(node) as pinned:
+            if pinned:
+                separate = _run_rounds(
+                    client, ours, f"{tag}pinned-", messages, bodies, spans, rounds, node
+                )
+        shared = _run_rounds(client, ours, tag, messages, bodies, spans, rounds, node, True)
+        alias = store_names(ours.model_copy(update={"store_index_prefix": f"{tag}{rounds - 1}-"}))
+        size_ours = _bytes_per_doc(client, alias.span_alias)
+        breakdown = store_breakdown(client, alias.span_alias)
 
         default_index = f"{tag}defaults"
-        asyncio.run(_raw_bulk(settings.opensearch_url, default_index, bodies, concurrency))
+        asyncio.run(
+            _raw_bulk(
+                settings.opensearch_url, default_index, bodies, settings.store_bulk_concurrency
+            )
+        )
         size_default = _bytes_per_doc(client, default_index)
     finally:
         client.indices.delete(index=f"{tag}*", ignore_unavailable=True)
         client.indices.delete_index_template(name=f"{tag}*", ignore=404)
 
-    sink = max(sink_runs, key=lambda run: run["docs_per_s"])
-    raw_rate = max(raw_runs)
-    opensearch_us = min(node_cpu_raw) if node and node_cpu_raw else None
+    sink = shared.best_sink()
+    opensearch_us = min(shared.node_us_raw) if node else None
     sink_us = 1e6 / sink["docs_per_cpu_s"] if sink["docs_per_cpu_s"] else None
     cores = psutil.cpu_count() or 1
     # When sink and node share the cores, each document costs both CPU times.
@@ -298,21 +372,34 @@ def bench_sink(
             "json_bytes_per_span": source_bytes / spans,
             "batch_traces": settings.store_batch_traces,
             "bulk_bytes": settings.store_bulk_bytes,
-            "concurrency": concurrency,
+            "concurrency": settings.store_bulk_concurrency,
             "batches_in_flight": settings.store_batches_in_flight,
         },
         "sink": sink,
-        "raw_bulk": {"docs": spans, "docs_per_s": raw_rate},
-        "sink_vs_raw": sink["docs_per_s"] / raw_rate,
+        "raw_bulk": {"docs": spans, "docs_per_s": max(shared.raw)},
+        "sink_vs_raw": shared.ratio(),
+        "separate_cores": (
+            {
+                "sink_docs_per_s": separate.best_sink()["docs_per_s"],
+                "raw_docs_per_s": max(separate.raw),
+                "sink_vs_raw": separate.ratio(),
+                "runs": {
+                    "raw_docs_per_s": separate.raw,
+                    "sink_docs_per_s": [run["docs_per_s"] for run in separate.sink],
+                },
+            }
+            if separate
+            else None
+        ),
         "cpu_us_per_doc": {
             "sink_process": sink_us,
             "opensearch_raw": opensearch_us,
-            "opensearch_sink": min(node_cpu_sink) if node and node_cpu_sink else None,
+            "opensearch_sink": min(shared.node_us_sink) if node else None,
         },
         "shared_cores_ceiling_docs_per_s": shared_ceiling,
         "runs": {
-            "raw_docs_per_s": raw_runs,
-            "sink_docs_per_s": [run["docs_per_s"] for run in sink_runs],
+            "raw_docs_per_s": shared.raw,
+            "sink_docs_per_s": [run["docs_per_s"] for run in shared.sink],
         },
         "bytes_per_span": {
             "ours": size_ours["bytes_per_span"],
