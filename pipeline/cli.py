@@ -194,6 +194,22 @@ def worker(**overrides: Any) -> None:
     run_worker(load_settings(overrides))
 
 
+@main.command()
+@settings_options(
+    "opensearch_url",
+    "store_index_prefix",
+    "query_host",
+    "query_port",
+    "query_max_traces",
+    "query_dependencies_max_spans",
+)
+def query(**overrides: Any) -> None:
+    """Jaeger-compatible query API on :16686 (/api/services, /api/traces, ...) over the store."""
+    from pipeline.query import run_query
+
+    run_query(load_settings(overrides))
+
+
 def _loadgen_option(*names: str, **kwargs: Any) -> Callable:
     """A loadgen flag that is also the variable SPANSIEVE_LOADGEN_<FLAG>."""
     env = "SPANSIEVE_LOADGEN_" + names[0].lstrip("-").replace("-", "_").upper()

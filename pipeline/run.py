@@ -96,7 +96,8 @@ def stop_components(children: list[subprocess.Popen]) -> None:
 
 
 def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
-    """Stack up, gateway and worker up, demo trace through; returns an exit status."""
+    """Stack up, gateway, worker and query API up, demo trace through; returns an exit
+    status."""
     try:
         stack_up(settings)
     except StackError as exc:
@@ -104,17 +105,23 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         return 1
     print_status(stack_status(settings))
     ensure_topics(settings)
-    children = [start_component("gateway", settings), start_component("worker", settings)]
+    children = [
+        start_component("gateway", settings),
+        start_component("worker", settings),
+        start_component("query", settings),
+    ]
     logs = Path(settings.state_dir / "logs").resolve()
     stop_traffic = None
     try:
         gateway_health = f"http://127.0.0.1:{settings.gateway_metrics_port}/healthz"
         worker_web = f"http://127.0.0.1:{settings.worker_web_port}/"
+        query_api = f"http://127.0.0.1:{settings.query_port}"
         if not (
             wait_until(lambda: _answers(gateway_health), "gateway starting", 60)
             and wait_until(lambda: _answers(worker_web), "worker starting", 120)
+            and wait_until(lambda: _answers(f"{query_api}/healthz"), "query API starting", 60)
         ):
-            console.print(f"[red]error:[/] gateway or worker did not start; see {logs}")
+            console.print(f"[red]error:[/] gateway, worker or query API did not start; see {logs}")
             return 1
         gateway_http = f"http://127.0.0.1:{settings.gateway_http_port}"
         trace_id = send_demo_trace(gateway_http)
@@ -132,10 +139,13 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         url = f"{settings.opensearch_url}/otel-v1-apm-span/_search?q=traceId:{trace_id}&pretty"
         console.print("[green]stored.[/] All 5 spans are in OpenSearch:")
         console.print(f"  curl '{url}'")
+        console.print("The same trace through the Jaeger-compatible query API:")
+        console.print(f"  curl '{query_api}/api/traces/{trace_id}'")
+        console.print(f"  (Grafana's Jaeger data source or a Jaeger UI: point it at {query_api})")
         console.print(f"Send your own OTLP/HTTP traces to {gateway_http}/v1/traces.")
         console.print(
             f"Logs: {logs}   Metrics: http://127.0.0.1:{settings.gateway_metrics_port}"
-            f"/metrics, {worker_web}metrics"
+            f"/metrics, {worker_web}metrics, {query_api}/metrics"
         )
         if exit_after_demo:
             return 0
@@ -144,7 +154,8 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         console.print(
             f"Demo traffic: the 30-service estate at {DEMO_RATE:,} spans/s "
             "(topologies/estate-30.yaml); kept error traces, for example:\n"
-            f"  curl '{search}?q=traceFields.error:true&size=3&pretty'"
+            f"  curl '{search}?q=traceFields.error:true&size=3&pretty'\n"
+            f"  curl '{query_api}/api/traces?tag=error:true&limit=3'"
         )
         console.print("Pipeline running; Ctrl-C stops it (`spansieve stack down` stops the stack).")
         while all(child.poll() is None for child in children):

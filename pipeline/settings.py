@@ -76,7 +76,14 @@ class Settings(BaseSettings):
 
     worker_web_port: int = Field(6066, description="Faust web port with /metrics")
     worker_roles: str = Field("sampler,sink", description="comma-separated agents to run")
+    query_host: str = Field("127.0.0.1", description="address the query API listens on")
     query_port: int = Field(16686, description="query API and web UI port")
+    query_max_traces: int = Field(
+        1500, gt=0, description="most traces one search returns (a larger limit is lowered)"
+    )
+    query_dependencies_max_spans: int = Field(
+        200_000, gt=0, description="most spans /api/dependencies reads (whole traces, then stop)"
+    )
 
     policies: Path | None = Field(None, description="sampling policy YAML file")
     decision_wait: float = Field(

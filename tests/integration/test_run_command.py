@@ -29,6 +29,7 @@ def test_run_sends_a_demo_trace_and_says_where_it_is(
         "SPANSIEVE_GATEWAY_HTTP_PORT": str(free_port()),
         "SPANSIEVE_GATEWAY_METRICS_PORT": str(free_port()),
         "SPANSIEVE_WORKER_WEB_PORT": str(free_port()),
+        "SPANSIEVE_QUERY_PORT": str(free_port()),
     }
     finished = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "--exit-after-demo"],
@@ -42,3 +43,5 @@ def test_run_sends_a_demo_trace_and_says_where_it_is(
     match = re.search(r"_search\?q=traceId:([0-9a-f]{32})", output)
     assert match, output
     assert trace_span_count(opensearch, match.group(1)) == 5
+    api = re.search(r"curl '(http://127\.0\.0\.1:\d+/api/traces/[0-9a-f]{32})'", output)
+    assert api and api.group(1).endswith(match.group(1)), output

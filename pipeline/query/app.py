@@ -1,0 +1,247 @@
+"""The query server's HTTP routes: Jaeger's ``/api/...``, ``/healthz`` and ``/metrics``.
+
+Handlers only parse (``params``), read (``search.SpanReader``) and shape (``jaeger``,
+``dependencies``). A bad parameter is HTTP 400 and an unreachable OpenSearch 503, both
+in Jaeger's envelope with ``errors`` filled, so clients show the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import structlog
+from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+from opensearchpy.exceptions import OpenSearchException, TransportError
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.query.dependencies import service_calls
+from pipeline.query.jaeger import envelope, error, jaeger_trace, span_kind_name
+from pipeline.query.params import (
+    ParamError,
+    normalize_trace_id,
+    parse_dependencies_window,
+    parse_trace_query,
+    span_kind_param,
+)
+from pipeline.query.search import SpanReader
+from pipeline.settings import Settings
+from pipeline.store import store_names
+
+log = structlog.get_logger(__name__)
+
+REQUESTS = Counter(
+    "spansieve_query_requests_total",
+    "Query API requests by endpoint and status",
+    ["endpoint", "status"],
+)
+LATENCY = Histogram(
+    "spansieve_query_request_seconds",
+    "Query API request latency by endpoint",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OPENSEARCH_ERRORS = Counter(
+    "spansieve_query_opensearch_errors_total",
+    "OpenSearch requests that failed, by error",
+    ["error"],
+)
+DEPENDENCIES_CAPPED = Counter(
+    "spansieve_query_dependencies_capped_total",
+    "Dependency requests answered from the first query_dependencies_max_spans spans",
+)
+PARTIAL = 206  # code of an envelope error that reports a partial answer
+
+
+class JsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class RequestMetrics:
+    """Counts requests by route template (never the raw path: trace ids would explode the
+    label set) and status, and times them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(endpoint, str(status)).inc()
+            LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def _reader(request: Request) -> SpanReader:
+    return request.app.state.reader
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _pairs(request: Request) -> list[tuple[str, str]]:
+    return request.query_params.multi_items()
+
+
+async def _operations(request: Request) -> list[dict[str, str]]:
+    service = request.query_params.get("service", "").strip()
+    if not service:
+        raise ParamError("service", "is required")
+    kind = span_kind_param("spanKind", request.query_params.get("spanKind"))
+    found = await _reader(request).operations(service, kind)
+    return [{"name": name, "spanKind": span_kind_name(kind)} for name, kind in found]
+
+
+async def services(request: Request) -> Response:
+    return JsonResponse(envelope(await _reader(request).services()))
+
+
+async def service_operations(request: Request) -> Response:
+    found = await _reader(request).operations(request.path_params["service"])
+    return JsonResponse(envelope(sorted({name for name, _kind in found})))
+
+
+async def operations(request: Request) -> Response:
+    return JsonResponse(envelope(await _operations(request)))
+
+
+def _v3_error(exc: ParamError) -> Response:
+    """API v3 reports errors as ``{"error": {httpCode, message}}`` (its gRPC gateway's)."""
+    return JsonResponse({"error": {"httpCode": 400, "message": str(exc)}}, status_code=400)
+
+
+async def v3_services(request: Request) -> Response:
+    return JsonResponse({"services": await _reader(request).services()})
+
+
+async def v3_operations(request: Request) -> Response:
+    try:
+        return JsonResponse({"operations": await _operations(request)})
+    except ParamError as exc:
+        return _v3_error(exc)
+
+
+async def traces(request: Request) -> Response:
+    """Search (or, with ``traceID=``, look up) traces; each comes with all its spans."""
+    query = parse_trace_query(_pairs(request), _settings(request).query_max_traces)
+    reader = _reader(request)
+    ids = list(query.trace_ids) or await reader.find_trace_ids(query)
+    documents = await reader.trace_documents(ids)
+    found = [
+        jaeger_trace(trace_id, documents[trace_id]) for trace_id in ids if trace_id in documents
+    ]
+    missing = [
+        error(404, "trace not found", trace_id)
+        for trace_id in query.trace_ids
+        if trace_id not in documents
+    ]
+    return JsonResponse(envelope(found, errors=missing))
+
+
+async def trace(request: Request) -> Response:
+    trace_id = normalize_trace_id(request.path_params["trace_id"])
+    documents = (await _reader(request).trace_documents([trace_id])).get(trace_id)
+    if not documents:
+        return JsonResponse(
+            envelope(None, errors=[error(404, "trace not found", trace_id)]), status_code=404
+        )
+    return JsonResponse(envelope([jaeger_trace(trace_id, documents)]))
+
+
+async def dependencies(request: Request) -> Response:
+    """Service-to-service call counts over the spans that started in the window."""
+    start, end = parse_dependencies_window(_pairs(request), int(time.time() * 1000))
+    max_spans = _settings(request).query_dependencies_max_spans
+    spans, capped = await _reader(request).window_documents(start, end, max_spans)
+    links = await asyncio.to_thread(service_calls, spans)  # ~0.5 s per million spans
+    notes = []
+    if capped:
+        DEPENDENCIES_CAPPED.inc()
+        notes.append(
+            error(
+                PARTIAL,
+                f"partial: computed from {len(spans)} spans (whole traces) of the window, "
+                f"capped by query_dependencies_max_spans={max_spans}; shorten the lookback",
+            )
+        )
+    return JsonResponse(envelope(links, errors=notes))
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        if await _reader(request).reachable():
+            return PlainTextResponse("ok")
+    except OpenSearchException:
+        pass
+    return PlainTextResponse("opensearch unreachable", status_code=503)
+
+
+async def prometheus(_request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def bad_parameter(_request: Request, exc: Exception) -> Response:
+    return JsonResponse(envelope(None, errors=[error(400, str(exc))]), status_code=400)
+
+
+async def opensearch_failed(request: Request, exc: Exception) -> Response:
+    """OpenSearch down (503) or refusing a request (502): the client sees why."""
+    if isinstance(exc, TransportConnectionError):
+        status, label, message = 503, "connection", f"OpenSearch unreachable: {exc.error}"
+    elif isinstance(exc, TransportError):
+        status, label = 502, f"http_{exc.status_code}"
+        message = f"OpenSearch answered {exc.status_code}: {exc.error}"
+    else:
+        status, label, message = 502, type(exc).__name__, f"OpenSearch failed: {exc}"
+    OPENSEARCH_ERRORS.labels(label).inc()
+    log.warning("opensearch request failed", path=request.url.path, error=message)
+    return JsonResponse(envelope(None, errors=[error(status, message)]), status_code=status)
+
+
+def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
+    """The Jaeger-compatible API over the span alias of ``settings`` (its prefix too)."""
+    app = Starlette(
+        routes=[
+            Route("/api/services", services),
+            Route("/api/services/{service:path}/operations", service_operations),
+            Route("/api/operations", operations),
+            Route("/api/v3/services", v3_services),
+            Route("/api/v3/operations", v3_operations),
+            Route("/api/traces", traces),
+            Route("/api/traces/{trace_id}", trace),
+            Route("/api/dependencies", dependencies),
+            Route("/healthz", healthz),
+            Route("/metrics", prometheus),
+        ],
+        middleware=[Middleware(RequestMetrics)],
+        exception_handlers={ParamError: bad_parameter, OpenSearchException: opensearch_failed},
+    )
+    app.state.settings = settings
+    app.state.reader = SpanReader(client, store_names(settings).span_alias)
+    return app

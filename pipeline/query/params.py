@@ -1,0 +1,273 @@
+"""Query-string parameters of the Jaeger HTTP API, parsed and checked before any search.
+
+Jaeger clients (its UI, Grafana's data source) send Go duration strings, times in
+microseconds (traces) or milliseconds (dependencies), tags as a JSON map or as repeated
+``tag=key:value``. Every problem raises ``ParamError`` naming the parameter, which the app
+answers with HTTP 400, so a typo never turns into a silently empty or unfiltered search.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import orjson
+
+NANOS_PER_MICRO = 1_000
+NANOS_PER_MILLI = 1_000_000
+MAX_NANOS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
+TRACE_ID_HEX = 32
+DEFAULT_LIMIT = 20
+DEFAULT_DEPENDENCIES_LOOKBACK_MS = 24 * 3_600_000  # Jaeger's default: one day
+
+# Go's time.ParseDuration units; both micro signs (U+00B5 and U+03BC) are accepted, as in Go.
+_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_COMPONENT = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]+)")
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+_HEX = frozenset(string.hexdigits)
+
+# Jaeger's lower-case span kinds -> our documents' ``kind``.
+SPAN_KINDS = {
+    "server": "SPAN_KIND_SERVER",
+    "client": "SPAN_KIND_CLIENT",
+    "producer": "SPAN_KIND_PRODUCER",
+    "consumer": "SPAN_KIND_CONSUMER",
+    "internal": "SPAN_KIND_INTERNAL",
+}
+STATUS_CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
+
+
+class ParamError(ValueError):
+    """A query parameter is missing, malformed or inconsistent; answered with HTTP 400."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """What ``GET /api/traces`` asks for, with times and durations in nanoseconds.
+
+    ``service``, ``operation`` and ``tags`` must all hold on one span (as in Jaeger);
+    ``min_duration``/``max_duration`` bound the whole trace's duration (unlike Jaeger,
+    which compares them with each span's).
+    """
+
+    service: str | None = None
+    operation: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    start: int | None = None
+    end: int | None = None
+    min_duration: int | None = None
+    max_duration: int | None = None
+    limit: int = DEFAULT_LIMIT
+    trace_ids: tuple[str, ...] = field(default=())
+
+
+def parse_go_duration(text: str) -> int:
+    """Nanoseconds of a Go duration string (``1h2m3.5s``, ``100ms``, ``-1.5us``, ``0``).
+
+    Same grammar as Go's ``time.ParseDuration``: an optional sign, then one or more
+    decimal numbers each with a unit; a bare ``0`` needs none. Fractions are exact
+    (``1.2s`` is 1 200 000 000 ns, never 1 199 999 999) and truncated below a nanosecond.
+    """
+    rest = text.strip()
+    sign = 1
+    if rest[:1] in ("+", "-"):
+        sign = -1 if rest[0] == "-" else 1
+        rest = rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise ValueError(f"invalid duration {text!r}")
+    total = Fraction(0)
+    position = 0
+    while position < len(rest):
+        match = _COMPONENT.match(rest, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        whole, fraction, unit = match.groups()
+        if not whole and not fraction:
+            raise ValueError(f"invalid duration {text!r}: a number must precede {unit!r}")
+        scale = _UNITS.get(unit)
+        if scale is None:
+            raise ValueError(
+                f"invalid duration {text!r}: unknown unit {unit!r} (use ns, us, ms, s, m, h)"
+            )
+        number = Fraction(int(whole or "0"))
+        if fraction:
+            number += Fraction(int(fraction), 10 ** len(fraction))
+        total += number * scale
+        position = match.end()
+    nanos = int(total)  # truncates toward zero, like Go
+    if nanos > MAX_NANOS:
+        raise ValueError(f"invalid duration {text!r}: longer than Go's largest (~292 years)")
+    return sign * nanos
+
+
+def duration_param(name: str, text: str) -> int:
+    """A non-negative Go duration parameter in nanoseconds."""
+    try:
+        nanos = parse_go_duration(text)
+    except ValueError as exc:
+        raise ParamError(
+            name, f"{exc}; expected a Go duration such as 1.2s, 100ms or 1m30s"
+        ) from None
+    if nanos < 0:
+        raise ParamError(name, f"duration {text!r} must not be negative")
+    return nanos
+
+
+def int_param(name: str, text: str) -> int:
+    """A decimal integer parameter (no "1_000", no "1e6": what Jaeger's Go parser takes)."""
+    if not _INTEGER.fullmatch(text.strip()):
+        raise ParamError(name, f"{text!r} is not an integer")
+    return int(text)
+
+
+def normalize_trace_id(text: str) -> str:
+    """A trace id as stored: 32 lower-case hex digits. Upper case and shorter ids (64-bit
+    Jaeger/Zipkin ids, dropped leading zeros) are accepted and left-padded, as Jaeger does."""
+    candidate = text.strip().lower()
+    if not candidate or not set(candidate) <= _HEX:
+        raise ParamError("traceID", f"{text!r} is not a hexadecimal trace id")
+    if len(candidate) > TRACE_ID_HEX:
+        raise ParamError("traceID", f"{text!r} is longer than {TRACE_ID_HEX} hex digits")
+    return candidate.rjust(TRACE_ID_HEX, "0")
+
+
+def span_kind_param(name: str, text: str | None) -> str | None:
+    """``SPAN_KIND_*`` for Jaeger's lower-case span kind; None for empty (all kinds)."""
+    if not text:
+        return None
+    kind = SPAN_KINDS.get(text.strip().lower())
+    if kind is None:
+        raise ParamError(name, f"unknown span kind {text!r}; use one of {', '.join(SPAN_KINDS)}")
+    return kind
+
+
+def _check_special_tag(name: str, key: str, value: str) -> None:
+    """Tags that map to span fields rather than attributes must have a value they can take."""
+    if key == "span.kind":
+        span_kind_param(name, value)
+    elif key == "otel.status_code" and value.upper() not in STATUS_CODES:
+        raise ParamError(name, f"otel.status_code must be one of {', '.join(STATUS_CODES)}")
+
+
+def _tag_value(value: object) -> str:
+    """A tag value as the stored keyword: JSON scalars as their JSON text (true, 200, 1.5)."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def parse_tags(tags_json: Sequence[str], tag_pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(key, value) pairs from ``tags=<JSON object>`` and repeated ``tag=key:value``."""
+    found: list[tuple[str, str]] = []
+    for text in tags_json:
+        if not text.strip():
+            continue
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ParamError("tags", f"not valid JSON ({exc})") from None
+        if not isinstance(parsed, dict):
+            raise ParamError("tags", 'must be a JSON object such as {"http.method":"GET"}')
+        for key, value in parsed.items():
+            if value is None or isinstance(value, dict | list):
+                raise ParamError("tags", f"the value of {key!r} must be a string, number or bool")
+            found.append((key, _tag_value(value)))
+    for text in tag_pairs:
+        key, colon, value = text.partition(":")
+        if not colon or not key:
+            raise ParamError("tag", f"{text!r} is not of the form key:value")
+        found.append((key, value))
+    for key, value in found:
+        _check_special_tag("tags", key, value)
+    return tuple(found)
+
+
+def _single(params: dict[str, list[str]], name: str) -> str | None:
+    """The last non-empty value of a parameter (Jaeger's clients send empty ones)."""
+    values = [value for value in params.get(name, []) if value.strip()]
+    return values[-1] if values else None
+
+
+def _group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return grouped
+
+
+def parse_trace_query(
+    pairs: Sequence[tuple[str, str]], max_traces: int, default_limit: int = DEFAULT_LIMIT
+) -> TraceQuery:
+    """The search of ``GET /api/traces`` from its query-string pairs.
+
+    ``limit`` above ``max_traces`` is lowered to it; 0 or absent means ``default_limit``.
+    ``traceID`` (repeatable) asks for those traces and, as in Jaeger, overrides the rest.
+    """
+    params = _group(pairs)
+    trace_ids = tuple(dict.fromkeys(normalize_trace_id(t) for t in params.get("traceID", [])))
+    limit = default_limit
+    if (text := _single(params, "limit")) is not None:
+        limit = int_param("limit", text)
+        if limit < 0:
+            raise ParamError("limit", f"{limit} must not be negative")
+        limit = min(limit or default_limit, max_traces)
+    start = end = min_duration = max_duration = None
+    if (text := _single(params, "start")) is not None:
+        start = int_param("start", text) * NANOS_PER_MICRO
+    if (text := _single(params, "end")) is not None:
+        end = int_param("end", text) * NANOS_PER_MICRO
+    if start is not None and end is not None and start > end:
+        raise ParamError("start", "start is after end (both are microseconds since the epoch)")
+    if (text := _single(params, "minDuration")) is not None:
+        min_duration = duration_param("minDuration", text)
+    if (text := _single(params, "maxDuration")) is not None:
+        max_duration = duration_param("maxDuration", text)
+    if min_duration is not None and max_duration is not None and min_duration > max_duration:
+        raise ParamError("minDuration", "minDuration is greater than maxDuration")
+    return TraceQuery(
+        service=_single(params, "service"),
+        operation=_single(params, "operation"),
+        tags=parse_tags(params.get("tags", []), params.get("tag", [])),
+        start=start,
+        end=end,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        limit=limit,
+        trace_ids=trace_ids,
+    )
+
+
+def parse_dependencies_window(pairs: Sequence[tuple[str, str]], now_ms: int) -> tuple[int, int]:
+    """(start, end) in nanoseconds from ``endTs`` and ``lookback`` (milliseconds; by
+    default now and one day, as in Jaeger)."""
+    params = _group(pairs)
+    end_ms = now_ms
+    lookback_ms = DEFAULT_DEPENDENCIES_LOOKBACK_MS
+    if (text := _single(params, "endTs")) is not None:
+        end_ms = int_param("endTs", text)
+    if (text := _single(params, "lookback")) is not None:
+        lookback_ms = int_param("lookback", text)
+        if lookback_ms < 0:
+            raise ParamError("lookback", f"{lookback_ms} must not be negative")
+    if end_ms < 0:
+        raise ParamError("endTs", f"{end_ms} must not be negative")
+    start_ms = max(end_ms - lookback_ms, 0)
+    return start_ms * NANOS_PER_MILLI, end_ms * NANOS_PER_MILLI
