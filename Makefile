@@ -10,6 +10,7 @@ run: setup  ## local stack + gateway + worker + a demo trace
 	$(VENV)/bin/spansieve run
 
 test: setup  ## the whole suite against the real local stack
+	@deploy/bootstrap.sh --browser
 	$(VENV)/bin/spansieve stack up
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares a fresh machine for spansieve: checks Java and Maven, installs Debian's
-# redis-server if missing, and builds the virtual environment with the package and its
-# dev extras. Idempotent: a second run only re-installs when pyproject.toml changed.
+# redis-server (and with --browser chromium and chromium-driver, the headless browser of
+# tests/browser) if missing, and builds the virtual environment with the package and its
+# dev extras.
+# Idempotent: a second run only re-installs when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +17,25 @@ if ! need mvn; then
   echo "error: Maven is needed once to fetch the Kafka and OpenSearch jars: apt-get install -y maven" >&2
   exit 1
 fi
+# Debian packages, quietly; the package lists are refreshed only when the first try fails.
+apt_install() {
+  local sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
+    $sudo_cmd apt-get update -q >/dev/null
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+  }
+}
+
 if ! need redis-server; then
   echo "installing redis-server (Debian package)"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y -q redis-server >/dev/null 2>&1 || {
-    $sudo_cmd apt-get update -q >/dev/null
-    $sudo_cmd apt-get install -y -q redis-server >/dev/null
-  }
+  apt_install redis-server
+fi
+# The browser tests drive these paths (tests/browser/conftest.py); only `make test` asks
+# for them (--browser), so `make run` does not download a browser.
+if [ "${1:-}" = "--browser" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  echo "installing chromium and chromium-driver (Debian packages, for the browser tests)"
+  apt_install chromium chromium-driver
 fi
 
 python=${PYTHON:-python3}

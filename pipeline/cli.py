@@ -201,6 +201,7 @@ def worker(**overrides: Any) -> None:
     "query_host",
     "query_port",
     "query_max_traces",
+    "query_max_clock_skew",
     "query_dependencies_max_spans",
 )
 def query(**overrides: Any) -> None:

@@ -139,7 +139,8 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         url = f"{settings.opensearch_url}/otel-v1-apm-span/_search?q=traceId:{trace_id}&pretty"
         console.print("[green]stored.[/] All 5 spans are in OpenSearch:")
         console.print(f"  curl '{url}'")
-        console.print("The same trace through the Jaeger-compatible query API:")
+        console.print(f"On a timeline in the web UI: {query_api}/trace/{trace_id}")
+        console.print("Through the Jaeger-compatible query API:")
         console.print(f"  curl '{query_api}/api/traces/{trace_id}'")
         console.print(f"  (Grafana's Jaeger data source or a Jaeger UI: point it at {query_api})")
         console.print(f"Send your own OTLP/HTTP traces to {gateway_http}/v1/traces.")

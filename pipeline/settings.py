@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     query_max_traces: int = Field(
         1500, gt=0, description="most traces one search returns (a larger limit is lowered)"
     )
+    query_max_clock_skew: float = Field(
+        1.0,
+        ge=0,
+        description="largest clock-skew correction (seconds) applied to a trace's spans; 0: none",
+    )
     query_dependencies_max_spans: int = Field(
         200_000, gt=0, description="most spans /api/dependencies reads (whole traces, then stop)"
     )

@@ -1,4 +1,5 @@
-"""The query server's HTTP routes: Jaeger's ``/api/...``, ``/healthz`` and ``/metrics``.
+"""The query server's HTTP routes: Jaeger's ``/api/...``, ``/healthz``, ``/metrics`` and the
+web UI (``/``, ``/search``, ``/trace/{id}``: one page, its assets under ``/static``).
 
 Handlers only parse (``params``), read (``search.SpanReader``) and shape (``jaeger``,
 ``dependencies``). A bad parameter is HTTP 400 and an unreachable OpenSearch 503, both
@@ -8,7 +9,9 @@ in Jaeger's envelope with ``errors`` filled, so clients show the message.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,8 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.query.dependencies import service_calls
@@ -31,13 +35,17 @@ from pipeline.query.params import (
     normalize_trace_id,
     parse_dependencies_window,
     parse_trace_query,
+    raw_param,
     span_kind_param,
 )
 from pipeline.query.search import SpanReader
+from pipeline.query.skew import adjust_clock_skew
 from pipeline.settings import Settings
 from pipeline.store import store_names
 
 log = structlog.get_logger(__name__)
+
+JSON = dict[str, Any]
 
 REQUESTS = Counter(
     "spansieve_query_requests_total",
@@ -60,6 +68,17 @@ DEPENDENCIES_CAPPED = Counter(
     "Dependency requests answered from the first query_dependencies_max_spans spans",
 )
 PARTIAL = 206  # code of an envelope error that reports a partial answer
+
+UI_DIR = Path(__file__).parent / "ui"
+# The UI loads only its own files and talks only to this server; no inline scripts.
+UI_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class JsonResponse(Response):
@@ -109,6 +128,14 @@ def _pairs(request: Request) -> list[tuple[str, str]]:
     return request.query_params.multi_items()
 
 
+def _shaped(request: Request, trace_id: str, documents: list[JSON]) -> JSON:
+    """One trace in Jaeger's shape, its clock skew corrected unless ``raw=true``."""
+    trace = jaeger_trace(trace_id, documents)
+    if raw_param(_pairs(request)):
+        return trace
+    return adjust_clock_skew(trace, round(_settings(request).query_max_clock_skew * 1e6))
+
+
 async def _operations(request: Request) -> list[dict[str, str]]:
     service = request.query_params.get("service", "").strip()
     if not service:
@@ -154,7 +181,7 @@ async def traces(request: Request) -> Response:
     ids = list(query.trace_ids) or await reader.find_trace_ids(query)
     documents = await reader.trace_documents(ids)
     found = [
-        jaeger_trace(trace_id, documents[trace_id]) for trace_id in ids if trace_id in documents
+        _shaped(request, trace_id, documents[trace_id]) for trace_id in ids if trace_id in documents
     ]
     missing = [
         error(404, "trace not found", trace_id)
@@ -171,7 +198,7 @@ async def trace(request: Request) -> Response:
         return JsonResponse(
             envelope(None, errors=[error(404, "trace not found", trace_id)]), status_code=404
         )
-    return JsonResponse(envelope([jaeger_trace(trace_id, documents)]))
+    return JsonResponse(envelope([_shaped(request, trace_id, documents)]))
 
 
 async def dependencies(request: Request) -> Response:
@@ -224,6 +251,28 @@ async def opensearch_failed(request: Request, exc: Exception) -> Response:
     return JsonResponse(envelope(None, errors=[error(status, message)]), status_code=status)
 
 
+async def web_ui(_request: Request) -> Response:
+    """The web UI's single page; its script routes ``/``, ``/search`` and ``/trace/{id}``."""
+    return FileResponse(UI_DIR / "index.html", headers=UI_HEADERS)
+
+
+class UiAssets(StaticFiles):
+    """The UI's scripts and styles, revalidated on each load (ETag, so mostly 304s): their
+    names carry no content hash, as there is no build step."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
     """The Jaeger-compatible API over the span alias of ``settings`` (its prefix too)."""
     app = Starlette(
@@ -238,6 +287,10 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
             Route("/api/dependencies", dependencies),
             Route("/healthz", healthz),
             Route("/metrics", prometheus),
+            Route("/", web_ui),
+            Route("/search", web_ui),
+            Route("/trace/{trace_id}", web_ui),
+            Mount("/static", app=UiAssets(directory=UI_DIR), name="static"),
         ],
         middleware=[Middleware(RequestMetrics)],
         exception_handlers={ParamError: bad_parameter, OpenSearchException: opensearch_failed},

@@ -255,6 +255,16 @@ def parse_trace_query(
     )
 
 
+def raw_param(pairs: Sequence[tuple[str, str]]) -> bool:
+    """``raw=true`` asks for the stored timestamps, without clock-skew adjustment."""
+    text = _single(_group(pairs), "raw")
+    if text is None or text.lower() in ("false", "0"):
+        return False
+    if text.lower() in ("true", "1"):
+        return True
+    raise ParamError("raw", f"{text!r} is not true or false")
+
+
 def parse_dependencies_window(pairs: Sequence[tuple[str, str]], now_ms: int) -> tuple[int, int]:
     """(start, end) in nanoseconds from ``endTs`` and ``lookback`` (milliseconds; by
     default now and one day, as in Jaeger)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,74 +18,20 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from opensearchpy import AsyncOpenSearch, OpenSearch
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bulk import Doc, bulk_body
 from pipeline.cli import main
 from pipeline.documents import encoded_documents
-from pipeline.otlp import set_any_value
 from pipeline.query.app import query_app
 from pipeline.run import free_port, start_component, stop_components, wait_until
 from pipeline.settings import Settings
 from pipeline.store import store_names
 from pipeline.store_setup import ensure_store
+from tests.integration.trace_builder import MS, T0, TraceBuilder
 
 pytestmark = pytest.mark.integration
-
-MS = 1_000_000
-T0 = (time.time_ns() // 10**9 - 600) * 10**9  # ten minutes ago, on a whole second
-
-
-class TraceBuilder:
-    """One trace: spans added per service, parents by name, times in ms after ``start``."""
-
-    def __init__(self, start_ms: int, trace_id: bytes | None = None) -> None:
-        self.trace_id = trace_id or os.urandom(16)
-        self.start = T0 + start_ms * MS
-        self.data = TracesData()
-        self.ids: dict[str, bytes] = {}
-        self.resources: dict[str, Any] = {}
-
-    @property
-    def hex(self) -> str:
-        return self.trace_id.hex()
-
-    def span(
-        self,
-        service: str,
-        name: str,
-        parent: str | None = None,
-        kind: int = Span.SPAN_KIND_SERVER,
-        at: int = 0,
-        ms: int = 10,
-        error: bool = False,
-        attributes: dict[str, Any] | None = None,
-        resource: dict[str, Any] | None = None,
-    ) -> Span:
-        if service not in self.resources:
-            resource_spans = self.data.resource_spans.add()
-            for key, value in {"service.name": service, **(resource or {})}.items():
-                set_any_value(resource_spans.resource.attributes.add(key=key).value, value)
-            self.resources[service] = resource_spans.scope_spans.add().spans
-        span_id = self.ids[name] = os.urandom(8)
-        span = self.resources[service].add(
-            trace_id=self.trace_id,
-            span_id=span_id,
-            parent_span_id=self.ids[parent] if parent else b"",
-            name=name,
-            kind=kind,
-            start_time_unix_nano=self.start + at * MS,
-            end_time_unix_nano=self.start + (at + ms) * MS,
-        )
-        if error:
-            span.status.code, span.status.message = 2, "card declined"
-        for key, value in (attributes or {}).items():
-            set_any_value(span.attributes.add(key=key).value, value)
-        return span
-
-    def count(self) -> int:
-        return len(self.ids)
 
 
 def cart_trace(start_ms: int, ms: int) -> TraceBuilder:
@@ -466,3 +411,43 @@ def test_cli_flags():
     for flag in ("--query-port", "--query-host", "--query-max-traces", "--store-index-prefix"):
         assert flag in result.output
     assert "SPANSIEVE_QUERY_DEPENDENCIES_MAX_SPANS" in result.output
+
+
+# --- clock skew -----------------------------------------------------------------------------
+
+
+def test_clock_skew_is_corrected_unless_raw(stack: Settings, opensearch: OpenSearch):
+    """A server span on another host whose clock runs 50 ms behind: shown inside its
+    caller, with a warning, unless ``raw=true``; beyond the maximum it is left alone."""
+    settings = stack.model_copy(update={"store_index_prefix": f"qtest-{uuid.uuid4().hex[:8]}-"})
+    trace = TraceBuilder(5_000)
+    trace.span("web", "GET /", kind=Span.SPAN_KIND_CLIENT, ms=100, resource={"host.name": "web-1"})
+    trace.span("api", "handle", "GET /", at=-45, ms=20, resource={"host.name": "api-7"})
+    path = f"/api/traces/{trace.hex}"
+    try:
+        ensure_store(opensearch, settings)
+        docs = [Doc(*encoded) for encoded in encoded_documents(trace.data)]
+        answer = opensearch.bulk(
+            body=bulk_body(docs), index=store_names(settings).span_alias, refresh="true"
+        )
+        assert not answer["errors"], answer
+        adjusted, raw = in_process(settings, path, path + "?raw=true")
+        tight = settings.model_copy(update={"query_max_clock_skew": 0.01})
+        [capped] = in_process(tight, path)
+    finally:
+        drop_store(opensearch, settings)
+
+    def spans(reply: httpx.Response) -> dict[str, dict[str, Any]]:
+        [found] = data(reply)
+        return {span["operationName"]: span for span in found["spans"]}
+
+    web, api = spans(adjusted)["GET /"], spans(adjusted)["handle"]
+    assert web["startTime"] <= api["startTime"]
+    assert api["startTime"] + api["duration"] <= web["startTime"] + web["duration"]
+    assert api["startTime"] - web["startTime"] == 40_000  # centred: (100 - 20) / 2 ms
+    assert "shifted by 85000" in api["warnings"][0]
+    raw_api = spans(raw)["handle"]
+    assert raw_api["startTime"] == web["startTime"] - 45_000 and raw_api["warnings"] is None
+    capped_api = spans(capped)["handle"]
+    assert capped_api["startTime"] == raw_api["startTime"]
+    assert "exceeds the maximum adjustment" in capped_api["warnings"][0]

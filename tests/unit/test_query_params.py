@@ -16,6 +16,7 @@ from pipeline.query.params import (
     parse_go_duration,
     parse_tags,
     parse_trace_query,
+    raw_param,
     span_kind_param,
 )
 
@@ -212,3 +213,13 @@ def test_dependencies_window():
         parse_dependencies_window([("endTs", "soon")], now)
     with pytest.raises(ParamError, match=r"^lookback: -1 must not be negative"):
         parse_dependencies_window([("lookback", "-1")], now)
+
+
+def test_raw_flag():
+    assert raw_param([]) is False
+    assert raw_param([("raw", "")]) is False
+    assert raw_param([("raw", "true")]) is True
+    assert raw_param([("raw", "1")]) is True
+    assert raw_param([("raw", "FALSE")]) is False
+    with pytest.raises(ParamError, match="raw: 'yes' is not true or false"):
+        raw_param([("raw", "yes")])
