@@ -16,7 +16,6 @@ with the policies "keep errors, keep 1 % of the rest". The load generator plays 
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from opensearchpy import OpenSearch
 from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.sampler import histogram_quantile
+from pipeline.bench.stats import quantile
 from pipeline.kafka import ensure_topics
 from pipeline.loadgen import Burst, LoadgenResult, TraceRecord, run_loadgen
 from pipeline.loadgen.ledger import Ledger
@@ -320,8 +320,8 @@ def _scenario_result(
         "worker_spans_per_core_s": received / worker_cpu if worker_cpu else 0.0,
         "gateway_cpu_s": gateway_cpu,
         "worker_cpu_s": worker_cpu,
-        "visibility_p50_s": _quantile(latencies, 0.50),
-        "visibility_p99_s": _quantile(latencies, 0.99),
+        "visibility_p50_s": quantile(latencies, 0.50),
+        "visibility_p99_s": quantile(latencies, 0.99),
         "decision_latency_p50_s": histogram_quantile(decision, LATENCY, 0.50),
         "decision_latency_p99_s": histogram_quantile(decision, LATENCY, 0.99),
         "error_traces_sent": len(errors),
@@ -332,7 +332,7 @@ def _scenario_result(
         "probabilistic_predicted_kept": predicted_others,
         "probabilistic_kept": kept_others,
         "must_keep_traces": sum(1 for r in watch.sent if must_keep(r)),
-        "gateway_ready_p99_ms": _quantile(sorted(flow.ready_ms), 0.99),
+        "gateway_ready_p99_ms": quantile(flow.ready_ms, 0.99),
         "gateway_ready_max_ms": max(flow.ready_ms, default=0.0),
         "max_worker_lag_spans": flow.max_lag(),
     }
@@ -341,14 +341,6 @@ def _scenario_result(
         result["burst"] = loadgen.burst
         result["burst_catch_up_s"] = flow.catch_up_seconds(burst_end)
     return result
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    if len(ordered) == 1:
-        return ordered[0]
-    return statistics.quantiles(ordered, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def bench_endtoend(

@@ -119,6 +119,23 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                     " / ".join(name for name, _ in ranked),
                 )
             )
+    query = results.get("query")
+    if query:
+        for key, measure in (
+            ("trace_by_id", "trace by id p50 / p99"),
+            ("search", f"search, {query['search_limit']} traces p50 / p99"),
+            ("search_tag_duration", "search by tag + trace duration p50 / p99"),
+        ):
+            figures = query[key]
+            rows.append(
+                (
+                    "query",
+                    measure,
+                    f"{figures['p50_ms']:.1f} / {figures['p99_ms']:.1f} ms",
+                    f"bare OpenSearch {figures['bare_p50_ms']:.1f} / "
+                    f"{figures['bare_p99_ms']:.1f} ms ({figures['ratio_p50']:.2f} x at p50)",
+                )
+            )
     e2e = results.get("e2e")
     if e2e:
         rows.extend(_e2e_rows(e2e))

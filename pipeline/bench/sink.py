@@ -156,7 +156,7 @@ async def _sink_path(settings: Settings, alias: str, messages: list[bytes]) -> d
     }
 
 
-async def _raw_bulk(url: str, index: str, bodies: list[bytes], concurrency: int) -> float:
+async def raw_bulk(url: str, index: str, bodies: list[bytes], concurrency: int) -> float:
     """Post prebuilt bodies with ``concurrency`` in flight; returns the wall seconds."""
     queue = list(reversed(bodies))
     endpoint = f"{url.rstrip('/')}/{index}/_bulk?filter_path=errors"
@@ -297,7 +297,7 @@ def _run_rounds(
         client.indices.create(index=raw_index, body=_template_body(client, alias))
         cpu = _cpu(node)
         raw_seconds = asyncio.run(
-            _raw_bulk(settings.opensearch_url, raw_index, bodies, settings.store_bulk_concurrency)
+            raw_bulk(settings.opensearch_url, raw_index, bodies, settings.store_bulk_concurrency)
         )
         result.raw.append(spans / raw_seconds)
         result.node_us_raw.append((_cpu(node) - cpu) / spans * 1e6)
@@ -348,7 +348,7 @@ def bench_sink(
 
         default_index = f"{tag}defaults"
         asyncio.run(
-            _raw_bulk(
+            raw_bulk(
                 settings.opensearch_url, default_index, bodies, settings.store_bulk_concurrency
             )
         )

@@ -11,13 +11,14 @@ from rich.console import Console
 
 from pipeline.bench.endtoend import bench_endtoend
 from pipeline.bench.gateway import bench_gateway
+from pipeline.bench.query import bench_query
 from pipeline.bench.report import machine
 from pipeline.bench.sampler import bench_sampler
 from pipeline.bench.scale import scale_model
 from pipeline.bench.sink import bench_sink
 from pipeline.settings import Settings
 
-STAGES = ("gateway", "sampler", "sink", "e2e")
+STAGES = ("gateway", "sampler", "sink", "query", "e2e")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class BenchPlan:
     sampler_traces: int
     rss_traces: int
     sink_traces: int
+    query_traces: int
+    query_requests: int
     e2e_rate: float
     e2e_seconds: float
     burst_seconds: float
@@ -35,8 +38,8 @@ class BenchPlan:
     @classmethod
     def of(cls, quick: bool, seconds: float, traces: int) -> BenchPlan:
         if quick:
-            return cls(4.0, min(traces, 10_000), 40_000, 3_000, 5_000.0, 20.0, 8.0)
-        return cls(seconds, traces, max(traces, 60_000), 10_000, 10_000.0, 60.0, 60.0)
+            return cls(4.0, min(traces, 10_000), 40_000, 3_000, 3_000, 50, 5_000.0, 20.0, 8.0)
+        return cls(seconds, traces, max(traces, 60_000), 10_000, 10_000, 200, 10_000.0, 60.0, 60.0)
 
 
 def run_bench(settings: Settings, stages: set[str], plan: BenchPlan) -> dict:
@@ -64,4 +67,6 @@ def _run_stage(stage: str, settings: Settings, folder: Path, plan: BenchPlan) ->
         return bench_sampler(settings, folder, plan.sampler_traces, plan.rss_traces)
     if stage == "sink":
         return bench_sink(settings, plan.sink_traces)
+    if stage == "query":
+        return bench_query(settings, folder, plan.query_traces, plan.query_requests)
     return bench_endtoend(settings, folder, plan.e2e_rate, plan.e2e_seconds, plan.burst_seconds)
