@@ -33,7 +33,7 @@ from pipeline.bench.stats import quantile
 from pipeline.bench.workload import SERVICES
 from pipeline.bulk import bulk_body, chunked
 from pipeline.query.params import TraceQuery
-from pipeline.query.search import trace_search_body, trace_spans_body
+from pipeline.query.search import collapsed_trace_ids, trace_search_body, trace_spans_body
 from pipeline.run import free_port, start_component, stop_components, wait_until
 from pipeline.settings import Settings
 from pipeline.store import store_names
@@ -81,7 +81,7 @@ class _Bare:
 
     def search(self, query: TraceQuery) -> list[dict]:
         answer = self.client.search(index=self.alias, body=trace_search_body(query))
-        ids = [bucket["key"] for bucket in answer["aggregations"]["traces"]["buckets"]]
+        ids = collapsed_trace_ids(answer)
         return self.spans(ids) if ids else []
 
 
@@ -155,6 +155,7 @@ def bench_query(
         client.indices.delete_index_template(name=f"{prefix}*", ignore=404)
     return {
         "workload": {"traces": len(trace_ids), "spans": spans, "requests": requests},
+        "store_prefix": prefix,
         "search_limit": SEARCH_LIMIT,
         **results,
     }

@@ -3,7 +3,7 @@
 Everything reads through the span alias, so it covers every rollover index. Two rules
 keep requests cheap at scale:
 
-* **Find ids, then fetch by routing.** A trace search aggregates matching spans by
+* **Find ids, then fetch by routing.** A trace search collapses matching spans on
   ``traceId`` (most recent first) and then fetches whole traces with a ``terms`` query
   whose ``routing`` is their ids: spans are routed by trace id, so that request only
   touches the shards that hold them, not every shard of a week of indices.
@@ -116,9 +116,16 @@ def tag_clause(key: str, value: str) -> JSON:
 
 
 def trace_search_body(query: TraceQuery) -> JSON:
-    """Matching spans aggregated by trace: the ``limit`` traces whose latest matching
-    span started last. Service, operation and tags filter the same span; durations
-    filter the whole trace's (``traceFields.durationInNanos``, on every span)."""
+    """Matching spans, one per trace: the ``limit`` traces whose latest matching span
+    started last. Service, operation and tags filter the same span; durations filter the
+    whole trace's (``traceFields.durationInNanos``, on every span).
+
+    Field collapsing on ``traceId`` keeps the newest matching span of each trace while
+    the search walks the hits by start time. A ``terms`` aggregation on ``traceId``
+    (what Jaeger's Elasticsearch reader does) would need global ordinals over every trace
+    id of the index, rebuilt after each refresh of a live index: hundreds of millions of
+    ids a day at the design scale.
+    """
     filters: list[JSON] = []
     if query.service:
         filters.append({"term": {"serviceName": query.service}})
@@ -140,16 +147,18 @@ def trace_search_body(query: TraceQuery) -> JSON:
             duration["lte"] = query.max_duration
         filters.append({"range": {"traceFields.durationInNanos": duration}})
     return {
-        "size": 0,
+        "size": query.limit,
         "track_total_hits": False,
+        "_source": False,
         "query": {"bool": {"filter": filters}},
-        "aggs": {
-            "traces": {
-                "terms": {"field": "traceId", "size": query.limit, "order": {"latest": "desc"}},
-                "aggs": {"latest": {"max": {"field": "startTime"}}},
-            }
-        },
+        "sort": [{"startTime": "desc"}],
+        "collapse": {"field": "traceId"},
     }
+
+
+def collapsed_trace_ids(answer: JSON) -> list[str]:
+    """Trace ids of a ``trace_search_body`` answer, in its order."""
+    return [hit["fields"]["traceId"][0] for hit in answer["hits"]["hits"]]
 
 
 def trace_spans_body(trace_ids: Sequence[str]) -> JSON:
@@ -237,8 +246,7 @@ class SpanReader:
 
     async def find_trace_ids(self, query: TraceQuery) -> list[str]:
         """Ids of the matching traces, most recent first."""
-        answer = await self._search(trace_search_body(query))
-        return [bucket["key"] for bucket in _buckets(answer, "traces")]
+        return collapsed_trace_ids(await self._search(trace_search_body(query)))
 
     async def trace_documents(self, trace_ids: Sequence[str]) -> dict[str, list[JSON]]:
         """The span documents of each trace (absent ids have none), fetched in routed

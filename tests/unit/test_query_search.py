@@ -87,7 +87,7 @@ def test_trace_search_filters_one_span_and_the_whole_trace_duration():
         limit=7,
     )
     body = trace_search_body(query)
-    assert body["size"] == 0
+    assert body["size"] == 7
     assert body["query"]["bool"]["filter"] == [
         {"term": {"serviceName": "cart"}},
         {"term": {"name": "cart.get"}},
@@ -102,10 +102,10 @@ def test_trace_search_filters_one_span_and_the_whole_trace_duration():
         },
         {"range": {"traceFields.durationInNanos": {"gte": 100 * MS, "lte": 2_000 * MS}}},
     ]
-    assert body["aggs"]["traces"] == {
-        "terms": {"field": "traceId", "size": 7, "order": {"latest": "desc"}},
-        "aggs": {"latest": {"max": {"field": "startTime"}}},
-    }
+    # One hit per trace, its newest matching span first: no aggregation over trace ids.
+    assert body["collapse"] == {"field": "traceId"}
+    assert body["sort"] == [{"startTime": "desc"}]
+    assert "aggs" not in body and body["_source"] is False
 
 
 def test_open_ended_ranges():
