@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         1500, gt=0, description="most traces one search returns (a larger limit is lowered)"
     )
     query_max_clock_skew: float = Field(
-        1.0,
+        5.0,
         ge=0,
         description="largest clock-skew correction (seconds) applied to a trace's spans; 0: none",
     )

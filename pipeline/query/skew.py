@@ -6,16 +6,20 @@ start before its parent or end after it. Walking each trace tree from its roots:
 * a child on the **same host** as its parent keeps its timestamps relative to the
   parent, so it only inherits the parent's shift;
 * a child on **another host** (``host.id``, else ``host.ip``, else ``host.name`` of its
-  process) that already fits inside its parent gets no shift of its own; one that is
+  process) in a synchronous call that already fits inside its parent gets no shift of
+  its own; one that is
   longer than its parent is moved only so that it does not start before the parent; any
   other is centred in its parent (the network latency either way is unknown, half each
   way is the best guess);
+* a **messaging** child (a ``consumer`` span, or any child of a ``producer`` span) gets
+  no shift of its own: it may rightly start after its parent ended, and centring it in
+  the parent would invent a timing (Jaeger's adjuster does not tell these apart);
 * a shift moves the span's start and its logs together, never its duration, and the
   span carries a warning naming the shift;
 * a shift larger than the allowed maximum is not applied; the warning says so.
 
 Jaeger's own query service leaves this off unless ``--query.max-clock-skew-adjustment``
-is set; ``spansieve query`` applies it with ``SPANSIEVE_QUERY_MAX_CLOCK_SKEW`` (1 s by
+is set; ``spansieve query`` applies it with ``SPANSIEVE_QUERY_MAX_CLOCK_SKEW`` (5 s by
 default, 0 turns it off), and ``raw=true`` on a request shows the stored times.
 """
 
@@ -27,12 +31,22 @@ from typing import Any
 JSON = dict[str, Any]
 
 HOST_KEYS = ("host.id", "host.ip", "host.name")  # the first one a process has is its host
+KIND_TAG = "span.kind"
 
 
 def process_host(process: JSON) -> str | None:
     """The host a Jaeger process ran on, from its tags; None when they do not say."""
     tags = {tag["key"]: tag["value"] for tag in process.get("tags") or []}
     return next((str(tags[key]) for key in HOST_KEYS if tags.get(key) not in (None, "")), None)
+
+
+def _kind(span: JSON) -> str:
+    return next((t["value"] for t in span.get("tags") or [] if t["key"] == KIND_TAG), "")
+
+
+def _asynchronous(child: JSON, parent: JSON) -> bool:
+    """A message handed over, not a call waited for: the child may end after its parent."""
+    return _kind(child) == "consumer" or _kind(parent) == "producer"
 
 
 def _parent_id(span: JSON) -> str | None:
@@ -91,7 +105,12 @@ def adjust_clock_skew(trace: JSON, max_adjustment_us: int) -> JSON:
         own = 0
         if parent is not None:
             here, there = hosts.get(span["processID"]), hosts.get(parent["processID"])
-            if here is not None and there is not None and here != there:
+            if (
+                here is not None
+                and there is not None
+                and here != there
+                and not _asynchronous(span, parent)
+            ):
                 own = skew_delta(
                     span["startTime"] + inherited,
                     span["duration"],

@@ -100,6 +100,36 @@ def test_fitting_child_same_host_child_and_unknown_hosts_are_left_alone():
     assert adjust_clock_skew(copy.deepcopy(unknown), SECOND) == unknown
 
 
+def with_kind(span_json, kind):
+    span_json["tags"] = [{"key": "span.kind", "type": "string", "value": kind}]
+    return span_json
+
+
+def test_messaging_children_get_no_shift_of_their_own():
+    # A consumer on another host that handles the message a second after the producer
+    # finished is not skew; nor is any child of a producer span.
+    original = trace(
+        with_kind(span("r", 100, 100, "p1"), "server"),
+        with_kind(span("produce", 110, 10, "p1", parent="r"), "producer"),
+        with_kind(span("consume", 1_000_000, 40, "p2", parent="produce"), "consumer"),
+        with_kind(span("handled", 2_000_000, 40, "p3", parent="produce"), "internal"),
+    )
+    assert adjust_clock_skew(copy.deepcopy(original), SECOND) == original
+
+
+def test_client_to_server_pairs_are_corrected():
+    result = by_id(
+        adjust_clock_skew(
+            trace(
+                with_kind(span("call", 100, 100, "p1"), "client"),
+                with_kind(span("serve", 50, 40, "p2", parent="call"), "server"),
+            ),
+            SECOND,
+        )
+    )
+    assert result["serve"]["startTime"] == 130
+
+
 def test_shift_beyond_the_maximum_is_not_applied_but_reported():
     result = by_id(
         adjust_clock_skew(
