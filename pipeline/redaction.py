@@ -38,6 +38,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from pipeline.yaml_config import format_path
+
 __all__ = [
     "BUILTIN_PATTERNS",
     "SUMMARY_KEYS",
@@ -307,16 +309,6 @@ def _node_for(root: yaml.Node, loc: Sequence[int | str], key_wanted: bool) -> ya
     return node
 
 
-def _field_name(loc: Sequence[int | str]) -> str:
-    name = ""
-    for step in loc:
-        if isinstance(step, int):
-            name += f"[{step}]"
-        else:
-            name += f".{step}" if name else str(step)
-    return name
-
-
 def _problems_from(exc: ValidationError, root: yaml.Node) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_url=False):
@@ -324,13 +316,13 @@ def _problems_from(exc: ValidationError, root: yaml.Node) -> list[ConfigProblem]
         if error["type"] == "extra_forbidden":
             node = _node_for(root, loc, key_wanted=True)
             problems.append(
-                ConfigProblem(_line(node), _field_name(loc), f"unknown key {loc[-1]!r}", _KEYS_HINT)
+                ConfigProblem(_line(node), format_path(loc), f"unknown key {loc[-1]!r}", _KEYS_HINT)
             )
             continue
         node = _node_for(root, loc, key_wanted=False)
         message = error["msg"].removeprefix("Value error, ")
         hint = _FIELD_HINTS.get(str(loc[0]) if loc else "", _KEYS_HINT)
-        problems.append(ConfigProblem(_line(node), _field_name(loc), message, hint))
+        problems.append(ConfigProblem(_line(node), format_path(loc), message, hint))
     return problems
 
 

@@ -258,8 +258,7 @@ def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
                             source,
                             f"duplicate key {k.value!r} (first at line "
                             f"{keys[k.value].start_mark.line + 1})",
-                            line=k.start_mark.line + 1,
-                            column=k.start_mark.column + 1,
+                            **node_position(k),
                         )
                     keys[k.value] = k
                 stack.append(v)
@@ -305,6 +304,11 @@ def child_node(node: yaml.Node, key: str | int) -> tuple[yaml.Node | None, yaml.
     if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
         return None, node.value[key]
     return None, None
+
+
+def node_position(node: yaml.Node) -> dict[str, int]:
+    """``line`` and ``column`` (1-based) of a YAML node, as ConfigError takes them."""
+    return {"line": node.start_mark.line + 1, "column": node.start_mark.column + 1}
 
 
 def _mapping_value(node: yaml.Node, key: str) -> str | None:

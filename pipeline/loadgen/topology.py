@@ -30,6 +30,7 @@ from pipeline.yaml_config import (
     compose_yaml,
     custom_error,
     describe_value,
+    node_position,
     parse_duration,
     read_config_file,
     to_config_error,
@@ -429,8 +430,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
                 source,
                 "expected a mapping at the top (name:, services:, ...), "
                 f"got {describe_value(data)}",
-                line=root.start_mark.line + 1,
-                column=root.start_mark.column + 1,
+                **node_position(root),
             )
         try:
             return Topology.model_validate(data)

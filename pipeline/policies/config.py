@@ -40,6 +40,7 @@ from pipeline.yaml_config import (
     custom_error,
     describe_value,
     format_path,
+    node_position,
     read_config_file,
     to_config_error,
 )
@@ -463,8 +464,7 @@ def _select(root: yaml.Node, data: Any, source: str, processor: str | None):
             source,
             f"expected a mapping at the top (policies: [...] or a collector config), "
             f"got {describe_value(data)}",
-            line=root.start_mark.line + 1,
-            column=root.start_mark.column + 1,
+            **node_position(root),
         )
 
     def pick(container_node, container: dict, where: list) -> tuple:
@@ -487,8 +487,7 @@ def _select(root: yaml.Node, data: Any, source: str, processor: str | None):
                 source,
                 f"no tail_sampling processor under {format_path(where)}; found: "
                 f"{', '.join(map(str, container)) or 'nothing'}",
-                line=container_node.start_mark.line + 1,
-                column=container_node.start_mark.column + 1,
+                **node_position(container_node),
             )
         if len(names) > 1:
             raise ConfigError(
@@ -504,8 +503,7 @@ def _select(root: yaml.Node, data: Any, source: str, processor: str | None):
             raise ConfigError(
                 source,
                 "'processors' must be a mapping",
-                line=procs_node.start_mark.line + 1,
-                column=procs_node.start_mark.column + 1,
+                **node_position(procs_node),
             )
         return pick(procs_node, data["processors"], ["processors"])
     if data and all(_is_tail_sampling(k) for k in data):
@@ -525,8 +523,7 @@ def load_policy_text(
         raise ConfigError(
             source,
             "the tail_sampling section is empty; expected 'policies: [...]'",
-            line=node.start_mark.line + 1,
-            column=node.start_mark.column + 1,
+            **node_position(node),
             field=format_path(prefix) or None,
         )
     try:

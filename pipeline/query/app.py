@@ -128,12 +128,16 @@ def _pairs(request: Request) -> list[tuple[str, str]]:
     return request.query_params.multi_items()
 
 
-def _shaped(request: Request, trace_id: str, documents: list[JSON]) -> JSON:
-    """One trace in Jaeger's shape, its clock skew corrected unless ``raw=true``."""
-    trace = jaeger_trace(trace_id, documents)
+def _skew_limit(request: Request) -> int:
+    """µs of clock-skew correction this request allows: none with ``raw=true``."""
     if raw_param(_pairs(request)):
-        return trace
-    return adjust_clock_skew(trace, round(_settings(request).query_max_clock_skew * 1e6))
+        return 0
+    return round(_settings(request).query_max_clock_skew * 1e6)
+
+
+def _shaped(trace_id: str, documents: list[JSON], skew_limit: int) -> JSON:
+    """One trace in Jaeger's shape, its clock skew corrected up to ``skew_limit`` µs."""
+    return adjust_clock_skew(jaeger_trace(trace_id, documents), skew_limit)
 
 
 async def _operations(request: Request) -> list[dict[str, str]]:
@@ -177,11 +181,14 @@ async def v3_operations(request: Request) -> Response:
 async def traces(request: Request) -> Response:
     """Search (or, with ``traceID=``, look up) traces; each comes with all its spans."""
     query = parse_trace_query(_pairs(request), _settings(request).query_max_traces)
+    skew_limit = _skew_limit(request)
     reader = _reader(request)
     ids = list(query.trace_ids) or await reader.find_trace_ids(query)
     documents = await reader.trace_documents(ids)
     found = [
-        _shaped(request, trace_id, documents[trace_id]) for trace_id in ids if trace_id in documents
+        _shaped(trace_id, documents[trace_id], skew_limit)
+        for trace_id in ids
+        if trace_id in documents
     ]
     missing = [
         error(404, "trace not found", trace_id)
@@ -193,12 +200,13 @@ async def traces(request: Request) -> Response:
 
 async def trace(request: Request) -> Response:
     trace_id = normalize_trace_id(request.path_params["trace_id"])
+    skew_limit = _skew_limit(request)
     documents = (await _reader(request).trace_documents([trace_id])).get(trace_id)
     if not documents:
         return JsonResponse(
             envelope(None, errors=[error(404, "trace not found", trace_id)]), status_code=404
         )
-    return JsonResponse(envelope([_shaped(request, trace_id, documents)]))
+    return JsonResponse(envelope([_shaped(trace_id, documents, skew_limit)]))
 
 
 async def dependencies(request: Request) -> Response:
