@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from agents.memory import register_memory_trim
 from agents.sampler import register_sampler
 from agents.sink import register_sink
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 # aiohttp refuses a charset inside content_type, so not prometheus_client.CONTENT_TYPE_LATEST.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"

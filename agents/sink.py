@@ -14,7 +14,7 @@
 * A document OpenSearch can never take (a mapping error, a value out of range) goes to
   ``<prefix>-dlq`` with a ``reason`` header, the rest of the batch proceeds.
 * At start, and again whenever the alias is found missing, the store is installed
-  (``pipeline.store_setup``). Without the ISM plugin, the group leader runs the index
+  (``pipeline.store.setup``). Without the ISM plugin, the group leader runs the index
   lifecycle (rollover, retention) on a timer.
 """
 
@@ -28,14 +28,15 @@ import faust
 import structlog
 from opensearchpy import AsyncOpenSearch, OpenSearch
 
-from agents import metrics
 from agents.topics import raw_topic
-from pipeline.bulk import BulkIndexer, OrjsonSerializer
-from pipeline.lifecycle import run_worker_lifecycle
-from pipeline.settings import Settings
-from pipeline.store import store_names
-from pipeline.store_setup import StoreState, ensure_store
-from pipeline.trace_sink import BatchPipeline, BatchResult, DeadLetter, write_batch
+from pipeline.config.settings import Settings
+from pipeline.sink import metrics
+from pipeline.sink.batches import BatchPipeline, BatchResult, DeadLetter, write_batch
+from pipeline.sink.bulk import BulkIndexer
+from pipeline.store.client import OrjsonSerializer
+from pipeline.store.indices import store_names
+from pipeline.store.lifecycle import run_worker_lifecycle
+from pipeline.store.setup import StoreState, ensure_store
 
 log = structlog.get_logger(__name__)
 

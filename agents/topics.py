@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 
 def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
@@ -32,3 +32,21 @@ def raw_table(app: faust.App, name: str, partitions: int):
     return app.Table(
         name, partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
     )
+
+
+class TableStore:
+    """A Faust table's per-partition RocksDB databases and changelog, as the sampler's
+    ``PartitionStore``.
+
+    Faust has no public accessor for one partition's database, so this adapter is the one
+    place that reaches into its store (``_db_for_partition``).
+    """
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def db(self, partition: int):
+        return self.table.data._db_for_partition(partition)
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
+        self.table.send_changelog(partition, key, value)

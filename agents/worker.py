@@ -5,9 +5,9 @@ from __future__ import annotations
 from faust.worker import Worker
 
 from agents.app import create_app
-from agents.policy_source import PolicySource, seconds
-from pipeline.kafka import ensure_topics
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.sampler.policy_source import PolicySource, seconds
 
 RETENTION_MARGIN = 300.0  # seconds kept beyond the longest time a record can matter
 SEGMENT_MS = "60000"  # roll segments each minute so time retention can delete them
@@ -17,7 +17,7 @@ def changelog_retention(settings: Settings) -> dict[str, float]:
     """Seconds each table's changelog must keep records (they expire, not compact).
 
     Pieces are not written to their changelog (the spans topic is their log, see
-    agents.buffer); a decision matters until it leaves the cache (decision_cache_ttl), and
+    pipeline.sampler.buffer); a decision matters until it leaves the cache (decision_cache_ttl), and
     the low-water offsets saved beside the decisions are rewritten every second.
     """
     config = PolicySource(settings).config

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from pipeline.logs import configure_logging
-from pipeline.settings import Settings
+from pipeline.config.logs import configure_logging
+from pipeline.config.settings import Settings
 
 COMMON = ("state_dir", "log_format", "log_level")
 SERVICES = ("kafka_bootstrap", "opensearch_url", "redis_url", "topic_prefix", "partitions")
@@ -59,7 +59,7 @@ def stack() -> None:
 
 
 def _stack_call(action: str, overrides: dict[str, Any]) -> None:
-    from pipeline import stack as local_stack
+    from pipeline.local import stack as local_stack
 
     settings = load_settings(overrides)
     try:
@@ -152,8 +152,8 @@ def store_init(**overrides: Any) -> None:
     from opensearchpy import OpenSearch
     from opensearchpy.exceptions import OpenSearchException
 
-    from pipeline.lifecycle import LifecycleError
-    from pipeline.store_setup import ensure_store
+    from pipeline.store.lifecycle import LifecycleError
+    from pipeline.store.setup import ensure_store
 
     settings = load_settings(overrides)
     try:
@@ -335,7 +335,7 @@ def bench(
     """Measure the pipeline's stages on the local stack, next to ceilings from the same run."""
     from pipeline.bench import report
     from pipeline.bench.suite import STAGES, BenchPlan, run_bench
-    from pipeline.stack import stack_up
+    from pipeline.local.stack import stack_up
 
     wanted = {stage.strip() for stage in stages.split(",") if stage.strip()}
     unknown = sorted(wanted - set(STAGES))
@@ -361,7 +361,7 @@ def bench(
 @click.option("--exit-after-demo", is_flag=True, help="stop the pipeline once the demo is stored")
 def run(exit_after_demo: bool, **overrides: Any) -> None:
     """Everything at once: local stack, gateway, worker, and a demo trace you can look up."""
-    from pipeline.run import run_everything
+    from pipeline.local.run import run_everything
 
     settings = load_settings(overrides)
     sys.exit(run_everything(settings, exit_after_demo=exit_after_demo))

@@ -32,13 +32,13 @@ from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.sampler import histogram_quantile
 from pipeline.bench.stats import quantile
-from pipeline.kafka import ensure_topics
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import ensure_topics
 from pipeline.loadgen import Burst, LoadgenResult, TraceRecord, run_loadgen
 from pipeline.loadgen.ledger import Ledger
+from pipeline.local.run import free_port, start_component, stop_components, wait_until
 from pipeline.policies.probabilistic import is_sampled
-from pipeline.run import free_port, start_component, stop_components, wait_until
-from pipeline.settings import Settings
-from pipeline.store import store_names
+from pipeline.store.indices import store_names
 
 KEEP_PERCENT = 1.0
 POLICIES = """\
@@ -241,7 +241,7 @@ def run_scenario(
     thread = threading.Thread(
         target=lambda: holder.update(
             result=run_loadgen(
-                pipeline.settings,
+                pipeline.config.settings,
                 rate=rate,
                 duration=duration,
                 seed=seed,

@@ -20,12 +20,12 @@ from confluent_kafka import Producer
 
 from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.workload import build_request_bodies, produce_waiting
+from pipeline.config.settings import Settings
 from pipeline.gateway.validation import span_problem
-from pipeline.kafka import ensure_topics
-from pipeline.otlp import ExportTraceServiceRequest, count_spans
-from pipeline.pieces import gateway_messages, split_by_partition
-from pipeline.run import start_component, stop_components, wait_until
-from pipeline.settings import Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.local.run import start_component, stop_components, wait_until
+from pipeline.wire.otlp import ExportTraceServiceRequest, count_spans
+from pipeline.wire.pieces import gateway_messages, split_by_partition
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

@@ -31,13 +31,13 @@ from opensearchpy import OpenSearch
 from pipeline.bench.sink import encode_all, kept_trace_messages, raw_bulk
 from pipeline.bench.stats import quantile
 from pipeline.bench.workload import SERVICES
-from pipeline.bulk import bulk_body, chunked
+from pipeline.config.settings import Settings
+from pipeline.local.run import free_port, start_component, stop_components, wait_until
 from pipeline.query.params import TraceQuery
 from pipeline.query.search import collapsed_trace_ids, trace_search_body, trace_spans_body
-from pipeline.run import free_port, start_component, stop_components, wait_until
-from pipeline.settings import Settings
-from pipeline.store import store_names
-from pipeline.store_setup import ensure_store
+from pipeline.sink.bulk import bulk_body, chunked
+from pipeline.store.indices import store_names
+from pipeline.store.setup import ensure_store
 
 SEARCH_LIMIT = 20
 TAG = ("http.response.status_code", "200")

@@ -23,11 +23,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pipeline.bench.cpu import cpu_seconds
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.workload import produce_waiting
-from pipeline.kafka import ensure_topics
-from pipeline.otlp import ExportTraceServiceRequest
-from pipeline.pieces import gateway_messages
-from pipeline.run import start_component, stop_components, wait_until
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.local.run import start_component, stop_components, wait_until
+from pipeline.wire.otlp import ExportTraceServiceRequest
+from pipeline.wire.pieces import gateway_messages
 
 SPANS_PER_TRACE = 10
 TRIM_COUNT = "spansieve_worker_heap_trim_seconds_count"

@@ -49,13 +49,14 @@ import psutil
 from opensearchpy import AsyncOpenSearch, OpenSearch
 
 from pipeline.bench.cpu import cpu_seconds
-from pipeline.bulk import BulkIndexer, Doc, OrjsonSerializer, bulk_body, chunked
-from pipeline.documents import encoded_documents, parse_traces
-from pipeline.otlp import regroup_spans
-from pipeline.settings import Settings
-from pipeline.store import store_names
-from pipeline.store_setup import ensure_store
-from pipeline.trace_sink import BatchPipeline, BatchResult, write_batch
+from pipeline.config.settings import Settings
+from pipeline.sink.batches import BatchPipeline, BatchResult, write_batch
+from pipeline.sink.bulk import BulkIndexer, Doc, bulk_body, chunked
+from pipeline.sink.documents import encoded_documents, parse_traces
+from pipeline.store.client import OrjsonSerializer
+from pipeline.store.indices import store_names
+from pipeline.store.setup import ensure_store
+from pipeline.wire.otlp import regroup_spans
 
 from .workload import build_export_request
 

@@ -16,7 +16,7 @@ from pipeline.bench.report import machine
 from pipeline.bench.sampler import bench_sampler
 from pipeline.bench.scale import scale_model
 from pipeline.bench.sink import bench_sink
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 STAGES = ("gateway", "sampler", "sink", "query", "e2e")
 

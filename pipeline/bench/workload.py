@@ -10,7 +10,7 @@ import random
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline.otlp import ExportTraceServiceRequest, set_any_value
+from pipeline.wire.otlp import ExportTraceServiceRequest, set_any_value
 
 SERVICES = ("frontend", "checkout", "payments", "cart", "catalog", "shipping", "users")
 

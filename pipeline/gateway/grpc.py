@@ -11,11 +11,11 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import ApiKeyAuth
 from pipeline.gateway.ingest import KafkaUnavailable, Overloaded, SpanIngestor, TooManySpans
-from pipeline.otlp import DecodeError, ExportTraceServiceResponse, parse_export_request
-from pipeline.settings import Settings
+from pipeline.wire.otlp import DecodeError, ExportTraceServiceResponse, parse_export_request
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 RETRY_DELAY_SECONDS = 1

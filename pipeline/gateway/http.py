@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import ApiKeyAuth
 from pipeline.gateway.ingest import (
@@ -23,9 +24,8 @@ from pipeline.gateway.ingest import (
     SpanIngestor,
     TooManySpans,
 )
-from pipeline.otlp import DecodeError, ExportTraceServiceResponse, parse_export_request
-from pipeline.otlp_json import JsonRequestError, parse_json_request, response_json
-from pipeline.settings import Settings
+from pipeline.wire.otlp import DecodeError, ExportTraceServiceResponse, parse_export_request
+from pipeline.wire.otlp_json import JsonRequestError, parse_json_request, response_json
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """Transport-independent ingestion: checks, redaction, one Kafka message per partition.
 
-Each message is laid out as per-trace pieces with an index header (``pipeline.pieces``),
+Each message is laid out as per-trace pieces with an index header (``pipeline.wire.pieces``),
 so the workers store spans without parsing them.
 
 Both receivers (HTTP and gRPC) hand a parsed export request here and map the outcome or
@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline.documents import service_name
+from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import Principal
 from pipeline.gateway.validation import rejection_message, span_problem
-from pipeline.kafka import AsyncProducer
-from pipeline.otlp import ExportTraceServiceRequest, count_spans
-from pipeline.pieces import PIECES_HEADER, PartitionMessage, split_by_partition
-from pipeline.settings import Settings
+from pipeline.kafka.producer import AsyncProducer
+from pipeline.wire.otlp import ExportTraceServiceRequest, count_spans, service_name
+from pipeline.wire.pieces import PIECES_HEADER, PartitionMessage, split_by_partition
 
 
 class KafkaUnavailable(Exception):

@@ -9,13 +9,14 @@ import ssl
 import structlog
 import uvicorn
 
+from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import ApiKeyAuth, load_api_keys
 from pipeline.gateway.grpc import build_grpc_server
 from pipeline.gateway.http import observability_app, otlp_http_app
 from pipeline.gateway.ingest import SpanIngestor
-from pipeline.kafka import AsyncProducer, ensure_topics
-from pipeline.settings import Settings
+from pipeline.kafka.producer import AsyncProducer
+from pipeline.kafka.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +76,7 @@ def _uvicorn(app, host: str, port: int, settings: Settings | None = None) -> uvi
 def _redactor(settings: Settings):
     if settings.gateway_redaction is None:
         return None
-    from pipeline.redaction import Redactor, load_redaction_config
+    from pipeline.gateway.redaction import Redactor, load_redaction_config
 
     return Redactor(load_redaction_config(settings.gateway_redaction))
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from pipeline.config.settings import Settings
 from pipeline.loadgen.generator import TraceGenerator
 from pipeline.loadgen.ledger import Ledger, LoadgenResult, TraceRecord
 from pipeline.loadgen.pacing import RateProfile
@@ -31,7 +32,6 @@ from pipeline.loadgen.progress import LoadProgress
 from pipeline.loadgen.sdk import run_sdk
 from pipeline.loadgen.sender import Endpoint, replay_paced
 from pipeline.loadgen.topology import Burst, Topology, TopologyError, load_topology
-from pipeline.settings import Settings
 
 __all__ = [
     "Burst",

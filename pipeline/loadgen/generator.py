@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline.loadgen.topology import Consumer, Latency, Operation, Step, Topology
-from pipeline.otlp import ExportTraceServiceRequest, set_any_value
+from pipeline.wire.otlp import ExportTraceServiceRequest, set_any_value
 
 INTERNAL = Span.SPAN_KIND_INTERNAL
 SERVER = Span.SPAN_KIND_SERVER

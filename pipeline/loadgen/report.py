@@ -9,10 +9,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.config.yaml_file import parse_duration
 from pipeline.loadgen.generator import TraceGenerator
 from pipeline.loadgen.ledger import LoadgenResult
 from pipeline.loadgen.topology import Burst, Topology
-from pipeline.yaml_config import parse_duration
 
 _KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 

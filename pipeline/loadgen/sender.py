@@ -28,7 +28,7 @@ from pipeline.loadgen.ledger import RETRYABLE, Ledger
 from pipeline.loadgen.pacing import RateProfile
 from pipeline.loadgen.pool import Replay
 from pipeline.loadgen.progress import LoadProgress
-from pipeline.otlp import DecodeError, ExportTraceServiceResponse
+from pipeline.wire.otlp import DecodeError, ExportTraceServiceResponse
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 TICK_SECONDS = 0.005

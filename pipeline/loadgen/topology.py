@@ -9,7 +9,7 @@ or raises ``TopologyError`` naming file, line, column and field, e.g.::
     service 'paymnet'; known: ad, cart, ...
 
 The YAML parsing and the mapping of pydantic errors to YAML lines are shared with the
-policy loader (``pipeline.yaml_config``), so both kinds of file report errors the same way.
+policy loader (``pipeline.config.yaml_file``), so both kinds of file report errors the same way.
 Durations take Go's syntax ("30s", "2.5ms") or a number of seconds.
 """
 
@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from pipeline.yaml_config import (
+from pipeline.config.yaml_file import (
     ConfigError,
     Duration,
     NonEmptyStr,

@@ -10,7 +10,7 @@ or a whole collector configuration, taking ``processors.tail_sampling`` (or
 ``processors.tail_sampling/<name>``), or a file whose only top-level key is
 ``tail_sampling``. Policy types, their keys and defaults are the collector's; unknown
 keys are errors (the collector silently ignores a section of another type, we don't).
-Errors are ``PolicyConfigError`` (``pipeline.yaml_config.ConfigError``) naming the file,
+Errors are ``PolicyConfigError`` (``pipeline.config.yaml_file.ConfigError``) naming the file,
 line, column, field path and what is allowed, e.g.::
 
     policies.yaml:14:24: policies[2].latency.threshold_ms: expected an integer, got 'fast'
@@ -29,8 +29,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipeline.policies import ottl
-from pipeline.yaml_config import (
+from pipeline.config.yaml_file import (
     ConfigError,
     Duration,
     NonEmptyStr,
@@ -44,7 +43,8 @@ from pipeline.yaml_config import (
     read_config_file,
     to_config_error,
 )
-from pipeline.yaml_config import parse_duration as parse_duration  # re-exported
+from pipeline.config.yaml_file import parse_duration as parse_duration  # re-exported
+from pipeline.policies import ottl
 
 # The policy loader's errors are the generic config errors (same text, same fields).
 PolicyConfigError = ConfigError

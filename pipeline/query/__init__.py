@@ -13,10 +13,10 @@ import structlog
 import uvicorn
 from opensearchpy import AsyncOpenSearch
 
-from pipeline.bulk import OrjsonSerializer
+from pipeline.config.settings import Settings
 from pipeline.query.app import query_app
-from pipeline.settings import Settings
-from pipeline.store import store_names
+from pipeline.store.client import OrjsonSerializer
+from pipeline.store.indices import store_names
 
 log = structlog.get_logger(__name__)
 

@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.config.settings import Settings
 from pipeline.query.dependencies import service_calls
 from pipeline.query.jaeger import envelope, error, jaeger_trace, span_kind_name
 from pipeline.query.params import (
@@ -40,8 +41,7 @@ from pipeline.query.params import (
 )
 from pipeline.query.search import SpanReader
 from pipeline.query.skew import adjust_clock_skew
-from pipeline.settings import Settings
-from pipeline.store import store_names
+from pipeline.store.indices import store_names
 
 log = structlog.get_logger(__name__)
 

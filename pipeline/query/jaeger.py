@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from pipeline.documents import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, iso_to_nanos
+from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, iso_to_nanos
 
 JSON = dict[str, Any]
 

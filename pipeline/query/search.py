@@ -21,8 +21,8 @@ from typing import Any
 
 from opensearchpy import AsyncOpenSearch
 
-from pipeline.documents import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, nanos_to_iso
 from pipeline.query.params import SPAN_KINDS, STATUS_CODES, TraceQuery
+from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, nanos_to_iso
 
 JSON = dict[str, Any]
 

@@ -13,8 +13,8 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from pipeline.settings import Settings
-from pipeline.stack import stack_up
+from pipeline.config.settings import Settings
+from pipeline.local.stack import stack_up
 
 # Debian's packages (chromium, chromium-driver), installed by deploy/bootstrap.sh. The
 # driver path is given explicitly, so Selenium Manager never tries to download one.

@@ -24,13 +24,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from pipeline.bulk import Doc, bulk_body
-from pipeline.documents import encoded_documents
-from pipeline.lifecycle import ISM_POLICIES, has_ism, ism_policy_id, node_plugins
-from pipeline.run import free_port, start_component, stop_components, wait_until
-from pipeline.settings import Settings
-from pipeline.store import store_names
-from pipeline.store_setup import ensure_store
+from pipeline.config.settings import Settings
+from pipeline.local.run import free_port, start_component, stop_components, wait_until
+from pipeline.sink.bulk import Doc, bulk_body
+from pipeline.sink.documents import encoded_documents
+from pipeline.store.indices import store_names
+from pipeline.store.lifecycle import ISM_POLICIES, has_ism, ism_policy_id, node_plugins
+from pipeline.store.setup import ensure_store
 from tests.browser.conftest import MISSING, SKIP_REASON
 from tests.integration.trace_builder import MS, TraceBuilder
 

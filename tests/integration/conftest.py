@@ -10,9 +10,9 @@ import httpx
 import pytest
 from opensearchpy import OpenSearch
 
-from pipeline.run import free_port, start_component, stop_components, wait_until
-from pipeline.settings import Settings
-from pipeline.stack import stack_up
+from pipeline.config.settings import Settings
+from pipeline.local.run import free_port, start_component, stop_components, wait_until
+from pipeline.local.stack import stack_up
 
 DECISION_WAIT = 3.0
 

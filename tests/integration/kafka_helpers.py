@@ -7,8 +7,8 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.otlp import TracesData
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.wire.otlp import TracesData
 
 
 def read_spans(

@@ -12,9 +12,9 @@ import httpx
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline.bench.metrics_scrape import scrape
-from pipeline.otlp import ExportTraceServiceRequest
-from pipeline.run import start_component, stop_components, wait_until
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.local.run import start_component, stop_components, wait_until
+from pipeline.wire.otlp import ExportTraceServiceRequest
 from tests.integration.conftest import free_port, running_gateway
 
 PROTOBUF = {"content-type": "application/x-protobuf"}

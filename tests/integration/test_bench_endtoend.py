@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.bench.endtoend import bench_endtoend
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from opensearchpy import OpenSearch
 
 from pipeline.bench.query import bench_query
 from pipeline.bench.report import summary_rows
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from pipeline.bench.sink import bench_sink, opensearch_process, separate_cores
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from pipeline.otlp import ExportTraceServiceRequest, ExportTraceServiceResponse
-from pipeline.partitioner import partition_for_trace
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.wire.otlp import ExportTraceServiceRequest, ExportTraceServiceResponse
+from pipeline.wire.partitioner import partition_for_trace
 from tests.integration.conftest import running_gateway
 from tests.integration.kafka_helpers import read_spans
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from pipeline.kafka import ensure_topics
-from pipeline.run import port_is_free, wait_until
-from pipeline.settings import Settings
-from pipeline.stack import stack_down, stack_up
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.local.run import port_is_free, wait_until
+from pipeline.local.stack import stack_down, stack_up
 from tests.integration.conftest import running_gateway
 from tests.integration.test_gateway import EXPORT_METHOD, PROTOBUF, build_request, http_url
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 from tests.integration.test_gateway import build_request, http_url
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trustme
 
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 from tests.integration.conftest import running_gateway
 from tests.integration.test_gateway import EXPORT_METHOD, PROTOBUF, build_request
 

@@ -9,9 +9,9 @@ from collections import defaultdict
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline.config.settings import Settings
 from pipeline.loadgen import run_loadgen
-from pipeline.otlp import TracesData
-from pipeline.settings import Settings
+from pipeline.wire.otlp import TracesData
 from tests.integration.conftest import running_gateway
 
 pytestmark = pytest.mark.integration

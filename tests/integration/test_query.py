@@ -21,14 +21,14 @@ from opensearchpy import AsyncOpenSearch, OpenSearch
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline.bench.metrics_scrape import scrape
-from pipeline.bulk import Doc, bulk_body
 from pipeline.cli import main
-from pipeline.documents import encoded_documents
+from pipeline.config.settings import Settings
+from pipeline.local.run import free_port, start_component, stop_components, wait_until
 from pipeline.query.app import query_app
-from pipeline.run import free_port, start_component, stop_components, wait_until
-from pipeline.settings import Settings
-from pipeline.store import store_names
-from pipeline.store_setup import ensure_store
+from pipeline.sink.bulk import Doc, bulk_body
+from pipeline.sink.documents import encoded_documents
+from pipeline.store.indices import store_names
+from pipeline.store.setup import ensure_store
 from tests.integration.trace_builder import MS, T0, TraceBuilder
 
 pytestmark = pytest.mark.integration

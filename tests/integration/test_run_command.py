@@ -11,8 +11,8 @@ import uuid
 import pytest
 from opensearchpy import OpenSearch
 
-from pipeline.settings import Settings
-from pipeline.store import trace_span_count
+from pipeline.config.settings import Settings
+from pipeline.store.indices import trace_span_count
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from pipeline.run import wait_until
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.local.run import wait_until
 from tests.integration.kafka_helpers import read_spans
 from tests.integration.sampling_helpers import (
     decided_total,

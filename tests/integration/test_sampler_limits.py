@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pipeline.run import wait_until
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.local.run import wait_until
 from tests.integration.kafka_helpers import read_spans
 from tests.integration.sampling_helpers import (
     make_span,

@@ -10,9 +10,9 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from pipeline.config.settings import Settings
+from pipeline.local.run import wait_until
 from pipeline.policies.probabilistic import is_sampled
-from pipeline.run import wait_until
-from pipeline.settings import Settings
 from tests.integration.kafka_helpers import read_spans
 from tests.integration.sampling_helpers import (
     POLICIES,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
-from pipeline.stack import StackError, stack_status, stack_up
+from pipeline.config.settings import Settings
+from pipeline.local.stack import StackError, stack_status, stack_up
 
 pytestmark = pytest.mark.integration
 

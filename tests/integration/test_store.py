@@ -23,15 +23,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.cli import main
-from pipeline.documents import document_id, nanos_to_iso
-from pipeline.kafka import ensure_topics
-from pipeline.lifecycle import has_ism, node_plugins, run_worker_lifecycle
-from pipeline.otlp import set_any_value
-from pipeline.partitioner import partition_for_trace
-from pipeline.run import start_component, stop_components, wait_until
-from pipeline.settings import Settings
-from pipeline.store import store_names, write_index
-from pipeline.store_setup import ensure_store
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.local.run import start_component, stop_components, wait_until
+from pipeline.store.fields import document_id, nanos_to_iso
+from pipeline.store.indices import store_names, write_index
+from pipeline.store.lifecycle import has_ism, node_plugins, run_worker_lifecycle
+from pipeline.store.setup import ensure_store
+from pipeline.wire.otlp import set_any_value
+from pipeline.wire.partitioner import partition_for_trace
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,12 @@ from click.testing import CliRunner
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import RequestError
 
-from pipeline import lifecycle
 from pipeline.cli import main
-from pipeline.lifecycle import (
+from pipeline.config.settings import Settings
+from pipeline.local.run import wait_until
+from pipeline.store import lifecycle
+from pipeline.store.indices import store_names
+from pipeline.store.lifecycle import (
     LifecycleError,
     choose_lifecycle,
     has_ism,
@@ -31,10 +34,7 @@ from pipeline.lifecycle import (
     ism_policy_id,
     node_plugins,
 )
-from pipeline.run import wait_until
-from pipeline.settings import Settings
-from pipeline.store import store_names
-from pipeline.store_setup import ensure_store
+from pipeline.store.setup import ensure_store
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 from opensearchpy import OpenSearch
 
-from pipeline.kafka import ensure_topics
-from pipeline.run import port_is_free, start_component, stop_components, wait_until
-from pipeline.settings import SPAN_ALIAS, Settings
-from pipeline.stack import RUNNER_MAX_HTTP_PORT, stack_down, stack_up
+from pipeline.config.settings import SPAN_ALIAS, Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.local.run import port_is_free, start_component, stop_components, wait_until
+from pipeline.local.stack import RUNNER_MAX_HTTP_PORT, stack_down, stack_up
 from tests.integration.conftest import free_port
 from tests.integration.test_store import (
     kept_trace,

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from opensearchpy import OpenSearch
 
-from pipeline.demo import send_demo_trace
-from pipeline.run import wait_until
-from pipeline.settings import SPAN_ALIAS, Settings
-from pipeline.store import trace_span_count
+from pipeline.config.settings import SPAN_ALIAS, Settings
+from pipeline.local.demo import send_demo_trace
+from pipeline.local.run import wait_until
+from pipeline.store.indices import trace_span_count
 from tests.integration.conftest import DECISION_WAIT
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.otlp import set_any_value
+from pipeline.wire.otlp import set_any_value
 
 MS = 1_000_000
 T0 = (time.time_ns() // 10**9 - 600) * 10**9

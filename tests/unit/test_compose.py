@@ -1,4 +1,4 @@
-"""docker-compose.kafka.yml stays in step with pipeline/settings.py and the local stack.
+"""docker-compose.kafka.yml stays in step with pipeline/config/settings.py and the local stack.
 
 Docker cannot run here, so these tests read the YAML only: the variables it sets must be
 real settings, it must publish the same ports as the Docker-free stack (on 127.0.0.1
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
 PROJECT_SERVICES = ("gateway", "worker", "query")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rocksdict import Options, Rdict
 
-from agents.decisions import CachedDecision, DecisionBatch, DecisionCache
+from pipeline.sampler.decisions import CachedDecision, DecisionBatch, DecisionCache
 
 
 class RecordingStore:

@@ -3,13 +3,8 @@ import pytest
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.documents import (
-    document_id,
-    encoded_documents,
-    nanos_to_iso,
-    parse_traces,
-    span_documents,
-)
+from pipeline.sink.documents import encoded_documents, parse_traces, span_documents
+from pipeline.store.fields import document_id, nanos_to_iso
 
 
 def make_trace() -> TracesData:

@@ -10,16 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.documents import (
-    MAX_NANOS,
-    document_id,
+from pipeline.sink.documents import (
     encoded_documents,
-    ids_of_document_id,
     parse_traces,
     span_documents,
     span_from_document,
 )
-from pipeline.otlp import set_any_value
+from pipeline.store.fields import MAX_NANOS, document_id, ids_of_document_id
+from pipeline.wire.otlp import set_any_value
 
 ids16 = st.binary(min_size=16, max_size=16).filter(any)
 ids8 = st.binary(min_size=8, max_size=8).filter(any)

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import TraceFlags
 
-from pipeline.edge_context import (
+from pipeline.edge.context import (
     UNTRUSTED_CONTEXT_KEY,
     TraceContextASGIMiddleware,
     TraceContextWSGIMiddleware,

@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from pipeline.config.settings import Settings
 from pipeline.gateway.auth import ApiKeyAuth, AuthConfigError, load_api_keys
 from pipeline.gateway.http import RequestRejected, inflate_gzip, parse_body
 from pipeline.gateway.server import GatewayConfigError, check_exposure
 from pipeline.gateway.validation import rejection_message, span_problem
-from pipeline.otlp import ExportTraceServiceRequest
-from pipeline.otlp_json import JsonRequestError, parse_json_request
-from pipeline.settings import Settings
+from pipeline.wire.otlp import ExportTraceServiceRequest
+from pipeline.wire.otlp_json import JsonRequestError, parse_json_request
 
 
 def test_api_keys_from_variable_and_file(tmp_path):

@@ -18,7 +18,7 @@ from pipeline.loadgen.generator import (
 )
 from pipeline.loadgen.pool import build_pool
 from pipeline.loadgen.topology import load_topology, parse_topology
-from pipeline.otlp import ExportTraceServiceRequest
+from pipeline.wire.otlp import ExportTraceServiceRequest
 
 START = 1_700_000_000_000_000_000
 

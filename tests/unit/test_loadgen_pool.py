@@ -12,7 +12,7 @@ from pipeline.loadgen.ledger import Ledger, LoadgenResult
 from pipeline.loadgen.pacing import RateProfile
 from pipeline.loadgen.pool import Replay, build_pool, cycle_mask, replay_trace_id
 from pipeline.loadgen.topology import Burst, load_topology
-from pipeline.otlp import ExportTraceServiceRequest, count_spans
+from pipeline.wire.otlp import ExportTraceServiceRequest, count_spans
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.config.settings import Settings
 from pipeline.loadgen import plan_pool, resolve_endpoint
 from pipeline.loadgen.ledger import Ledger
 from pipeline.loadgen.report import resolve_burst, run_seconds
 from pipeline.loadgen.sender import Answer, deliver, parse_retry_after
 from pipeline.loadgen.topology import Burst
-from pipeline.settings import Settings
 
 
 def scripted(*answers):

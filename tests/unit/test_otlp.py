@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.otlp import (
+from pipeline.wire.otlp import (
     ExportTraceServiceRequest,
     TracesData,
     regroup_spans,

@@ -3,7 +3,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.partitioner import partition_for_trace
+from pipeline.wire.partitioner import partition_for_trace
 
 trace_ids = st.binary(min_size=16, max_size=16)
 

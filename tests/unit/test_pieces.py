@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given, settings
 
-from pipeline.otlp import TracesData, count_spans, regroup_spans
-from pipeline.partitioner import partition_for_trace
-from pipeline.pieces import (
+from pipeline.wire.otlp import TracesData, count_spans, regroup_spans
+from pipeline.wire.partitioner import partition_for_trace
+from pipeline.wire.pieces import (
     PIECES_HEADER,
     PiecesError,
     gateway_messages,

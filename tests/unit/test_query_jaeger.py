@@ -10,9 +10,9 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.documents import span_documents
-from pipeline.otlp import set_any_value
 from pipeline.query.jaeger import envelope, error, iso_micros, jaeger_trace, span_kind_name, tag
+from pipeline.sink.documents import span_documents
+from pipeline.wire.otlp import set_any_value
 
 TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 OTHER_TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.otlp import set_any_value
-from pipeline.redaction import (
+from pipeline.gateway.redaction import (
     RedactionConfig,
     RedactionConfigError,
     RedactionStats,
     Redactor,
     load_redaction_config,
 )
+from pipeline.wire.otlp import set_any_value
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_BUILTINS = ["credit_card", "email", "us_ssn", "bearer_token"]

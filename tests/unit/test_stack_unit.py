@@ -1,4 +1,4 @@
-"""Pure helpers of pipeline.stack: config rendering, jar-cache marker, ss parsing."""
+"""Pure helpers of pipeline.local.stack: config rendering, jar-cache marker, ss parsing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
-from pipeline.stack import (
+from pipeline.config.settings import Settings
+from pipeline.local.stack import (
     STACK_DIR,
     jars_up_to_date,
     kafka_properties,

@@ -6,19 +6,19 @@ import asyncio
 
 import pytest
 
-from pipeline.bulk import (
+from pipeline.config.settings import Settings
+from pipeline.sink.batches import BatchPipeline, BatchResult
+from pipeline.sink.bulk import (
     Backoff,
     BulkIndexer,
     Doc,
-    OrjsonSerializer,
     bulk_body,
     chunked,
     classify_item,
 )
-from pipeline.lifecycle import LifecycleError, choose_lifecycle, has_ism, ism_policy
-from pipeline.settings import Settings
-from pipeline.store import next_index_name, schema_version, span_template, store_names
-from pipeline.trace_sink import BatchPipeline, BatchResult
+from pipeline.store.client import OrjsonSerializer
+from pipeline.store.indices import next_index_name, schema_version, span_template, store_names
+from pipeline.store.lifecycle import LifecycleError, choose_lifecycle, has_ism, ism_policy
 
 
 def test_names_and_template_follow_the_prefix():

@@ -8,8 +8,8 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.otlp import set_any_value
 from pipeline.policies.trace import TraceView
+from pipeline.wire.otlp import set_any_value
 
 TRACE_ID = bytes(range(1, 17))
 T0 = 1_700_000_000_000_000_000  # ns

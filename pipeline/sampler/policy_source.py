@@ -14,10 +14,10 @@ from pathlib import Path
 
 import structlog
 
-from agents import metrics
+from pipeline.config.settings import Settings
 from pipeline.policies.config import PolicyConfigError, SamplingConfig, load_policy_file
 from pipeline.policies.engine import PolicyEngine
-from pipeline.settings import Settings
+from pipeline.sampler import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -29,10 +29,9 @@ import struct
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-import faust
 from rocksdict import WriteBatch
 
-from agents.topics import raw_table
+from pipeline.sampler.decisions import PartitionStore
 
 _KEY_TAIL = struct.Struct(">QIB")  # source offset, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
@@ -74,16 +73,16 @@ class PartitionIndex:
 class TraceBuffer:
     """Appends pieces, finds traces due for a decision, hands back their spans."""
 
-    def __init__(self, app: faust.App, partitions: int) -> None:
-        self.table = raw_table(app, "trace-pieces", partitions)
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
         self._indexes: dict[int, PartitionIndex] = {}
         self._batches: dict[int, WriteBatch] = {}  # uncommitted writes, per partition
         self.traces = 0  # totals over the owned partitions, kept up to date on every change
         self.bytes = 0
 
     def db(self, partition: int):
-        """The partition's RocksDB (rocksdict, raw mode). Faust opens one per partition."""
-        return self.table.data._db_for_partition(partition)
+        """The partition's RocksDB (rocksdict, raw mode)."""
+        return self.store.db(partition)
 
     def _batch(self, partition: int) -> WriteBatch:
         batch = self._batches.get(partition)

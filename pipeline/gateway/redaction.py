@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from pipeline.yaml_config import format_path
+from pipeline.config.yaml_file import format_path
 
 __all__ = [
     "BUILTIN_PATTERNS",

@@ -24,8 +24,8 @@ import structlog
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConflictError, NotFoundError, RequestError
 
-from pipeline.settings import Settings
-from pipeline.store import SCHEMAS, write_index
+from pipeline.config.settings import Settings
+from pipeline.store.indices import SCHEMAS, write_index
 
 log = structlog.get_logger(__name__)
 

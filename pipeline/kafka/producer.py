@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by the gateway and the tools: topic creation and an asyncio producer.
+"""An asyncio face for confluent-kafka's producer.
 
 confluent-kafka (librdkafka) does the batching, compression and retries in C; this module
 only bridges its delivery callbacks to asyncio futures so a request can await its acks.
@@ -8,59 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.settings import TOPIC_NAMES, Settings
+from pipeline.config.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-# The sampler keeps time by the spans topic's timestamps; the broker's clock makes them one
-# clock for all gateways and the tick sender.
-PRODUCT_TOPIC_CONFIGS = {"spans": {"message.timestamp.type": "LogAppendTime"}}
-
-
-def ensure_topics(
-    settings: Settings,
-    names: Iterable[str] | None = None,
-    config: dict[str, str] | None = None,
-    timeout: float = 30.0,
-) -> None:
-    """Create topics if missing (idempotent; existing topics are left as they are).
-
-    Without ``names``, the product's topics (TOPIC_NAMES under the prefix, with
-    PRODUCT_TOPIC_CONFIGS). Every topic gets ``settings.partitions`` partitions, the
-    co-partitioning the workers rely on.
-    """
-    if names is None:
-        configs = {
-            settings.topic(n): {**PRODUCT_TOPIC_CONFIGS.get(n, {}), **(config or {})}
-            for n in TOPIC_NAMES
-        }
-    else:
-        configs = {name: config or {} for name in names}
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    existing = admin.list_topics(timeout=timeout).topics
-    wanted = [
-        NewTopic(
-            name, num_partitions=settings.partitions, replication_factor=1, config=topic_config
-        )
-        for name, topic_config in configs.items()
-        if name not in existing
-    ]
-    if not wanted:
-        return
-    for topic, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-        try:
-            future.result(timeout)
-            log.info("topic created", topic=topic, partitions=settings.partitions)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
 
 
 class AsyncProducer:

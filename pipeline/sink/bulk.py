@@ -29,11 +29,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import orjson
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-from opensearchpy.exceptions import SerializationError, TransportError
-from opensearchpy.serializer import JSONSerializer
+from opensearchpy.exceptions import TransportError
 
 # Per-item errors that go away by themselves (or after we recreate the alias).
 RETRYABLE_TYPES = frozenset(
@@ -52,26 +50,6 @@ SPLIT_STATUSES = frozenset({400, 413})
 FILTER_PATH = (
     "errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.reason"
 )
-_ALL_INDEXED = frozenset({'{"errors":false,', b'{"errors":false,'})
-
-
-class OrjsonSerializer(JSONSerializer):
-    """opensearch-py's serializer with orjson: a _bulk response lists every item, and the
-    standard library's json spends milliseconds per request reading it.
-
-    A ``_bulk`` answer in which every item succeeded (with our ``filter_path`` it starts
-    ``{"errors":false``) is read as ``{"errors": false}`` alone: the indexer needs no
-    more, and decoding thousands of item objects per request cost the sink ~1 µs per
-    document, most of it in the garbage collector.
-    """
-
-    def loads(self, s: str | bytes) -> object:
-        if s[:16] in _ALL_INDEXED:
-            return {"errors": False}
-        try:
-            return orjson.loads(s)
-        except orjson.JSONDecodeError as exc:
-            raise SerializationError(s, exc) from exc
 
 
 @dataclass(slots=True)  # not frozen: its __init__ would cost 0.2 µs more per document

@@ -15,9 +15,9 @@ from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 
-from pipeline.bulk import BulkIndexer, Doc, Rejected
-from pipeline.documents import encoded_documents, parse_traces
-from pipeline.otlp import DecodeError
+from pipeline.sink.bulk import BulkIndexer, Doc, Rejected
+from pipeline.sink.documents import encoded_documents, parse_traces
+from pipeline.wire.otlp import DecodeError
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline.partitioner import partition_for_trace
+from pipeline.wire.partitioner import partition_for_trace
 
 PIECES_HEADER = "spansieve-pieces"
 _ENTRY = struct.Struct(">16sIIB")  # trace id, piece length, span count, root flag

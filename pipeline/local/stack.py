@@ -33,9 +33,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
-STACK_DIR = Path(__file__).resolve().parents[1] / "deploy" / "stack"
+STACK_DIR = Path(__file__).resolve().parents[2] / "deploy" / "stack"
 HOST = "127.0.0.1"
 CLUSTER_NAME = "spansieve"
 START_TIMEOUT = 180.0

@@ -19,7 +19,7 @@ from typing import Protocol
 
 # Faust keeps its changelog offset in the same database, under a key of its own.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
-# The partition's low-water offset of the spans topic (see agents.buffer) lives here too.
+# The partition's low-water offset of the spans topic (see pipeline.sampler.buffer) lives here too.
 LOW_WATER_KEY = b"\x00spansieve-low-water"
 _OFFSET = struct.Struct(">q")
 
@@ -223,16 +223,3 @@ class DecisionCache:
 
     def size(self) -> int:
         return self._entries
-
-
-class TableStore:
-    """A Faust table's per-partition RocksDB databases and changelog, as a PartitionStore."""
-
-    def __init__(self, table) -> None:
-        self.table = table
-
-    def db(self, partition: int):
-        return self.table.data._db_for_partition(partition)
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
-        self.table.send_changelog(partition, key, value)

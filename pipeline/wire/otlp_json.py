@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from google.protobuf import json_format
 
-from pipeline.otlp import ExportTraceServiceRequest, ExportTraceServiceResponse
+from pipeline.wire.otlp import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 
 class JsonRequestError(ValueError):

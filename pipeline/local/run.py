@@ -17,11 +17,11 @@ from opensearchpy import OpenSearch
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from pipeline.demo import SERVICES, send_demo_trace
-from pipeline.kafka import ensure_topics
-from pipeline.settings import Settings
-from pipeline.stack import StackError, print_status, stack_status, stack_up
-from pipeline.store import trace_span_count
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import ensure_topics
+from pipeline.local.demo import SERVICES, send_demo_trace
+from pipeline.local.stack import StackError, print_status, stack_status, stack_up
+from pipeline.store.indices import trace_span_count
 
 console = Console(stderr=True, soft_wrap=True)  # URLs must stay on one line
 

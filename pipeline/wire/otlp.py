@@ -104,3 +104,11 @@ def set_any_value(any_value, value) -> None:
             set_any_value(any_value.kvlist_value.values.add(key=key).value, item)
     else:
         any_value.string_value = value
+
+
+def service_name(resource_attributes) -> str:
+    """The resource's ``service.name``, or the SDKs' fallback name."""
+    for kv in resource_attributes:
+        if kv.key == "service.name":
+            return kv.value.string_value
+    return "unknown_service"

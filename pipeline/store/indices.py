@@ -1,7 +1,7 @@
 """OpenSearch layout of the trace store: names, index templates, the rollover alias.
 
 Every name carries ``store_index_prefix`` (empty in production), so tests and tenants can
-have stores of their own on one cluster. Installing them is ``pipeline.store_setup``.
+have stores of their own on one cluster. Installing them is ``pipeline.store.setup``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 from opensearchpy import OpenSearch
 
-from pipeline.settings import SERVICE_MAP_INDEX, SPAN_ALIAS, Settings
+from pipeline.config.settings import SERVICE_MAP_INDEX, SPAN_ALIAS, Settings
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SPAN_TEMPLATE_FILE = SCHEMAS / "otel-v1-apm-span-template.json"
 SERVICE_MAP_TEMPLATE_FILE = SCHEMAS / "otel-v1-apm-service-map-template.json"
 SCHEMA_KEY = "spansieve_schema"

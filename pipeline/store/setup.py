@@ -16,9 +16,9 @@ import structlog
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import RequestError
 
-from pipeline import lifecycle
-from pipeline.settings import Settings
-from pipeline.store import (
+from pipeline.config.settings import Settings
+from pipeline.store import lifecycle
+from pipeline.store.indices import (
     SCHEMA_KEY,
     next_index_name,
     schema_version,
