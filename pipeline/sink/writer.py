@@ -4,9 +4,9 @@
   document went to the DLQ and Kafka acknowledged that). The batch loop
   (``agents/sink.py``) is Faust's ``noack_take``: unlike ``take``, it never acks by
   itself, not even when the batch is abandoned at shutdown, so an unindexed batch is read
-  again by whoever owns the partition next. Document ids make that replay harmless. ``store_batches_in_flight`` batches are
-  indexed at once (building one batch's documents overlaps indexing the previous one);
-  they are acknowledged in order as they finish.
+  again by whoever owns the partition next. Document ids make that replay harmless.
+  ``store_batches_in_flight`` batches are indexed at once (building one batch's documents
+  overlaps indexing the previous one); they are acknowledged in order as they finish.
 * While OpenSearch fails, the sink keeps retrying the batch in hand with backoff and takes
   no new one; Faust's flow control then stops fetching the sampled topic's partitions, so
   the backlog waits in Kafka, not in memory. It carries on by itself once a retry
