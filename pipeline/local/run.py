@@ -21,7 +21,7 @@ from pipeline.config.settings import Settings
 from pipeline.kafka.topics import ensure_topics
 from pipeline.local.demo import SERVICES, send_demo_trace
 from pipeline.local.stack import StackError, print_status, stack_status, stack_up
-from pipeline.store.indices import trace_span_count
+from pipeline.store.indices import store_names, trace_span_count
 
 console = Console(stderr=True, soft_wrap=True)  # URLs must stay on one line
 
@@ -127,8 +127,9 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         trace_id = send_demo_trace(gateway_http)
         console.print(f"demo trace [bold]{trace_id}[/] sent over {', '.join(SERVICES)}")
         client = OpenSearch(hosts=[settings.opensearch_url])
+        span_alias = store_names(settings).span_alias  # honours SPANSIEVE_STORE_INDEX_PREFIX
         stored = wait_until(
-            lambda: trace_span_count(client, trace_id) >= 5,
+            lambda: trace_span_count(client, trace_id, span_alias) >= 5,
             f"waiting for the tail-sampling decision (decision_wait={settings.decision_wait}s)"
             " and indexing",
             settings.decision_wait + 90,
@@ -136,7 +137,7 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         if not stored:
             console.print(f"[red]error:[/] demo trace not in OpenSearch in time; see {logs}")
             return 1
-        url = f"{settings.opensearch_url}/otel-v1-apm-span/_search?q=traceId:{trace_id}&pretty"
+        url = f"{settings.opensearch_url}/{span_alias}/_search?q=traceId:{trace_id}&pretty"
         console.print("[green]stored.[/] All 5 spans are in OpenSearch:")
         console.print(f"  curl '{url}'")
         console.print(f"On a timeline in the web UI: {query_api}/trace/{trace_id}")
@@ -151,7 +152,7 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
         if exit_after_demo:
             return 0
         stop_traffic = start_demo_traffic(settings)
-        search = f"{settings.opensearch_url}/otel-v1-apm-span/_search"
+        search = f"{settings.opensearch_url}/{span_alias}/_search"
         console.print(
             f"Demo traffic: the 30-service estate at {DEMO_RATE:,} spans/s "
             "(topologies/estate-30.yaml); kept error traces, for example:\n"

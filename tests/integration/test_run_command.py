@@ -21,10 +21,13 @@ pytestmark = pytest.mark.integration
 def test_run_sends_a_demo_trace_and_says_where_it_is(
     stack: Settings, opensearch: OpenSearch, tmp_path
 ):
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "SPANSIEVE_STATE_DIR": str(tmp_path),
-        "SPANSIEVE_TOPIC_PREFIX": f"run-{uuid.uuid4().hex[:8]}",
+        "SPANSIEVE_TOPIC_PREFIX": run_id,
+        # A private store: `run` must look for the demo trace where the sink wrote it.
+        "SPANSIEVE_STORE_INDEX_PREFIX": f"{run_id}-",
         "SPANSIEVE_DECISION_WAIT": "2",
         "SPANSIEVE_GATEWAY_HTTP_PORT": str(free_port()),
         "SPANSIEVE_GATEWAY_METRICS_PORT": str(free_port()),
@@ -40,8 +43,9 @@ def test_run_sends_a_demo_trace_and_says_where_it_is(
     )
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output
-    match = re.search(r"_search\?q=traceId:([0-9a-f]{32})", output)
+    match = re.search(r"/([\w-]+)/_search\?q=traceId:([0-9a-f]{32})", output)
     assert match, output
-    assert trace_span_count(opensearch, match.group(1)) == 5
+    assert match.group(1) == f"{run_id}-otel-v1-apm-span"
+    assert trace_span_count(opensearch, match.group(2), match.group(1)) == 5
     api = re.search(r"curl '(http://127\.0\.0\.1:\d+/api/traces/[0-9a-f]{32})'", output)
-    assert api and api.group(1).endswith(match.group(1)), output
+    assert api and api.group(1).endswith(match.group(2)), output
