@@ -1,7 +1,13 @@
-"""`spansieve query`: the Jaeger-compatible HTTP API over the OpenSearch trace store.
+"""`spansieve query`: the Jaeger-compatible HTTP API and the web UI over the trace store.
 
-``query_app`` (``pipeline.query.app``) is the Starlette app; this module runs it with
-uvicorn next to one AsyncOpenSearch client, which it closes on the way out.
+* ``app``: the Starlette app (routes, metrics); ``params``: query parameters;
+* ``search``: OpenSearch request bodies and reads; ``jaeger``: documents -> Jaeger JSON;
+* ``skew``: clock-skew correction; ``dependencies``: service calls of a window;
+* ``ui/``: the web UI's static files (package data).
+
+This module runs the app with uvicorn next to one AsyncOpenSearch client, which it closes
+on the way out. May import ``config``, ``store`` (field names, the serializer), Starlette
+and opensearch-py; never ``sink`` or ``agents``.
 """
 
 from __future__ import annotations
