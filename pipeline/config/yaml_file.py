@@ -1,60 +1,99 @@
-"""YAML files validated by pydantic, with errors a person can act on.
+"""YAML config files read into pydantic models, with errors a person can act on.
 
-The sampling-policy loader (``pipeline.policies.config``) and the load generator's
-topology loader (``pipeline.loadgen.topology``) both read YAML into strict pydantic
-models and report problems the same way: ``ConfigError`` naming file, line, column,
-field path and what is allowed, e.g.::
+Policies (``pipeline.policies.config``), load-generator topologies
+(``pipeline.loadgen.topology``) and the gateway's redaction file
+(``pipeline.gateway.redaction``) are all read here and report problems the same way: a
+``ConfigError`` naming file, line, column, field path and what is allowed, one problem a
+line, e.g.::
 
     policies.yaml:14:24: policies[2].latency.threshold_ms: expected an integer, got 'fast'
 
-This module is that shared machinery: the error type, Go-style durations, the strict
-model base, a YAML loader that refuses duplicate keys and keeps line numbers, and the
-mapping of a pydantic ``ValidationError`` back onto the YAML node it is about.
+The pieces, in the order a loader uses them:
 
-Durations take Go's syntax ("30s", "500ms", "1m30s", "1.5h") or a plain number of
-SECONDS. Discriminated unions are expected to use a ``type`` key as their tag.
+* ``read_config_file``: the text (a missing or non-UTF-8 file is a ConfigError);
+* ``compose_yaml`` / ``compose_mapping``: the node tree (line numbers) and the data; YAML
+  syntax errors and duplicate keys are ConfigErrors;
+* ``child_node``, ``node_position``, ``format_path``: finding a section and saying where;
+* ``validate_node`` / ``to_config_error``: validation, a ``ValidationError`` mapped back
+  onto the YAML node each of its errors is about.
+
+The model side (``StrictModel``, ``Duration``, ``custom_error``, ``describe_value``) is
+``pipeline.config.models``; the names are re-exported here. Discriminated unions are
+expected to use a ``type`` key as their tag.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    model_validator,
+from pydantic import BaseModel, ValidationError
+
+from pipeline.config.models import (
+    Duration,
+    NonEmptyStr,
+    StrictModel,
+    custom_error,
+    describe_value,
+    parse_duration,
 )
-from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "DEFAULT_PROBLEM_LIMIT",
     "ConfigError",
+    "ConfigProblem",
     "Duration",
     "NonEmptyStr",
     "StrictModel",
     "child_node",
+    "compose_mapping",
     "compose_yaml",
     "custom_error",
     "describe_value",
     "format_path",
+    "node_position",
     "parse_duration",
     "read_config_file",
     "to_config_error",
+    "validate_node",
 ]
+
+M = TypeVar("M", bound=BaseModel)
+
+# How many problems validate_node lists before "(and N more errors)".
+DEFAULT_PROBLEM_LIMIT = 10
 
 # --------------------------------------------------------------------------- errors
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem of a config file; ``str()`` is "file:line:col: field: message"."""
+
+    source: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}:{self.column}"
+        if self.field:
+            return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}"
+
+
 class ConfigError(ValueError):
-    """A config file that cannot be used; ``str()`` is "file:line:col: field: message"."""
+    """A config file that cannot be used; ``str()`` is "file:line:col: field: message".
+
+    ``source``, ``line``, ``column``, ``field`` and ``message`` describe the first problem
+    (the topmost in the file); ``also`` lists further problems, one line each after it;
+    ``more`` counts problems left unlisted ("(and 2 more errors)"). ``problems`` is the
+    first problem and ``also`` together.
+    """
 
     def __init__(
         self,
@@ -65,6 +104,7 @@ class ConfigError(ValueError):
         column: int | None = None,
         field: str | None = None,
         more: int = 0,
+        also: Sequence[ConfigProblem] = (),
     ) -> None:
         self.source = source
         self.line = line
@@ -72,155 +112,16 @@ class ConfigError(ValueError):
         self.field = field
         self.message = message
         self.more = more
-        where = source if line is None else f"{source}:{line}:{column}"
-        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        self.also = tuple(also)
+        text = "\n".join(str(p) for p in self.problems)
         if more:
             text += f" (and {more} more error{'s' if more > 1 else ''})"
         super().__init__(text)
 
-
-def describe_value(value: Any) -> str:
-    """A short description of a YAML value for error messages: "a list", "a mapping", repr."""
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return repr(value)
-
-
-def custom_error(
-    message: str, subloc: tuple[str | int, ...] = (), *, at_key: bool = False, **ctx: Any
-) -> PydanticCustomError:
-    """A validation error for a model validator to raise.
-
-    ``message`` is formatted with ``ctx``; ``subloc`` extends the error's location below
-    the model (so the error points at that field's line); ``at_key`` points at the key's
-    line rather than at its value.
-    """
-    extra: dict[str, Any] = {"_subloc": subloc}
-    if at_key:
-        extra["_at_key"] = True
-    return PydanticCustomError("config", message, {**ctx, **extra})
-
-
-# --------------------------------------------------------------------------- durations
-
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,
-    "\u03bcs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_DURATION_HELP = 'a Go duration like "30s", "500ms", "1m30s" or a number of seconds'
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a Go duration string or a plain (non-negative) number of seconds.
-
-    Raises ``PydanticCustomError`` (a ``ValueError``) for anything else.
-    """
-    if isinstance(value, bool):
-        raise PydanticCustomError(
-            "duration", "expected {help}, got {got}", {"help": _DURATION_HELP, "got": repr(value)}
-        )
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        seconds = 0.0
-        if text in ("0", "+0"):
-            text = ""
-        elif not text:
-            raise PydanticCustomError(
-                "duration", "expected {help}, got an empty string", {"help": _DURATION_HELP}
-            )
-        pos = 1 if text.startswith("+") else 0
-        while pos < len(text):
-            m = _DURATION_PART.match(text, pos)
-            if m is None:
-                raise PydanticCustomError(
-                    "duration",
-                    "invalid duration {got}: expected {help} (units: ns, us, ms, s, m, h)",
-                    {"got": repr(value), "help": _DURATION_HELP},
-                )
-            seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-            pos = m.end()
-    else:
-        raise PydanticCustomError(
-            "duration", "expected {help}, got {got}", {"help": _DURATION_HELP, "got": repr(value)}
-        )
-    if not math.isfinite(seconds) or seconds < 0:
-        raise PydanticCustomError(
-            "duration", "duration must be a finite value >= 0, got {got}", {"got": repr(value)}
-        )
-    return seconds
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {
-                    "type": "string",
-                    "pattern": r"^(0|\+?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$",
-                },
-                {"type": "number", "minimum": 0},
-            ],
-            "description": "Go duration string or number of seconds",
-        }
-    ),
-]
-
-# --------------------------------------------------------------------------- model base
-
-NonEmptyStr = Annotated[str, Field(min_length=1)]
-
-
-class StrictModel(BaseModel):
-    """Frozen, strict, no unknown keys; an unknown key's error lists the allowed ones."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
-
-    @classmethod
-    def unknown_key_owner(cls, data: dict[Any, Any]) -> str:
-        """What holds the keys, for "unknown key 'x' in <this>"; subclasses may refine it."""
-        return "a section"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _only_known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = [f.alias or name for name, f in cls.model_fields.items()]
-            for key in data:
-                if key not in allowed:
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key {key}{extra}; allowed keys: {allowed}",
-                        {
-                            "key": repr(key),
-                            "extra": f" in {cls.unknown_key_owner(data)}",
-                            "allowed": ", ".join(allowed),
-                            "_subloc": (str(key),),
-                            "_at_key": True,
-                        },
-                    )
-        elif data is not None and not isinstance(data, BaseModel):
-            raise PydanticCustomError(
-                "mapping_expected",
-                "expected a mapping of keys ({allowed}), got {got}",
-                {
-                    "allowed": ", ".join(f.alias or n for n, f in cls.model_fields.items()),
-                    "got": describe_value(data),
-                },
-            )
-        return data
+    @property
+    def problems(self) -> tuple[ConfigProblem, ...]:
+        first = ConfigProblem(self.source, self.message, self.line, self.column, self.field)
+        return (first, *self.also)
 
 
 # --------------------------------------------------------------------------- loading
@@ -360,8 +261,11 @@ def _locate(root: yaml.Node, loc: Sequence[str | int], at_key: bool) -> tuple[ya
 _TYPE_NAMES = {
     "int_type": "an integer",
     "int_parsing": "an integer",
+    "int_from_float": "an integer",
     "float_type": "a number",
+    "float_parsing": "a number",
     "bool_type": "true or false",
+    "bool_parsing": "true or false",
     "string_type": "a string",
     "list_type": "a list",
     "dict_type": "a mapping",
@@ -403,11 +307,14 @@ def to_config_error(
     prefix: Sequence[str | int] = (),
     *,
     message: Callable[[dict[str, Any]], str | None] | None = None,
+    limit: int | None = 1,
 ) -> ConfigError:
-    """The ConfigError for the first (topmost in the file) of a ValidationError's errors.
+    """The ConfigError for a ValidationError's errors, topmost in the file first.
 
     ``root`` is the node that was validated and ``prefix`` its field path in the file.
     ``message`` may word an error (a pydantic error dict) itself; None means the default.
+    ``limit`` is how many problems are listed (None: all); the rest are counted in
+    "(and N more errors)".
     """
     found = []
     for err in exc.errors(include_url=False):
@@ -423,12 +330,61 @@ def to_config_error(
             text = _message(err)
         found.append((node.start_mark.line, node.start_mark.column, shown, text))
     found.sort(key=lambda f: (f[0], f[1]))
-    line, col, shown, text = found[0]
+    problems = [
+        ConfigProblem(source, text, line + 1, col + 1, format_path([*prefix, *shown]) or None)
+        for line, col, shown, text in found
+    ]
+    listed = problems if limit is None else problems[: max(limit, 1)]
+    first = listed[0]
     return ConfigError(
         source,
-        text,
-        line=line + 1,
-        column=col + 1,
-        field=format_path([*prefix, *shown]) or None,
-        more=len(found) - 1,
+        first.message,
+        line=first.line,
+        column=first.column,
+        field=first.field,
+        more=len(problems) - len(listed),
+        also=listed[1:],
     )
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def compose_mapping(text: str, source: str, *, empty: str, expected: str) -> tuple[yaml.Node, dict]:
+    """(root node, data) of a YAML document that must be a mapping at the top.
+
+    ``empty`` is the whole message for an empty document ("the file is empty; expected a
+    topology"); ``expected`` says what the top holds, for "expected a mapping at the top
+    (<expected>), got a list". Raises ConfigError, as ``compose_yaml`` does.
+    """
+    root, data = compose_yaml(text, source)
+    if root is None:
+        raise ConfigError(source, empty)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            f"expected a mapping at the top ({expected}), got {describe_value(data)}",
+            **node_position(root),
+        )
+    return root, data
+
+
+def validate_node(
+    model: type[M],
+    data: Any,
+    node: yaml.Node,
+    source: str,
+    prefix: Sequence[str | int] = (),
+    *,
+    message: Callable[[dict[str, Any]], str | None] | None = None,
+    limit: int | None = DEFAULT_PROBLEM_LIMIT,
+) -> M:
+    """``model`` validated from ``data``, which YAML ``node`` (at field path ``prefix``) holds.
+
+    A ValidationError becomes a ConfigError listing up to ``limit`` problems, topmost
+    first, each at its own line and field (see ``to_config_error``).
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise to_config_error(exc, node, source, prefix, message=message, limit=limit) from None

@@ -22,6 +22,9 @@ alternation; each built-in is searched only when a cheap substring test says it 
 (``@`` for e-mail, ``-`` for SSN, ``earer`` for bearer tokens); string values found clean
 are remembered (bounded set, clean values only), since attribute values repeat a lot; and
 a request is not walked at all when the configuration cannot change anything.
+
+The configuration file (the model, its loading and its errors, the RE2-style expressions)
+is ``pipeline.gateway.redaction_config``; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
-
-from pipeline.config.yaml_file import format_path
+from pipeline.gateway.redaction_config import (
+    RedactionConfig,
+    RedactionConfigError,
+    load_redaction_config,
+    normalize_regex,
+)
 
 __all__ = [
     "BUILTIN_PATTERNS",
@@ -72,63 +76,9 @@ SUMMARY_KEYS = frozenset(
     }
 )
 
-# ---------------------------------------------------------------------------------------------
-# Regular expressions: Collector configs are written for Go's RE2; accept the common RE2-isms.
-# ---------------------------------------------------------------------------------------------
-
-_LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
-_NAMED_GROUP = re.compile(r"(?<!\\)((?:\\\\)*)\(\?P?<([A-Za-z_]\w*)>")
-_END_OF_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\z")
-_BACKREFERENCE = re.compile(r"(?<!\\)(?:\\\\)*(?:\\[1-9]|\(\?P=|\(\?\()")
-
-
-def _normalize_regex(pattern: str) -> str:
-    """Python form of a configured pattern, safe to embed in a larger alternation.
-
-    Named groups become plain groups (names could clash between patterns; Go's ``(?<n>``
-    works too), RE2's ``\\z`` becomes ``\\Z``, and leading global flags such as ``(?i)``
-    become a scoped group ``(?i:...)``.
-    """
-    pattern = _END_OF_TEXT.sub(r"\1\\Z", pattern)
-    pattern = _NAMED_GROUP.sub(r"\1(", pattern)
-    flags = _LEADING_FLAGS.match(pattern)
-    if flags:
-        rest = pattern[flags.end() :]
-        tail = "\n)" if "x" in flags.group(1) else ")"
-        pattern = f"(?{flags.group(1)}:{rest}{tail}"
-    return pattern
-
-
-def _checked_regex(pattern: str) -> str:
-    if _BACKREFERENCE.search(pattern):
-        raise ValueError(
-            f"regular expression {pattern!r} uses a backreference or conditional group, "
-            "which is not supported (RE2, the Collector's syntax, has none either)"
-        )
-    try:
-        re.compile(_normalize_regex(pattern))
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-    return pattern
-
-
-def _checked_value_regex(pattern: str) -> str:
-    _checked_regex(pattern)
-    if re.fullmatch(_normalize_regex(pattern), ""):
-        raise ValueError(
-            f"regular expression {pattern!r} matches the empty string, so it would mask "
-            "between every character; make it match at least one character"
-        )
-    return pattern
-
-
-def _none_as_empty(value: Any) -> Any:
-    """``key:`` with nothing under it (e.g. every item commented out) is an empty list."""
-    return [] if value is None else value
-
 
 def _combine(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    parts = [f"(?:{_normalize_regex(p)})" for p in patterns]
+    parts = [f"(?:{normalize_regex(p)})" for p in patterns]
     return re.compile("|".join(parts)) if parts else None
 
 
@@ -158,7 +108,6 @@ BUILTIN_PATTERNS: dict[str, str] = {
     # token, is what gets masked.
     "bearer_token": r"[Bb](?<![A-Za-z0-9_].)(?:earer|EARER)[ \t]+([A-Za-z0-9\-._~+/]+=*)",
 }
-BuiltinName = Literal["credit_card", "email", "us_ssn", "bearer_token"]
 
 # How a match of a value pattern is turned into a masked span.
 _PLAIN, _CARD, _BEARER = range(3)
@@ -201,248 +150,6 @@ def _luhn_span(text: str) -> int:
             if luhn_valid(digits):
                 return cut
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-_KeyList = Annotated[list[str], BeforeValidator(_none_as_empty)]
-_RegexList = Annotated[
-    list[Annotated[str, AfterValidator(_checked_regex)]], BeforeValidator(_none_as_empty)
-]
-_ValueRegexList = Annotated[
-    list[Annotated[str, AfterValidator(_checked_value_regex)]], BeforeValidator(_none_as_empty)
-]
-
-
-class RedactionConfig(BaseModel):
-    """The Collector ``redaction`` processor's keys, plus spansieve's ``builtin_patterns``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    allow_all_keys: bool = False
-    allowed_keys: _KeyList = []
-    ignored_keys: _KeyList = []
-    blocked_key_patterns: _RegexList = []
-    blocked_values: _ValueRegexList = []
-    allowed_values: _RegexList = []
-    hash_function: Literal["none", "md5", "sha1", "sha3"] = "none"
-    # The Collector's default (an empty summary) adds no attributes, i.e. "silent".
-    summary: Literal["debug", "info", "silent"] = "silent"
-    builtin_patterns: Annotated[list[BuiltinName], BeforeValidator(_none_as_empty)] = []
-
-
-_FIELD_HINTS = {
-    "allow_all_keys": "true or false",
-    "allowed_keys": "a list of attribute keys (strings)",
-    "ignored_keys": "a list of attribute keys (strings)",
-    "blocked_key_patterns": "a list of regular expressions matched against attribute keys",
-    "blocked_values": "a list of regular expressions matched against string values",
-    "allowed_values": "a list of regular expressions matched against string values",
-    "hash_function": "one of none, md5, sha1, sha3",
-    "summary": "one of debug, info, silent",
-    "builtin_patterns": "a list of: " + ", ".join(BUILTIN_PATTERNS),
-}
-_REGEX_NOTE = " (Python re syntax; RE2 habits like a leading (?i), (?<name>...) and \\z work)"
-for _field in ("blocked_key_patterns", "blocked_values", "allowed_values"):
-    _FIELD_HINTS[_field] += _REGEX_NOTE
-_KEYS_HINT = "the keys " + ", ".join(RedactionConfig.model_fields)
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    line: int | None
-    field: str
-    message: str
-    allowed: str
-
-
-class RedactionConfigError(ValueError):
-    """A redaction file that cannot be used; the message names file, line, field and fix."""
-
-    def __init__(self, path: Path | str, problems: Sequence[ConfigProblem]):
-        self.path = str(path)
-        self.problems = list(problems)
-        first = self.problems[0]
-        self.line = first.line
-        self.field = first.field
-        lines = []
-        for problem in self.problems:
-            where = f"{self.path}, line {problem.line}" if problem.line else self.path
-            field = f": field '{problem.field}'" if problem.field else ""
-            lines.append(f"{where}{field}: {problem.message}. Allowed: {problem.allowed}.")
-        header = (
-            "invalid redaction config"
-            if len(lines) == 1
-            else (f"invalid redaction config ({len(lines)} problems)")
-        )
-        super().__init__(header + ": " + "\n".join(lines))
-
-
-def _mapping_get(node: yaml.Node, key: str) -> tuple[yaml.Node, yaml.Node] | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return key_node, value_node
-    return None
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _node_for(root: yaml.Node, loc: Sequence[int | str], key_wanted: bool) -> yaml.Node:
-    """Deepest YAML node on the path ``loc`` (a pydantic error location)."""
-    node = root
-    for step in loc:
-        if isinstance(step, int) and isinstance(node, yaml.SequenceNode):
-            if 0 <= step < len(node.value):
-                node = node.value[step]
-                continue
-            break
-        found = _mapping_get(node, str(step))
-        if found is None:
-            break
-        key_node, value_node = found
-        node = key_node if key_wanted and step == loc[-1] else value_node
-    return node
-
-
-def _problems_from(exc: ValidationError, root: yaml.Node) -> list[ConfigProblem]:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        if error["type"] == "extra_forbidden":
-            node = _node_for(root, loc, key_wanted=True)
-            problems.append(
-                ConfigProblem(_line(node), format_path(loc), f"unknown key {loc[-1]!r}", _KEYS_HINT)
-            )
-            continue
-        node = _node_for(root, loc, key_wanted=False)
-        message = error["msg"].removeprefix("Value error, ")
-        hint = _FIELD_HINTS.get(str(loc[0]) if loc else "", _KEYS_HINT)
-        problems.append(ConfigProblem(_line(node), format_path(loc), message, hint))
-    return problems
-
-
-def _redaction_section(path: Path, root: yaml.Node) -> tuple[yaml.Node, str]:
-    """The node holding the redaction keys, and a prefix for field names."""
-    found = _mapping_get(root, "processors")
-    if found is None:
-        return root, ""
-    key_node, processors = found
-    if isinstance(processors, yaml.MappingNode):
-        for name_node, value_node in processors.value:
-            name = name_node.value if isinstance(name_node, yaml.ScalarNode) else ""
-            if name == "redaction" or name.startswith("redaction/"):
-                return value_node, f"processors.{name}."
-    raise RedactionConfigError(
-        path,
-        [
-            ConfigProblem(
-                _line(key_node),
-                "processors",
-                "a collector config needs a processor named 'redaction' or 'redaction/<name>'",
-                "a bare mapping of redaction keys, or a collector config with processors.redaction",
-            )
-        ],
-    )
-
-
-def load_redaction_config(path: Path) -> RedactionConfig:
-    """Read a redaction YAML file: a bare mapping of the keys, or a Collector config.
-
-    In a Collector config the first processor named ``redaction`` or ``redaction/<name>``
-    is used.  Every problem raises :class:`RedactionConfigError` naming file, line and field.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RedactionConfigError(
-            path,
-            [
-                ConfigProblem(
-                    None, "", f"cannot read the file ({exc})", "a readable UTF-8 YAML file"
-                )
-            ],
-        ) from exc
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            raise RedactionConfigError(
-                path,
-                [
-                    ConfigProblem(
-                        None,
-                        "",
-                        "the file is empty (to turn redaction off, configure no file)",
-                        "a mapping of redaction keys",
-                    )
-                ],
-            )
-        section, prefix = _redaction_section(path, root)
-        data = loader.construct_document(section)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise RedactionConfigError(
-            path, [ConfigProblem(line, "", f"YAML syntax error: {exc.problem}", "valid YAML")]
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise RedactionConfigError(
-            path, [ConfigProblem(None, "", f"YAML error: {exc}", "valid YAML")]
-        ) from exc
-    finally:
-        loader.dispose()
-
-    if data is None:  # `redaction:` with no keys: the Collector's defaults
-        data = {}
-    if not isinstance(data, dict):
-        raise RedactionConfigError(
-            path,
-            [
-                ConfigProblem(
-                    _line(section),
-                    prefix.rstrip(".") or "(top level)",
-                    f"expected a mapping of redaction keys, got {type(data).__name__}",
-                    _KEYS_HINT,
-                )
-            ],
-        )
-    duplicates = _duplicate_keys(section)
-    if duplicates:
-        raise RedactionConfigError(
-            path,
-            [
-                ConfigProblem(line, prefix + key, "key given more than once", "each key once")
-                for key, line in duplicates
-            ],
-        )
-    try:
-        return RedactionConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = _problems_from(exc, section)
-        if prefix:
-            problems = [
-                ConfigProblem(p.line, prefix + p.field, p.message, p.allowed) for p in problems
-            ]
-        raise RedactionConfigError(path, problems) from None
-
-
-def _duplicate_keys(node: yaml.Node) -> list[tuple[str, int]]:
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    seen: set[str] = set()
-    duplicates = []
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            if key_node.value in seen:
-                duplicates.append((key_node.value, _line(key_node)))
-            seen.add(key_node.value)
-    return duplicates
 
 
 # ---------------------------------------------------------------------------------------------

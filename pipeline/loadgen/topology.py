@@ -8,9 +8,10 @@ or raises ``TopologyError`` naming file, line, column and field, e.g.::
     estate.yaml:41:17: services.checkout.operations.PlaceOrder.calls[2].call: unknown
     service 'paymnet'; known: ad, cart, ...
 
-The YAML parsing and the mapping of pydantic errors to YAML lines are shared with the
-policy loader (``pipeline.config.yaml_file``), so both kinds of file report errors the same way.
-Durations take Go's syntax ("30s", "2.5ms") or a number of seconds.
+``TopologyError`` is ``pipeline.config.yaml_file.ConfigError``: topologies are read, and
+their errors reported, exactly as policy and redaction files are (several problems are
+listed one a line). Durations take Go's syntax ("30s", "2.5ms") or a number of seconds;
+clock skews may be negative ("-120ms").
 """
 
 from __future__ import annotations
@@ -20,45 +21,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from pipeline.config.yaml_file import (
-    ConfigError,
+from pipeline.config.models import (
     Duration,
     NonEmptyStr,
     StrictModel,
-    compose_yaml,
     custom_error,
-    describe_value,
-    node_position,
     parse_duration,
+)
+from pipeline.config.yaml_file import (
+    ConfigError,
+    compose_mapping,
     read_config_file,
-    to_config_error,
+    validate_node,
 )
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 _HTTP_OPERATION = re.compile(r"^(?:" + "|".join(HTTP_METHODS) + r") /\S*$")
 
 
-class TopologyError(ValueError):
-    """A topology file that cannot be used; ``str()`` is "file:line:col: field: message"."""
-
-    def __init__(self, error: ConfigError) -> None:
-        self.source = error.source
-        self.line = error.line
-        self.column = error.column
-        self.field = error.field
-        self.message = error.message
-        super().__init__(str(error))
+# The topology loader's errors are the generic config errors (same text, same fields).
+TopologyError = ConfigError
 
 
 def _signed_duration(value: Any) -> float:
     """Seconds, possibly negative (clock skew runs either way): "-120ms", "1.5s", -0.2."""
-    if isinstance(value, str) and value.strip().startswith("-"):
-        return -parse_duration(value.strip()[1:])
-    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-        return -parse_duration(-value)
-    return parse_duration(value)
+    return parse_duration(value, signed=True)
 
 
 SignedDuration = Annotated[float, BeforeValidator(_signed_duration)]
@@ -421,29 +410,15 @@ def _known(names: dict) -> str:
 
 def parse_topology(text: str, source: str = "<string>") -> Topology:
     """A Topology from YAML text; raises TopologyError naming source, line and field."""
-    try:
-        root, data = compose_yaml(text, source)
-        if root is None:
-            raise ConfigError(source, "the file is empty; expected a topology")
-        if not isinstance(data, dict):
-            raise ConfigError(
-                source,
-                "expected a mapping at the top (name:, services:, ...), "
-                f"got {describe_value(data)}",
-                **node_position(root),
-            )
-        try:
-            return Topology.model_validate(data)
-        except ValidationError as exc:
-            raise to_config_error(exc, root, source) from None
-    except ConfigError as exc:
-        raise TopologyError(exc) from None
+    root, data = compose_mapping(
+        text,
+        source,
+        empty="the file is empty; expected a topology",
+        expected="name:, services:, ...",
+    )
+    return validate_node(Topology, data, root, source)
 
 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file (see the module docstring for the errors)."""
-    try:
-        text = read_config_file(path)
-    except ConfigError as exc:
-        raise TopologyError(exc) from None
-    return parse_topology(text, str(path))
+    return parse_topology(read_config_file(path), str(path))

@@ -12,29 +12,15 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import orjson
 
-NANOS_PER_MICRO = 1_000
-NANOS_PER_MILLI = 1_000_000
-MAX_NANOS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
+from pipeline.config.durations import NANOS_PER_MICRO, NANOS_PER_MILLI, parse_go_duration
+
 TRACE_ID_HEX = 32
 DEFAULT_LIMIT = 20
 DEFAULT_DEPENDENCIES_LOOKBACK_MS = 24 * 3_600_000  # Jaeger's default: one day
 
-# Go's time.ParseDuration units; both micro signs (U+00B5 and U+03BC) are accepted, as in Go.
-_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,
-    "\u03bcs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_COMPONENT = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]+)")
 _INTEGER = re.compile(r"[-+]?[0-9]+")
 _HEX = frozenset(string.hexdigits)
 
@@ -77,49 +63,9 @@ class TraceQuery:
     trace_ids: tuple[str, ...] = field(default=())
 
 
-def parse_go_duration(text: str) -> int:
-    """Nanoseconds of a Go duration string (``1h2m3.5s``, ``100ms``, ``-1.5us``, ``0``).
-
-    Same grammar as Go's ``time.ParseDuration``: an optional sign, then one or more
-    decimal numbers each with a unit; a bare ``0`` needs none. Fractions are exact
-    (``1.2s`` is 1 200 000 000 ns, never 1 199 999 999) and truncated below a nanosecond.
-    """
-    rest = text.strip()
-    sign = 1
-    if rest[:1] in ("+", "-"):
-        sign = -1 if rest[0] == "-" else 1
-        rest = rest[1:]
-    if rest == "0":
-        return 0
-    if not rest:
-        raise ValueError(f"invalid duration {text!r}")
-    total = Fraction(0)
-    position = 0
-    while position < len(rest):
-        match = _COMPONENT.match(rest, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r}")
-        whole, fraction, unit = match.groups()
-        if not whole and not fraction:
-            raise ValueError(f"invalid duration {text!r}: a number must precede {unit!r}")
-        scale = _UNITS.get(unit)
-        if scale is None:
-            raise ValueError(
-                f"invalid duration {text!r}: unknown unit {unit!r} (use ns, us, ms, s, m, h)"
-            )
-        number = Fraction(int(whole or "0"))
-        if fraction:
-            number += Fraction(int(fraction), 10 ** len(fraction))
-        total += number * scale
-        position = match.end()
-    nanos = int(total)  # truncates toward zero, like Go
-    if nanos > MAX_NANOS:
-        raise ValueError(f"invalid duration {text!r}: longer than Go's largest (~292 years)")
-    return sign * nanos
-
-
 def duration_param(name: str, text: str) -> int:
-    """A non-negative Go duration parameter in nanoseconds."""
+    """Nanoseconds of a Go duration parameter (``pipeline.config.durations``); the query's
+    own rule on top of the grammar: a duration bound is never negative."""
     try:
         nanos = parse_go_duration(text)
     except ValueError as exc:

@@ -92,6 +92,20 @@ def test_bad_values_name_the_field():
     assert "less than or equal to 1" in e.message
 
 
+def test_several_problems_are_listed_one_a_line():
+    e = error(
+        SMALL.replace("latency: {median: 2ms}", "latency: {median: soon}").replace(
+            "protocol: grpc", "protocol: grpc\n    instances: two"
+        )
+    )
+    lines = str(e).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("t.yaml:9:27: services.web.operations.GET /.latency.median: ")
+    assert "invalid duration 'soon'" in lines[0]
+    assert lines[1] == "t.yaml:14:16: services.api.instances: expected an integer, got 'two'"
+    assert (e.line, e.field) == (9, "services.web.operations.GET /.latency.median")
+
+
 def test_call_cycles_are_refused():
     text = SMALL.replace(
         "latency: {median: 1ms}",

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from pipeline.query.params import (
-    MAX_NANOS,
     ParamError,
     TraceQuery,
     duration_param,
     normalize_trace_id,
     parse_dependencies_window,
-    parse_go_duration,
     parse_tags,
     parse_trace_query,
     raw_param,
@@ -21,61 +17,6 @@ from pipeline.query.params import (
 )
 
 S = 1_000_000_000
-
-
-@pytest.mark.parametrize(
-    ("text", "nanos"),
-    [
-        ("0", 0),
-        ("1.2s", 1_200_000_000),  # exact, not 1 199 999 999 as a float would give
-        ("100ms", 100_000_000),
-        ("1m30s", 90 * S),
-        ("500us", 500_000),
-        ("500\u00b5s", 500_000),  # micro sign
-        ("500\u03bcs", 500_000),  # Greek mu
-        ("1h", 3600 * S),
-        ("7ns", 7),
-        ("1h2m3.004005006s", 3723 * S + 4_005_006),
-        ("1.s", S),
-        (".5s", S // 2),
-        ("1.0000000009s", S),  # below a nanosecond: truncated, as in Go
-        ("+2s", 2 * S),
-        ("-1.5s", -1_500_000_000),
-        ("2562047h47m16.854775807s", MAX_NANOS),  # Go's largest duration
-    ],
-)
-def test_go_durations(text: str, nanos: int):
-    assert parse_go_duration(text) == nanos
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "1", "s", "1x", "1.5.3s", "1 s", "--1s", ".s", "1sec", "2562048h", "\uff11s", "1_0s"],
-)
-def test_go_duration_errors(text: str):
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_go_duration(text)
-
-
-parts = st.integers(min_value=0, max_value=10**6)
-
-
-@given(hours=parts, minutes=parts, seconds=parts, millis=parts, micros=parts, nanos=parts)
-def test_go_duration_components_add_up(hours, minutes, seconds, millis, micros, nanos):
-    text = f"{hours}h{minutes}m{seconds}s{millis}ms{micros}us{nanos}ns"
-    expected = ((hours * 60 + minutes) * 60 + seconds) * S + millis * 10**6 + micros * 1000 + nanos
-    assert parse_go_duration(text) == expected
-
-
-@given(st.integers(min_value=0, max_value=MAX_NANOS))
-def test_go_duration_round_trip(nanos: int):
-    """Go prints durations like 1h2m3.000000004s; every such form reads back exactly."""
-    hours, rest = divmod(nanos, 3600 * S)
-    minutes, rest = divmod(rest, 60 * S)
-    seconds, fraction = divmod(rest, S)
-    text = f"{hours}h{minutes}m{seconds}.{fraction:09d}".rstrip("0").rstrip(".") + "s"
-    assert parse_go_duration(text) == nanos
-    assert parse_go_duration(f"{nanos}ns") == nanos
 
 
 def test_duration_parameters_name_themselves():

@@ -6,6 +6,7 @@ import hashlib
 import re
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,12 +14,14 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline.gateway.redaction import (
+    BUILTIN_PATTERNS,
     RedactionConfig,
     RedactionConfigError,
     RedactionStats,
     Redactor,
     load_redaction_config,
 )
+from pipeline.gateway.redaction_config import BuiltinName
 from pipeline.wire.otlp import set_any_value
 
 REPO = Path(__file__).resolve().parents[2]
@@ -665,9 +668,9 @@ def test_error_names_file_line_and_field(tmp_path):
         load_redaction_config(path)
     message = str(caught.value)
     assert "pii-redaction.yaml" in message
-    assert "line 5" in message and "blocked_values[1]" in message
+    assert f"{path}:5:5: blocked_values[1]: " in message
     assert "invalid regular expression" in message
-    assert "line 6" in message and "'summary'" in message
+    assert f"{path}:6:10: summary: " in message
     assert "debug" in message and "info" in message and "silent" in message
     assert caught.value.line == 5
     assert caught.value.field == "blocked_values[1]"
@@ -687,7 +690,7 @@ def test_error_for_unknown_key_in_collector_config(tmp_path):
         load_redaction_config(path)
     message = str(caught.value)
     assert str(path) in message
-    assert "line 4" in message
+    assert f"{path}:4:" in message
     assert "processors.redaction/pii.redact_all_types" in message
     assert "unknown key" in message and "allowed_keys" in message
 
@@ -695,12 +698,12 @@ def test_error_for_unknown_key_in_collector_config(tmp_path):
 @pytest.mark.parametrize(
     ("text", "line", "needle"),
     [
-        ("allow_all_keys: true\nsummary: [debug\n", 3, "YAML syntax error"),
+        ("allow_all_keys: true\nsummary: [debug\n", 3, "invalid YAML"),
         ("- a\n- b\n", 1, "expected a mapping"),
         ("processors:\n  batch: {}\n", 1, "'redaction'"),
         ("allow_all_keys: maybe\n", 1, "true or false"),
         ("builtin_patterns:\n  - email\n  - iban\n", 3, "credit_card"),
-        ("summary: info\nsummary: debug\n", 2, "more than once"),
+        ("summary: info\nsummary: debug\n", 2, "duplicate key 'summary'"),
     ],
 )
 def test_more_config_errors(tmp_path, text, line, needle):
@@ -708,7 +711,7 @@ def test_more_config_errors(tmp_path, text, line, needle):
     with pytest.raises(RedactionConfigError) as caught:
         load_redaction_config(path)
     message = str(caught.value)
-    assert f"line {line}" in message
+    assert f"{path.name}:{line}:" in message
     assert needle in message
     assert path.name in message
 
@@ -718,6 +721,24 @@ def test_empty_or_missing_file_is_an_error(tmp_path):
         load_redaction_config(write(tmp_path, "# nothing\n"))
     with pytest.raises(RedactionConfigError, match="cannot read"):
         load_redaction_config(tmp_path / "absent.yaml")
+
+
+def test_the_names_a_file_may_give_are_the_builtin_patterns():
+    assert list(get_args(BuiltinName)) == list(BUILTIN_PATTERNS)
+
+
+def test_problems_of_a_file_are_listed_one_a_line_topmost_first(tmp_path):
+    path = write(tmp_path, "summary: loud\nallowed_keys: [a, 5]\nhash_function: sha256\n")
+    with pytest.raises(RedactionConfigError) as caught:
+        load_redaction_config(path)
+    assert [(p.line, p.field) for p in caught.value.problems] == [
+        (1, "summary"),
+        (2, "allowed_keys[1]"),
+        (3, "hash_function"),
+    ]
+    assert str(caught.value).splitlines()[2] == (
+        f"{path}:3:16: hash_function: expected 'none', 'md5', 'sha1' or 'sha3', got 'sha256'"
+    )
 
 
 def test_example_topology_file_loads_and_redacts():
