@@ -18,8 +18,8 @@ The pieces, in the order a loader uses them:
   onto the YAML node each of its errors is about.
 
 The model side (``StrictModel``, ``Duration``, ``custom_error``, ``describe_value``) is
-``pipeline.config.models``; the names are re-exported here. Discriminated unions are
-expected to use a ``type`` key as their tag.
+``pipeline.config.models``. Discriminated unions are expected to use a ``type`` key as
+their tag.
 """
 
 from __future__ import annotations
@@ -32,30 +32,17 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config.models import (
-    Duration,
-    NonEmptyStr,
-    StrictModel,
-    custom_error,
-    describe_value,
-    parse_duration,
-)
+from pipeline.config.models import describe_value
 
 __all__ = [
     "DEFAULT_PROBLEM_LIMIT",
     "ConfigError",
     "ConfigProblem",
-    "Duration",
-    "NonEmptyStr",
-    "StrictModel",
     "child_node",
     "compose_mapping",
     "compose_yaml",
-    "custom_error",
-    "describe_value",
     "format_path",
     "node_position",
-    "parse_duration",
     "read_config_file",
     "to_config_error",
     "validate_node",

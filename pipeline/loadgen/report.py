@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config.yaml_file import parse_duration
+from pipeline.config.models import parse_duration
 from pipeline.loadgen.generator import TraceGenerator
 from pipeline.loadgen.ledger import LoadgenResult
 from pipeline.loadgen.topology import Burst, Topology

@@ -30,12 +30,7 @@ from pipeline.config.models import (
     custom_error,
     parse_duration,
 )
-from pipeline.config.yaml_file import (
-    ConfigError,
-    compose_mapping,
-    read_config_file,
-    validate_node,
-)
+from pipeline.config.yaml_file import ConfigError, compose_mapping, read_config_file, validate_node
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 _HTTP_OPERATION = re.compile(r"^(?:" + "|".join(HTTP_METHODS) + r") /\S*$")

@@ -9,9 +9,19 @@ inverted decision.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
 
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import ERROR, INVERT_NOT_SAMPLED, NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import (
+    BuildContext,
+    PolicyModel,
+    SectionModel,
+    register,
+    sub_policy_slot,
+)
 from pipeline.policies.trace import TraceView
 
 
@@ -44,3 +54,25 @@ def union_keys(policies: Sequence[Policy]) -> tuple[frozenset[str], frozenset[st
         span |= s
         resource |= r
     return frozenset(span), frozenset(resource)
+
+
+AndSubPolicy = sub_policy_slot("and_sub_policy")
+
+
+class AndCfg(SectionModel):
+    and_sub_policy: list[AndSubPolicy] = Field(min_length=1)
+
+
+class AndPolicy(PolicyModel):
+    type: Literal["and"]
+    and_: AndCfg = Field(alias="and")
+
+    def sub_policies(self) -> Sequence[PolicyModel]:
+        return self.and_.and_sub_policy
+
+
+def build(config: AndPolicy, context: BuildContext) -> And:
+    return And(config.name, [context.build(sub) for sub in config.and_.and_sub_policy])
+
+
+register(AndPolicy, build, nestable=False)

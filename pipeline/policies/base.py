@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -16,21 +17,29 @@ from pipeline.policies.decision import (
 from pipeline.policies.trace import TraceView
 
 
-class Policy:
+class Policy(ABC):
     """One evaluator: ``evaluate(trace) -> Decision``.
 
     ``stateful`` policies (rate and byte budgets, composite) change state on every
     evaluation, so the engine always runs them when the collector would, even when the
     final decision is already known. ``may_invert_not_sample`` says whether the policy can
     return InvertNotSampled (the only decision that can overturn an earlier Sampled).
+    ``reports_sub_policy`` policies (composite) set ``last_sub`` to the sub-policy that
+    sampled, and the engine reports the decision as "<policy>/<last_sub>".
+
+    Each evaluator lives in its policy type's module, next to its config model and the
+    ``register(...)`` call that ties them together (see ``registry``).
     """
 
     stateful: bool = False
     may_invert_not_sample: bool = False
+    reports_sub_policy: bool = False
+    last_sub: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
 
+    @abstractmethod
     def evaluate(self, trace: TraceView) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -84,6 +93,7 @@ class AttributePolicy(Policy):
         keys = frozenset((self.key,))
         return keys, keys
 
+    @abstractmethod
     def on_resource(self, value: AnyValue) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 

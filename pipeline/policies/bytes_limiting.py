@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
+from pydantic import Field
+
+from pipeline.config.models import StrictModel
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
 from pipeline.policies.limiter import TokenBucket
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 
@@ -33,3 +38,21 @@ class BytesLimiting(Policy):
 
     def evaluate(self, trace: TraceView) -> Decision:
         return SAMPLED if self.bucket.allow(trace.size_bytes) else NOT_SAMPLED
+
+
+class BytesLimitingCfg(StrictModel):
+    bytes_per_second: int = Field(ge=0)
+    burst_capacity: int = Field(0, ge=0, description="0 = 2 x bytes_per_second")
+
+
+class BytesLimitingPolicy(PolicyModel):
+    type: Literal["bytes_limiting"]
+    bytes_limiting: BytesLimitingCfg
+
+
+def build(config: BytesLimitingPolicy, context: BuildContext) -> BytesLimiting:
+    c = config.bytes_limiting
+    return BytesLimiting(config.name, c.bytes_per_second, c.burst_capacity, context.clock)
+
+
+register(BytesLimitingPolicy, build)

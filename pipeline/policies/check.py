@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.policies.config import SamplingConfig, load_policy_file
 from pipeline.policies.engine import PolicyEngine
+from pipeline.policies.registry import PolicyModel
 
 
 def _seconds(value: float) -> str:
@@ -19,18 +20,9 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 
-def _describe(policy, indent: str = "  ") -> list[str]:
-    lines = [f"{indent}- {policy.name} ({policy.type})"]
-    subs = []
-    if policy.type == "and":
-        subs = policy.and_.and_sub_policy
-    elif policy.type == "drop":
-        subs = policy.drop.drop_sub_policy
-    elif policy.type == "not":
-        subs = [policy.not_.not_sub_policy]
-    elif policy.type == "composite":
-        subs = policy.composite.composite_sub_policy
-    for sub in subs:
+def _describe(policy: PolicyModel, indent: str = "  ") -> list[str]:
+    lines = [f"{indent}- {policy.name} ({policy.type})"]  # type: ignore[attr-defined]
+    for sub in policy.sub_policies():
         lines.extend(_describe(sub, indent + "    "))
     return lines
 

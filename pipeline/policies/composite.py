@@ -19,10 +19,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
+from pydantic import Field, model_validator
+
+from pipeline.config.models import NonEmptyStr, StrictModel, custom_error
 from pipeline.policies.and_ import union_keys
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import ERROR, INVERT_SAMPLED, NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import (
+    BuildContext,
+    PolicyModel,
+    SectionModel,
+    no_duplicate_names,
+    register,
+    sub_policy_slot,
+)
 from pipeline.policies.trace import TraceView
 
 
@@ -37,6 +49,7 @@ def allocations(max_total: int, names: Sequence[str], percents: Mapping[str, int
 
 class Composite(Policy):
     stateful = True
+    reports_sub_policy = True  # the engine names the decision "<composite>/<last_sub>"
 
     def __init__(
         self,
@@ -78,3 +91,77 @@ class Composite(Policy):
                     return SAMPLED
                 return NOT_SAMPLED
         return NOT_SAMPLED
+
+
+CompositeSubPolicy = sub_policy_slot("composite_sub_policy", also=("and",))
+
+
+class RateAllocationCfg(StrictModel):
+    policy: NonEmptyStr
+    percent: int = Field(ge=0, le=100, description="0 = equal share")
+
+
+class CompositeCfg(SectionModel):
+    max_total_spans_per_second: int = Field(ge=0)
+    policy_order: list[NonEmptyStr] = Field(
+        default_factory=list,
+        description="accepted and checked, but (as in the collector) sub-policies run in "
+        "composite_sub_policy order",
+    )
+    composite_sub_policy: list[CompositeSubPolicy] = Field(min_length=1)
+    rate_allocation: list[RateAllocationCfg] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> CompositeCfg:
+        names = [p.name for p in self.composite_sub_policy]
+        no_duplicate_names(names, "composite_sub_policy")
+        known = ", ".join(names)
+        for i, name in enumerate(self.policy_order):
+            if name not in names:
+                raise custom_error(
+                    "policy_order names {name}, which is not a composite_sub_policy "
+                    "(known: {known})",
+                    ("policy_order", i),
+                    name=repr(name),
+                    known=known,
+                )
+        seen: set[str] = set()
+        for i, alloc in enumerate(self.rate_allocation):
+            if alloc.policy not in names:
+                raise custom_error(
+                    "rate_allocation names {name}, which is not a composite_sub_policy "
+                    "(known: {known})",
+                    ("rate_allocation", i, "policy"),
+                    name=repr(alloc.policy),
+                    known=known,
+                )
+            if alloc.policy in seen:
+                raise custom_error(
+                    "{name} is allocated twice",
+                    ("rate_allocation", i, "policy"),
+                    name=repr(alloc.policy),
+                )
+            seen.add(alloc.policy)
+        return self
+
+
+class CompositePolicy(PolicyModel):
+    type: Literal["composite"]
+    composite: CompositeCfg
+
+    def sub_policies(self) -> Sequence[PolicyModel]:
+        return self.composite.composite_sub_policy
+
+
+def build(config: CompositePolicy, context: BuildContext) -> Composite:
+    c = config.composite
+    return Composite(
+        config.name,
+        c.max_total_spans_per_second,
+        [context.build(sub) for sub in c.composite_sub_policy],
+        {a.policy: a.percent for a in c.rate_allocation},
+        context.clock,
+    )
+
+
+register(CompositePolicy, build, nestable=False)

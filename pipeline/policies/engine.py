@@ -28,12 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.policies import config as cfg
-from pipeline.policies.always_sample import AlwaysSample
-from pipeline.policies.and_ import And
+from pipeline.policies import registry
 from pipeline.policies.base import Policy
-from pipeline.policies.boolean_attribute import BooleanAttribute
-from pipeline.policies.bytes_limiting import BytesLimiting
-from pipeline.policies.composite import Composite
 from pipeline.policies.decision import (
     DROPPED,
     ERROR,
@@ -43,19 +39,7 @@ from pipeline.policies.decision import (
     SAMPLED,
     Decision,
 )
-from pipeline.policies.drop import Drop
-from pipeline.policies.latency import Latency
-from pipeline.policies.not_ import Not
-from pipeline.policies.numeric_attribute import NumericAttribute
-from pipeline.policies.ottl_condition import OTTLCondition
-from pipeline.policies.probabilistic import Probabilistic
-from pipeline.policies.rate_limiting import RateLimiting
-from pipeline.policies.span_count import SpanCount
-from pipeline.policies.status_code import StatusCode
-from pipeline.policies.string_attribute import StringAttribute
 from pipeline.policies.trace import TraceView
-from pipeline.policies.trace_flags import TraceFlags
-from pipeline.policies.trace_state import TraceState
 
 log = logging.getLogger(__name__)
 
@@ -70,60 +54,9 @@ class EngineDecision:
     final: Decision = NOT_SAMPLED  # SAMPLED, NOT_SAMPLED or DROPPED, as the collector
 
 
-def build_policy(p, clock: Clock = time.monotonic) -> Policy:
-    """The evaluator for one configured policy (config model -> Policy)."""
-    t = p.type
-    if t == "always_sample":
-        return AlwaysSample(p.name)
-    if t == "latency":
-        return Latency(p.name, p.latency.threshold_ms, p.latency.upper_threshold_ms)
-    if t == "numeric_attribute":
-        c = p.numeric_attribute
-        return NumericAttribute(p.name, c.key, c.min_value, c.max_value, c.invert_match)
-    if t == "probabilistic":
-        c = p.probabilistic
-        return Probabilistic(p.name, c.sampling_percentage, c.hash_salt)
-    if t == "status_code":
-        return StatusCode(p.name, p.status_code.status_codes)
-    if t == "string_attribute":
-        c = p.string_attribute
-        return StringAttribute(
-            p.name, c.key, c.values, c.enabled_regex_matching, c.cache_max_size, c.invert_match
-        )
-    if t == "boolean_attribute":
-        c = p.boolean_attribute
-        return BooleanAttribute(p.name, c.key, c.value, c.invert_match)
-    if t == "span_count":
-        return SpanCount(p.name, p.span_count.min_spans, p.span_count.max_spans)
-    if t == "trace_state":
-        return TraceState(p.name, p.trace_state.key, p.trace_state.values)
-    if t == "trace_flags":
-        return TraceFlags(p.name)
-    if t == "rate_limiting":
-        c = p.rate_limiting
-        return RateLimiting(p.name, c.spans_per_second, c.burst_capacity, clock)
-    if t == "bytes_limiting":
-        c = p.bytes_limiting
-        return BytesLimiting(p.name, c.bytes_per_second, c.burst_capacity, clock)
-    if t == "ottl_condition":
-        c = p.ottl_condition
-        return OTTLCondition(p.name, c.span, c.spanevent, c.error_mode)
-    if t == "and":
-        return And(p.name, [build_policy(s, clock) for s in p.and_.and_sub_policy])
-    if t == "not":
-        return Not(p.name, build_policy(p.not_.not_sub_policy, clock))
-    if t == "drop":
-        return Drop(p.name, [build_policy(s, clock) for s in p.drop.drop_sub_policy])
-    if t == "composite":
-        c = p.composite
-        return Composite(
-            p.name,
-            c.max_total_spans_per_second,
-            [build_policy(s, clock) for s in c.composite_sub_policy],
-            {a.policy: a.percent for a in c.rate_allocation},
-            clock,
-        )
-    raise ValueError(f"unknown policy type {t!r}")  # pragma: no cover - config rejects it
+def build_policy(p: registry.PolicyModel, clock: Clock = time.monotonic) -> Policy:
+    """The evaluator for one configured policy (config model -> Policy), via the registry."""
+    return registry.build_policy(p, clock)
 
 
 class PolicyEngine:
@@ -133,7 +66,10 @@ class PolicyEngine:
     def __init__(self, config: cfg.SamplingConfig, clock: Clock = time.monotonic) -> None:
         self.config = config
         self.clock = clock
-        built = [(build_policy(p, clock), p.type == "drop") for p in config.policies]
+        built = [
+            (build_policy(p, clock), registry.policy_type(p.type).evaluated_first)
+            for p in config.policies
+        ]
         self._setup(built, config.sample_on_first_match)
 
     @classmethod
@@ -144,7 +80,8 @@ class PolicyEngine:
         sample_on_first_match: bool = False,
         clock: Clock = time.monotonic,
     ) -> PolicyEngine:
-        """An engine over ready evaluators: (policy, is_drop_policy) in file order."""
+        """An engine over ready evaluators: (policy, evaluated_first) in file order
+        (evaluated_first: a drop policy)."""
         engine = cls.__new__(cls)
         engine.config = None
         engine.clock = clock
@@ -168,7 +105,9 @@ class PolicyEngine:
             span_keys |= s
             resource_keys |= r
         self.attribute_keys = frozenset(span_keys | resource_keys)
-        self._plan = [(p, p.name, p.stateful, isinstance(p, Composite)) for p in self.policies]
+        self._plan = [
+            (p, p.name, p.stateful, getattr(p, "reports_sub_policy", False)) for p in self.policies
+        ]
 
     def view(
         self, data, trace_id: bytes, size_bytes: int | None = None, raw: bytes | None = None
@@ -176,6 +115,8 @@ class PolicyEngine:
         """A TraceView indexed for exactly the attribute keys these policies read.
 
         Pass ``raw`` (the serialized spans) when you have it: it saves a serialization.
+        (``evaluate`` restricts a plain ``TraceView(data, trace_id, size)``, which is what
+        the sampler passes, to the same keys, so both index only what is read.)
         """
         return TraceView(data, trace_id, size_bytes, keys=self.attribute_keys, raw=raw)
 
@@ -187,7 +128,7 @@ class PolicyEngine:
         any_not_sampled = False
         settled = False
         last_inverter = self._last_inverter
-        for index, (policy, name, stateful, is_composite) in enumerate(self._plan):
+        for index, (policy, name, stateful, names_sub) in enumerate(self._plan):
             if settled and not stateful:
                 continue
             try:
@@ -198,7 +139,7 @@ class PolicyEngine:
             per[name] = d
             if d is SAMPLED:
                 if first_sampled is None:
-                    first_sampled = f"{name}/{policy.last_sub}" if is_composite else name
+                    first_sampled = f"{name}/{policy.last_sub}" if names_sub else name
                     if self.sample_on_first_match:
                         break
                     if index >= last_inverter:

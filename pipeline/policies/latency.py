@@ -15,8 +15,14 @@ that is what the collector does.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.models import StrictModel, custom_error
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 _INT64 = 1 << 63
@@ -53,3 +59,35 @@ class Latency(Policy):
             elif lower < ms <= upper:
                 return SAMPLED
         return NOT_SAMPLED
+
+
+class LatencyCfg(StrictModel):
+    """Trace duration = latest span end - earliest span start."""
+
+    threshold_ms: int = Field(0, ge=0, description="lower bound (ms); inclusive without upper")
+    upper_threshold_ms: int = Field(0, ge=0, description="upper bound (ms); 0 = none")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LatencyCfg:
+        if self.upper_threshold_ms and self.upper_threshold_ms <= self.threshold_ms:
+            raise custom_error(
+                "upper_threshold_ms ({upper}) must be greater than threshold_ms ({lower}), "
+                "or 0 for no upper bound",
+                ("upper_threshold_ms",),
+                upper=self.upper_threshold_ms,
+                lower=self.threshold_ms,
+            )
+        return self
+
+
+class LatencyPolicy(PolicyModel):
+    type: Literal["latency"]
+    latency: LatencyCfg = LatencyCfg()
+
+
+def build(config: LatencyPolicy, context: BuildContext) -> Latency:
+    c = config.latency
+    return Latency(config.name, c.threshold_ms, c.upper_threshold_ms)
+
+
+register(LatencyPolicy, build)

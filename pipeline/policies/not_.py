@@ -7,8 +7,20 @@ policy still returns the inverted decision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
+
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import (
+    BuildContext,
+    PolicyModel,
+    SectionModel,
+    register,
+    sub_policy_slot,
+)
 from pipeline.policies.trace import TraceView
 
 
@@ -29,3 +41,25 @@ class Not(Policy):
         if d is NOT_SAMPLED:
             return SAMPLED
         return d
+
+
+NotSubPolicy = sub_policy_slot("not_sub_policy")
+
+
+class NotCfg(SectionModel):
+    not_sub_policy: NotSubPolicy
+
+
+class NotPolicy(PolicyModel):
+    type: Literal["not"]
+    not_: NotCfg = Field(alias="not")
+
+    def sub_policies(self) -> Sequence[PolicyModel]:
+        return (self.not_.not_sub_policy,)
+
+
+def build(config: NotPolicy, context: BuildContext) -> Not:
+    return Not(config.name, context.build(config.not_.not_sub_policy))
+
+
+register(NotPolicy, build, nestable=False)

@@ -7,9 +7,14 @@ value read is ``Int()``, which is 0 for a non-int attribute (a double 3.7 or a s
 
 from __future__ import annotations
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from typing import Literal
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from pydantic import Field, model_validator
+
+from pipeline.config.models import NonEmptyStr, StrictModel, custom_error
 from pipeline.policies.base import AttributePolicy
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -32,3 +37,38 @@ class NumericAttribute(AttributePolicy):
 
     def on_resource(self, value: AnyValue) -> bool:
         return self.low <= value.int_value <= self.high
+
+
+class NumericAttributeCfg(StrictModel):
+    key: NonEmptyStr
+    min_value: int = Field(0, description="0 means no lower bound (as the collector)")
+    max_value: int = Field(0, description="0 means no upper bound (as the collector)")
+    invert_match: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NumericAttributeCfg:
+        if self.min_value == 0 and self.max_value == 0:
+            raise custom_error(
+                "set min_value or max_value (a 0 means 'no bound', as the collector)"
+            )
+        if self.min_value and self.max_value and self.min_value > self.max_value:
+            raise custom_error(
+                "min_value ({lo}) is greater than max_value ({hi})",
+                ("min_value",),
+                lo=self.min_value,
+                hi=self.max_value,
+            )
+        return self
+
+
+class NumericAttributePolicy(PolicyModel):
+    type: Literal["numeric_attribute"]
+    numeric_attribute: NumericAttributeCfg
+
+
+def build(config: NumericAttributePolicy, context: BuildContext) -> NumericAttribute:
+    c = config.numeric_attribute
+    return NumericAttribute(config.name, c.key, c.min_value, c.max_value, c.invert_match)
+
+
+register(NumericAttributePolicy, build)

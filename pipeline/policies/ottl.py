@@ -36,9 +36,10 @@ Strings take Go escapes ``\\" \\\\ \\n \\t \\r \\xhh \\uhhhh``. Comparisons foll
 rules: a missing attribute is ``nil``; ``nil == nil`` (and ``<=``, ``>=``) is true; int and
 float compare numerically; strings and bytes compare lexicographically; bools order
 false < true; maps and lists compare only for (deep) equality; any other mix of types is
-false for every operator except ``!=``. Consequently no condition of this subset can fail
-at run time, so ``error_mode`` (accepted: ``propagate`` default, ``ignore``, ``silent``)
-has nothing to act on.
+false for every operator except ``!=``. Every path reads a field that every span or
+event has. Consequently no condition of this subset can fail at run time; the
+``ottl_condition`` policy still applies its ``error_mode`` (``propagate``, ``ignore``,
+``silent``) to a condition that raises, see ``pipeline.policies.ottl_condition``.
 
 Not supported (load-time error): converters and editors (``IsMatch(...)``,
 ``Substring(...)``...), math (``+ - * /``), byte literals (``0x...``), map/list literals,

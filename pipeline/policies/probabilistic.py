@@ -30,9 +30,14 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Literal
 
+from pydantic import Field
+
+from pipeline.config.models import StrictModel
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 DEFAULT_SALT = "default-hash-seed"
@@ -104,3 +109,23 @@ class Probabilistic(Policy):
         for byte in trace.trace_id:
             state = ((state ^ byte) * _FNV_PRIME) & _MASK
         return SAMPLED if state <= self.threshold else NOT_SAMPLED
+
+
+class ProbabilisticCfg(StrictModel):
+    sampling_percentage: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="0-100; >= 100 samples all"
+    )
+    hash_salt: str = Field("", description='empty = the collector default "default-hash-seed"')
+
+
+class ProbabilisticPolicy(PolicyModel):
+    type: Literal["probabilistic"]
+    probabilistic: ProbabilisticCfg = ProbabilisticCfg()
+
+
+def build(config: ProbabilisticPolicy, context: BuildContext) -> Probabilistic:
+    c = config.probabilistic
+    return Probabilistic(config.name, c.sampling_percentage, c.hash_salt)
+
+
+register(ProbabilisticPolicy, build)

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
+from pydantic import Field
+
+from pipeline.config.models import StrictModel
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
 from pipeline.policies.limiter import TokenBucket
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 
@@ -33,3 +38,21 @@ class RateLimiting(Policy):
 
     def evaluate(self, trace: TraceView) -> Decision:
         return SAMPLED if self.bucket.allow(trace.span_count) else NOT_SAMPLED
+
+
+class RateLimitingCfg(StrictModel):
+    spans_per_second: int = Field(ge=0)
+    burst_capacity: int = Field(0, ge=0, description="0 = 2 x spans_per_second")
+
+
+class RateLimitingPolicy(PolicyModel):
+    type: Literal["rate_limiting"]
+    rate_limiting: RateLimitingCfg
+
+
+def build(config: RateLimitingPolicy, context: BuildContext) -> RateLimiting:
+    c = config.rate_limiting
+    return RateLimiting(config.name, c.spans_per_second, c.burst_capacity, context.clock)
+
+
+register(RateLimitingPolicy, build)

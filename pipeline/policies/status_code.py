@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from pydantic import Field
 
+from pipeline.config.models import StrictModel
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 CODES = {
@@ -34,3 +38,22 @@ class StatusCode(Policy):
             if span.status.code in codes:
                 return SAMPLED
         return NOT_SAMPLED
+
+
+StatusCodeName = Literal["OK", "ERROR", "UNSET"]
+
+
+class StatusCodeCfg(StrictModel):
+    status_codes: list[StatusCodeName] = Field(min_length=1)
+
+
+class StatusCodePolicy(PolicyModel):
+    type: Literal["status_code"]
+    status_code: StatusCodeCfg
+
+
+def build(config: StatusCodePolicy, context: BuildContext) -> StatusCode:
+    return StatusCode(config.name, config.status_code.status_codes)
+
+
+register(StatusCodePolicy, build)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from pydantic import Field, ValidationInfo, field_validator
 
+from pipeline.config.models import NonEmptyStr, StrictModel, custom_error
 from pipeline.policies.base import AttributePolicy
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 
 DEFAULT_CACHE_SIZE = 128
 
@@ -60,3 +64,42 @@ class StringAttribute(AttributePolicy):
     def on_span(self, value: AnyValue) -> bool:
         text = value.string_value
         return bool(text) and self.matches(text)
+
+
+class StringAttributeCfg(StrictModel):
+    key: NonEmptyStr
+    enabled_regex_matching: bool = False
+    values: list[str] = Field(min_length=1)
+    cache_max_size: int = Field(0, ge=0, description="regex result cache; 0 = 128")
+    invert_match: bool = False
+
+    @field_validator("values")
+    @classmethod
+    def _regexes_compile(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("enabled_regex_matching"):
+            for i, pattern in enumerate(values):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise custom_error(
+                        "invalid regular expression {pattern}: {error}",
+                        (i,),
+                        pattern=repr(pattern),
+                        error=str(exc),
+                    ) from None
+        return values
+
+
+class StringAttributePolicy(PolicyModel):
+    type: Literal["string_attribute"]
+    string_attribute: StringAttributeCfg
+
+
+def build(config: StringAttributePolicy, context: BuildContext) -> StringAttribute:
+    c = config.string_attribute
+    return StringAttribute(
+        config.name, c.key, c.values, c.enabled_regex_matching, c.cache_max_size, c.invert_match
+    )
+
+
+register(StringAttributePolicy, build)

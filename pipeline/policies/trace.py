@@ -8,10 +8,13 @@ policies look at ``http.route``, the spans' attribute lists are walked once.
 Policies that look for particular strings (string/numeric/boolean attribute keys,
 exact string values) first test whether those bytes occur at all in the trace's
 serialized form (``raw``): a protobuf string is always stored verbatim, so when the
-bytes are absent no attribute can match and the attribute walk is skipped. Pass ``raw``
-when you already hold the serialized spans (the sampler does); otherwise it is produced
-once with ``SerializeToString`` on first use (about 7 us for 10 spans, less than walking
-their attributes).
+bytes are absent no attribute can match and the attribute walk is skipped. ``raw`` may be
+given (any bytes that hold the spans' serialized form, e.g. the buffered ``TracesData``
+bytes the spans were parsed from); otherwise it is produced once with
+``SerializeToString`` on first use (about 7 us for 10 spans, less than walking their
+attributes). The sampler (``pipeline.sampler.core``) parses a trace's buffered bytes into
+a ``TracesData`` and builds ``TraceView(data, trace_id, len(buffered_bytes))``: it gives
+the size, not the bytes, so policies with a pre-check serialize the parsed spans once.
 
 Attribute maps keep the FIRST entry of a duplicated key, as pdata's ``Map.Get`` does.
 Values are the protobuf ``AnyValue`` messages; ``v.string_value`` / ``v.int_value`` /

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
+from pydantic import Field
+
+from pipeline.config.models import NonEmptyStr, StrictModel
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 _KEY = re.compile(
@@ -60,3 +65,20 @@ class TraceState(Policy):
             if parsed is not None and parsed.get(key, "") in values:
                 return SAMPLED
         return NOT_SAMPLED
+
+
+class TraceStateCfg(StrictModel):
+    key: NonEmptyStr
+    values: list[str] = Field(min_length=1)
+
+
+class TraceStatePolicy(PolicyModel):
+    type: Literal["trace_state"]
+    trace_state: TraceStateCfg
+
+
+def build(config: TraceStatePolicy, context: BuildContext) -> TraceState:
+    return TraceState(config.name, config.trace_state.key, config.trace_state.values)
+
+
+register(TraceStatePolicy, build)

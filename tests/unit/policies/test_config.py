@@ -2,13 +2,13 @@ import textwrap
 
 import pytest
 
+from pipeline.config.models import parse_duration
 from pipeline.policies.config import (
     POLICY_TYPES,
     PolicyConfigError,
     SamplingConfig,
     load_policy_file,
     load_policy_text,
-    parse_duration,
 )
 
 
@@ -548,3 +548,34 @@ policies:
                          {policy: test-composite-policy-2, percent: 25}]}},
   ]
 """
+
+
+def test_expected_new_traces_per_sec_is_accepted_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="pipeline.policies.config"):
+        c = load(
+            """
+            processors:
+              tail_sampling:
+                expected_new_traces_per_sec: 10
+                policies: [{name: a, type: always_sample}]
+            """
+        )
+    assert c.expected_new_traces_per_sec == 10
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert message.startswith(
+        "p.yaml:4:5: processors.tail_sampling.expected_new_traces_per_sec: accepted for "
+        "collector configs, but has no effect in spansieve"
+    ), message
+
+
+def test_no_warning_when_the_no_effect_key_is_absent(caplog):
+    from pipeline.policies.config import keys_without_effect
+
+    with caplog.at_level("WARNING", logger="pipeline.policies.config"):
+        c = load(MINIMAL)
+    assert caplog.records == [] and keys_without_effect(c) == []
+    explicit = SamplingConfig.model_validate(
+        {"expected_new_traces_per_sec": 0, "policies": [{"name": "a", "type": "always_sample"}]}
+    )
+    assert keys_without_effect(explicit) == ["expected_new_traces_per_sec"]

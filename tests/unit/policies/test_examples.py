@@ -75,3 +75,14 @@ def test_bench_runs():
     result = measure(DEFAULT, traces=20, rounds=1)
     assert result["parse + evaluate (us/trace)"] > 0
     assert 3000 < result["bytes/trace"] < 4000
+
+
+def test_bench_default_file_is_package_data():
+    from importlib.resources import files
+
+    from pipeline.policies.bench import DEFAULT_FILE, measure
+
+    assert files("pipeline.topologies").joinpath("policies-default.yaml") == DEFAULT_FILE
+    result = measure(traces=20, rounds=1)  # the packaged default file
+    assert result["parse + evaluate as the sampler (us/trace)"] > 0
+    assert result["kept"] == measure(DEFAULT, traces=20, rounds=1)["kept"]

@@ -146,3 +146,100 @@ def test_error_mode_and_empty_rejected():
         OTTLCondition("o", span=["true"], error_mode="explode")
     with pytest.raises(ValueError, match="at least one"):
         OTTLCondition("o")
+
+
+# --------------------------------------------------------------------------- error_mode
+
+FAILING = "duration > 0"  # fails once compare is made to raise on ">"
+MATCHING = 'name == "op"'
+
+
+@pytest.fixture
+def failing_compare(monkeypatch):
+    """Make ottl.compare raise for ">" (the subset itself never fails at run time)."""
+    real = ottl.compare
+
+    def flaky(a, b, op):
+        if op == ">":
+            raise TypeError("cannot compare")
+        return real(a, b, op)
+
+    monkeypatch.setattr(ottl, "compare", flaky)
+
+
+def test_error_mode_propagate_makes_the_policy_fail(failing_compare):
+    from pipeline.policies.decision import ERROR
+    from pipeline.policies.engine import PolicyEngine
+
+    policy = OTTLCondition("o", span=[FAILING, MATCHING])  # propagate is the default
+    assert policy.error_mode == "propagate"
+    with pytest.raises(TypeError, match="cannot compare"):
+        policy.evaluate(view(span()))
+    result = PolicyEngine.from_evaluators([(policy, False)]).evaluate(view(span()))
+    assert (result.sampled, result.per_policy) == (False, {"o": ERROR})
+
+
+@pytest.mark.parametrize("mode", ["ignore", "silent"])
+def test_error_mode_ignore_and_silent_count_the_condition_as_false(mode, failing_compare, caplog):
+    policy = OTTLCondition("o", span=[FAILING, MATCHING], error_mode=mode)
+    with caplog.at_level("WARNING", logger="pipeline.policies.ottl_condition"):
+        assert policy.evaluate(view(span())) is SAMPLED  # the next condition still runs
+        only_failing = OTTLCondition("f", spanevent=[f"span.{FAILING}"], error_mode=mode)
+        assert only_failing.evaluate(view(span(events=[("e", {})]))) is NOT_SAMPLED
+    logged = [r.getMessage() for r in caplog.records]
+    if mode == "ignore":
+        assert len(logged) == 2
+        expected = "policy o: condition 'duration > 0' failed (TypeError: cannot compare)"
+        assert expected in logged[0]
+        assert "counted as false (error_mode: ignore)" in logged[0]
+    else:
+        assert logged == []
+
+
+@pytest.mark.parametrize("mode", ["propagate", "ignore", "silent"])
+def test_error_modes_decide_alike_when_nothing_fails(mode):
+    conditions = [
+        'attributes["http.route"] > 5',  # a type mismatch is false, not an error
+        'attributes["missing"] < "x"',
+        "status.code == STATUS_CODE_ERROR",
+    ]
+    policy = OTTLCondition("o", span=conditions, error_mode=mode)
+    assert policy.evaluate(view(span(attrs={"http.route": "/a"}))) is NOT_SAMPLED
+    assert policy.evaluate(view(span(attrs={"http.route": "/a"}, status=2))) is SAMPLED
+
+
+def test_compare_never_raises():
+    """Why error_mode has nothing to act on in the subset: compare answers every mix."""
+    values = [
+        None,
+        True,
+        False,
+        0,
+        -3,
+        2**63 - 1,
+        1.5,
+        float("nan"),
+        float("inf"),
+        "",
+        "a",
+        b"",
+        b"\x00",
+        [],
+        [1, "a"],
+        {},
+        {"k": [1.0]},
+    ]
+    for a in values:
+        for b in values:
+            for op in ("==", "!=", "<", "<=", ">", ">="):
+                assert isinstance(ottl.compare(a, b, op), bool), (a, b, op)
+
+
+def test_error_mode_is_validated_by_the_config():
+    from pipeline.policies.config import PolicyConfigError, load_policy_text
+
+    with pytest.raises(PolicyConfigError, match="'propagate', 'ignore' or 'silent'"):
+        load_policy_text(
+            "policies: [{name: o, type: ottl_condition, "
+            "ottl_condition: {error_mode: IGNORE, span: [true]}}]"
+        )

@@ -22,3 +22,17 @@ def test_schema_content():
         assert f'"const": "{t}"' in text
     assert '"and"' in text and '"not"' in text  # aliases, not and_/not_
     assert "and_" not in doc["$defs"]["AndPolicy"]["properties"]
+
+
+def test_descriptions_say_what_the_code_does():
+    props = json.loads(schema.render())["properties"]
+    assert "last span" in props["decision_wait"]["description"]
+    assert "first span" in props["max_trace_age"]["description"]
+    assert "no effect" in props["expected_new_traces_per_sec"]["description"]
+
+
+def test_schema_file_is_package_data():
+    from importlib.resources import files
+
+    assert files("pipeline.schemas").joinpath(schema.SCHEMA_NAME) == schema.SCHEMA_PATH
+    assert schema.SCHEMA_PATH.is_file()
