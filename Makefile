@@ -1,7 +1,7 @@
 # The two commands of the README, and the pieces they are made of.
 VENV := .venv
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint wheel-smoke
 
 setup:  ## virtual environment, package, redis-server (idempotent)
 	@deploy/bootstrap.sh
@@ -17,3 +17,7 @@ test: setup  ## the whole suite against the real local stack
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+wheel-smoke: setup  ## the built wheel, installed in a fresh venv, run against the local stack
+	$(VENV)/bin/spansieve stack up
+	@bash tests/wheel_smoke.sh

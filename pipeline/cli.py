@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,13 @@ from pipeline.config.settings import Settings
 COMMON = ("state_dir", "log_format", "log_level")
 SERVICES = ("kafka_bootstrap", "opensearch_url", "redis_url", "topic_prefix", "partitions")
 
-SHIPPED_ESTATE = Path(__file__).resolve().parents[1] / "topologies" / "estate-30.yaml"
+# The shipped estate: package data of pipeline.topologies, as a real file path (the file
+# itself once installed; as_file copies it out of a zipped install until the process exits).
+_DATA_FILES = ExitStack()
+atexit.register(_DATA_FILES.close)
+SHIPPED_ESTATE = _DATA_FILES.enter_context(
+    resources.as_file(resources.files("pipeline.topologies") / "estate-30.yaml")
+)
 
 
 def settings_options(*fields: str) -> Callable:

@@ -9,6 +9,7 @@ named in our pid files are ever stopped. Linux only (``/proc``, process groups).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
@@ -20,7 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Literal
@@ -35,7 +38,14 @@ from rich.table import Table
 
 from pipeline.config.settings import Settings
 
-STACK_DIR = Path(__file__).resolve().parents[2] / "deploy" / "stack"
+# The repository's deploy/stack (Maven poms and server config templates), installed as the
+# package data pipeline.local.stack_files so that `stack up` works from a wheel too. Maven
+# and java are handed these files by path: as_file gives the installed folder itself.
+_DATA_FILES = ExitStack()
+atexit.register(_DATA_FILES.close)
+STACK_DIR: Path = _DATA_FILES.enter_context(
+    resources.as_file(resources.files("pipeline.local.stack_files"))
+)
 HOST = "127.0.0.1"
 CLUSTER_NAME = "spansieve"
 START_TIMEOUT = 180.0

@@ -9,9 +9,11 @@ in Jaeger's envelope with ``errors`` filled, so clients show the message.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import time
-from pathlib import Path
+from contextlib import ExitStack
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -69,7 +71,11 @@ DEPENDENCIES_CAPPED = Counter(
 )
 PARTIAL = 206  # code of an envelope error that reports a partial answer
 
-UI_DIR = Path(__file__).parent / "ui"
+# The web UI: package data of pipeline.query. StaticFiles wants a directory on disk, which
+# files() of an installed package is; as_file makes one for any other kind of install.
+_DATA_FILES = ExitStack()
+atexit.register(_DATA_FILES.close)
+UI_DIR = _DATA_FILES.enter_context(resources.as_file(resources.files("pipeline.query") / "ui"))
 # The UI loads only its own files and talks only to this server; no inline scripts.
 UI_HEADERS = {
     "Cache-Control": "no-cache",

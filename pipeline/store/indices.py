@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 
 import orjson
 from opensearchpy import OpenSearch
 
 from pipeline.config.settings import SERVICE_MAP_INDEX, SPAN_ALIAS, Settings
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+# Package data of pipeline.schemas (the repository's schemas/ folder), found the same way
+# in a checkout, an editable install and an installed wheel.
+SCHEMAS = resources.files("pipeline.schemas")
 SPAN_TEMPLATE_FILE = SCHEMAS / "otel-v1-apm-span-template.json"
 SERVICE_MAP_TEMPLATE_FILE = SCHEMAS / "otel-v1-apm-service-map-template.json"
 SCHEMA_KEY = "spansieve_schema"
