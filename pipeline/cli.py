@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +11,13 @@ import click
 from pydantic import ValidationError
 
 from pipeline.config.logs import configure_logging
+from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
 
 COMMON = ("state_dir", "log_format", "log_level")
 SERVICES = ("kafka_bootstrap", "opensearch_url", "redis_url", "topic_prefix", "partitions")
 
-# The shipped estate: package data of pipeline.topologies, as a real file path (the file
-# itself once installed; as_file copies it out of a zipped install until the process exits).
-_DATA_FILES = ExitStack()
-atexit.register(_DATA_FILES.close)
-SHIPPED_ESTATE = _DATA_FILES.enter_context(
-    resources.as_file(resources.files("pipeline.topologies") / "estate-30.yaml")
-)
+SHIPPED_ESTATE = data_path("pipeline.topologies", "estate-30.yaml")
 
 
 def settings_options(*fields: str) -> Callable:

@@ -14,18 +14,16 @@ were sent when, how many spans each has, which contain an error.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import math
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
 from pipeline.loadgen.generator import TraceGenerator
 from pipeline.loadgen.ledger import Ledger, LoadgenResult, TraceRecord
@@ -50,14 +48,8 @@ __all__ = [
 
 Mode = Literal["protobuf", "sdk"]
 Transport = Literal["http", "grpc"]
-# The shipped estate, package data of pipeline.topologies, so commands work from any
-# directory and from an installed wheel; a real path (as_file copies it out of a zipped
-# install, for as long as the process lives).
-_DATA_FILES = ExitStack()
-atexit.register(_DATA_FILES.close)
-DEFAULT_TOPOLOGY: Path = _DATA_FILES.enter_context(
-    resources.as_file(resources.files("pipeline.topologies") / "estate-30.yaml")
-)
+# The shipped estate (package data), so commands work from any directory and from a wheel.
+DEFAULT_TOPOLOGY: Path = data_path("pipeline.topologies", "estate-30.yaml")
 
 
 def resolve_endpoint(

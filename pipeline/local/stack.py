@@ -9,7 +9,6 @@ named in our pid files are ever stopped. Linux only (``/proc``, process groups).
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import re
@@ -21,9 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Literal
@@ -36,16 +33,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
 
 # The repository's deploy/stack (Maven poms and server config templates), installed as the
-# package data pipeline.local.stack_files so that `stack up` works from a wheel too. Maven
-# and java are handed these files by path: as_file gives the installed folder itself.
-_DATA_FILES = ExitStack()
-atexit.register(_DATA_FILES.close)
-STACK_DIR: Path = _DATA_FILES.enter_context(
-    resources.as_file(resources.files("pipeline.local.stack_files"))
-)
+# package data pipeline.local.stack_files so that `stack up` works from a wheel too.
+STACK_DIR: Path = data_path("pipeline.local.stack_files")
 HOST = "127.0.0.1"
 CLUSTER_NAME = "spansieve"
 START_TIMEOUT = 180.0

@@ -9,11 +9,8 @@ in Jaeger's envelope with ``errors`` filled, so clients show the message.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import time
-from contextlib import ExitStack
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -30,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
 from pipeline.query.dependencies import service_calls
 from pipeline.query.jaeger import envelope, error, jaeger_trace, span_kind_name
@@ -71,11 +69,8 @@ DEPENDENCIES_CAPPED = Counter(
 )
 PARTIAL = 206  # code of an envelope error that reports a partial answer
 
-# The web UI: package data of pipeline.query. StaticFiles wants a directory on disk, which
-# files() of an installed package is; as_file makes one for any other kind of install.
-_DATA_FILES = ExitStack()
-atexit.register(_DATA_FILES.close)
-UI_DIR = _DATA_FILES.enter_context(resources.as_file(resources.files("pipeline.query") / "ui"))
+# The web UI: package data of pipeline.query (StaticFiles wants a directory on disk).
+UI_DIR = data_path("pipeline.query", "ui")
 # The UI loads only its own files and talks only to this server; no inline scripts.
 UI_HEADERS = {
     "Cache-Control": "no-cache",
