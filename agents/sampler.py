@@ -2,8 +2,11 @@
 
 The agent reads the spans topic in batches and hands each event's bytes to the sampler;
 a timer on the group leader sends the once-a-second ticks; a revoked partition is
-forgotten. Kafka, Faust's tables and the re-read of a taken-over partition are passed to
-the sampler here, so the sampler itself runs without them in unit tests.
+forgotten and its buffer database closed. Kafka, the storage and the re-read of a
+taken-over partition are passed to the sampler here, so the sampler itself runs without
+them in unit tests: the buffer's pieces go to rocksdict databases of their own
+(``pipeline.sampler.storage``, under ``<datadir>/<app id>/trace-pieces``), the decision
+cache to the ``trace-decisions`` Faust table (its changelog restores it on takeover).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import functools
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import faust
 import structlog
@@ -23,6 +27,7 @@ from pipeline.sampler.buffer import TraceBuffer
 from pipeline.sampler.core import TICK_KEY, TraceSampler, cache_entries
 from pipeline.sampler.decisions import DecisionCache
 from pipeline.sampler.policy_source import PolicySource, seconds
+from pipeline.sampler.storage import RdictPartitions
 from pipeline.wire.pieces import header_of
 
 log = structlog.get_logger(__name__)
@@ -72,8 +77,13 @@ async def feed(
         exit_process(AGENT_FAILED_EXIT_CODE)
 
 
-def build_sampler(app: faust.App, settings: Settings) -> TraceSampler:
-    """The sampler with Faust's tables as its storage and Kafka topics as its outputs."""
+def pieces_folder(app: faust.App) -> Path:
+    """Where the trace buffer's databases live: beside Faust's, namespaced by the app."""
+    return Path(app.conf.datadir) / app.conf.id / "trace-pieces"
+
+
+def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -> TraceSampler:
+    """The sampler over ``pieces`` and the decisions table, with Kafka topics as outputs."""
     sampled_topic = raw_topic(app, settings, "sampled")
     dlq_topic = raw_topic(app, settings, "dlq")
     policies = PolicySource(settings)
@@ -87,7 +97,7 @@ def build_sampler(app: faust.App, settings: Settings) -> TraceSampler:
     return TraceSampler(
         settings,
         policies,
-        TraceBuffer(TableStore(raw_table(app, "trace-pieces", settings.partitions))),
+        TraceBuffer(pieces),
         DecisionCache(
             TableStore(raw_table(app, "trace-decisions", settings.partitions)),
             ttl=seconds(policies.config.decision_cache_ttl),
@@ -101,14 +111,21 @@ def build_sampler(app: faust.App, settings: Settings) -> TraceSampler:
 
 def register_sampler(app: faust.App, settings: Settings) -> None:
     spans_topic = raw_topic(app, settings, "spans")
-    sampler = build_sampler(app, settings)
+    pieces = RdictPartitions(pieces_folder(app))
+    sampler = build_sampler(app, settings, pieces)
     events = FaustEvents(sampler)
 
     @app.agent(spans_topic, name="sampler")
     async def sample(stream: faust.Stream) -> None:
         # Batches cut Faust's per-event cost; every write names its partition explicitly,
         # so events of several partitions may share a batch.
-        await feed(events, stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS))
+        try:
+            await feed(events, stream.take_events(BATCH_EVENTS, within=BATCH_SECONDS))
+        finally:
+            # The worker stops its agents before it exits: nothing writes pieces after
+            # this. Pieces still in an uncommitted write batch are re-read by the next
+            # owner from the low-water offset.
+            pieces.close_all()
 
     @app.timer(settings.tick_interval, on_leader=True)
     async def ticks() -> None:
@@ -125,3 +142,4 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
         for tp in revoked:
             if tp.topic == topic:
                 sampler.forget(tp.partition)
+                pieces.close(tp.partition)  # reopened if the partition comes back

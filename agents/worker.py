@@ -16,14 +16,15 @@ SEGMENT_MS = "60000"  # roll segments each minute so time retention can delete t
 def changelog_retention(settings: Settings) -> dict[str, float]:
     """Seconds each table's changelog must keep records (they expire, not compact).
 
-    Pieces are not written to their changelog (the spans topic is their log, see
-    pipeline.sampler.buffer); a decision matters until it leaves the cache (decision_cache_ttl), and
-    the low-water offsets saved beside the decisions are rewritten every second.
+    The one table is the decision cache's: a decision matters until it leaves the cache
+    (decision_cache_ttl), and the low-water offsets saved beside the decisions are
+    rewritten every second. The trace buffer has no table and no changelog: its pieces
+    live in rocksdict databases of their own and the spans topic is their log (see
+    pipeline.sampler.buffer and pipeline.sampler.storage).
     """
     config = PolicySource(settings).config
-    pieces = seconds(config.max_trace_age) + seconds(config.decision_wait) + RETENTION_MARGIN
     decisions = seconds(config.decision_cache_ttl) + RETENTION_MARGIN
-    return {"trace-pieces": pieces, "trace-decisions": decisions}
+    return {"trace-decisions": decisions}
 
 
 def ensure_changelogs(settings: Settings, app) -> None:

@@ -2,6 +2,7 @@
 
 * ``core``: ``TraceSampler``, handed spans messages and ticks by the Faust agent;
 * ``buffer``: pieces appended per trace in a RocksDB database per partition;
+* ``storage``: those databases, opened with rocksdict (no Faust table);
 * ``decisions``: the decision cache, written in batches;
 * ``policy_source``: the policy file, its hot reload and derived timings;
 * ``metrics``: its Prometheus metrics.

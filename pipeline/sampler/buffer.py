@@ -2,7 +2,7 @@
 
 Spans of a trace arrive in pieces: one piece per Kafka message that carried some of its
 spans (a serialized ``TracesData``). Each piece is stored once, in the partition's RocksDB
-database (a Faust table's store), under the key
+database (``pipeline.sampler.storage``: plain rocksdict, no Faust table), under the key
 
     trace id (16 bytes) | source offset (8) | span count (4) | root flag (1)
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from rocksdict import WriteBatch
 
-from pipeline.sampler.decisions import PartitionStore
+from pipeline.sampler.storage import PartitionDatabases
 
 _KEY_TAIL = struct.Struct(">QIB")  # source offset, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
@@ -73,7 +73,7 @@ class PartitionIndex:
 class TraceBuffer:
     """Appends pieces, finds traces due for a decision, hands back their spans."""
 
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionDatabases) -> None:
         self.store = store
         self._indexes: dict[int, PartitionIndex] = {}
         self._batches: dict[int, WriteBatch] = {}  # uncommitted writes, per partition

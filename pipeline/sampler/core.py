@@ -7,10 +7,11 @@ partition keeps every table write on the right changelog partition and makes a w
 that lost a partition stop deciding for it at once.
 
 The sampler owns no I/O of its own: its caller hands it the storage (a RocksDB database
-per partition, see ``PartitionStore``), the clock, and the ways out (send a kept trace,
-park a malformed message, re-read a range of the spans topic). The Faust agent in
-``agents/sampler.py`` passes Kafka and Faust's tables; unit tests pass plain rocksdict
-databases and lists.
+per partition for the buffer, ``storage.RdictPartitions``, and one with a changelog for
+the decision cache, ``decisions.PartitionStore``), the clock, and the ways out (send a
+kept trace, park a malformed message, re-read a range of the spans topic). The Faust agent
+in ``agents/sampler.py`` passes Kafka and, for the decisions, a Faust table; unit tests
+(``tests/unit/sampler``) pass rocksdict databases in a temporary folder and lists.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.sampler.storage import PartitionDatabases
+
 # Faust keeps its changelog offset in the same database, under a key of its own.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
 # The partition's low-water offset of the spans topic (see pipeline.sampler.buffer) lives here too.
@@ -84,10 +86,14 @@ def batch_time(key: bytes) -> float:
     return _BATCH_KEY.unpack_from(key, 1)[0]
 
 
-class PartitionStore(Protocol):
-    """Where the cache keeps its entries: a RocksDB per partition plus its changelog."""
+class PartitionStore(PartitionDatabases, Protocol):
+    """Where the cache keeps its entries: a RocksDB per partition plus its changelog.
 
-    def db(self, partition: int): ...
+    The worker passes a Faust table (``agents.topics.TableStore``): a new owner of a
+    partition must find the previous owner's decisions and low-water offset, which
+    Faust's changelog restore puts back into the partition's database before the
+    partition's first event.
+    """
 
     def send_changelog(self, partition: int, key: bytes, value: bytes) -> None: ...
 

@@ -9,17 +9,28 @@ next batch overlaps OpenSearch indexing the previous one; batches still finish i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from pipeline.sink.bulk import BulkIndexer, Doc, Rejected
+from pipeline.sink.bulk import BulkReport, Doc, Rejected
 from pipeline.sink.documents import encoded_documents, parse_traces
 from pipeline.wire.otlp import DecodeError
 
 T = TypeVar("T")
+
+
+class Indexer(Protocol):
+    """What a batch is indexed with: ``pipeline.sink.bulk.BulkIndexer`` (an in-memory
+    double in tests); it settles every document before returning."""
+
+    async def index(
+        self,
+        docs: Iterable[Doc],
+        on_retry: Callable[[str, int], Awaitable[None] | None] | None = None,
+    ) -> BulkReport: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ def _dead_letter(rejected: Rejected) -> DeadLetter:
 
 
 async def write_batch(
-    indexer: BulkIndexer,
+    indexer: Indexer,
     values: list[bytes],
     on_retry: Callable[[str, int], Awaitable[None] | None] | None = None,
 ) -> BatchResult:

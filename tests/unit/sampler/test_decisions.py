@@ -1,43 +1,22 @@
-"""The decision cache over real RocksDB databases: batches, lookups, TTL and size bound."""
+"""The decision cache over real RocksDB databases (``RdictPartitions``): batches, lookups,
+TTL and size bound."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rocksdict import Options, Rdict
 
 from pipeline.sampler.decisions import CachedDecision, DecisionBatch, DecisionCache
-
-
-class RecordingStore:
-    """One RocksDB per partition; changelog messages are recorded, as Kafka would keep them."""
-
-    def __init__(self, folder) -> None:
-        self.folder = folder
-        self.dbs: dict[int, Rdict] = {}
-        self.changelog: list[tuple[int, bytes, bytes]] = []
-
-    def db(self, partition: int) -> Rdict:
-        if partition not in self.dbs:
-            self.dbs[partition] = Rdict(
-                str(self.folder / f"p{partition}"), options=Options(raw_mode=True)
-            )
-        return self.dbs[partition]
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
-        self.changelog.append((partition, key, value))
-
-    def close(self) -> None:
-        for db in self.dbs.values():
-            db.close()
+from tests.unit.sampler.harness import RecordingStore
 
 
 @pytest.fixture
 def store(tmp_path):
-    store = RecordingStore(tmp_path)
-    yield store
-    store.close()
+    """One rocksdict database per partition (``RdictPartitions``); changelog messages are
+    recorded, as Kafka would keep them."""
+    with RecordingStore(tmp_path / "decisions") as store:
+        yield store
 
 
 def trace(number: int) -> bytes:
@@ -71,7 +50,7 @@ def test_a_new_owner_restores_the_decisions_from_the_changelog(store, tmp_path):
     assert set(successor.adopt(3, now=20.0)) == {trace(1), trace(2)}
     assert successor.lookup(3, trace(1)) == CachedDecision(10.0, True, "slow")
     assert successor.low_water(3) == 1234
-    successor_store.close()
+    successor_store.close_all()
 
 
 def test_batches_expire_after_the_ttl(store):
@@ -135,3 +114,17 @@ def test_batch_encoding_round_trips(decisions):
     decoded = DecisionBatch.decode(12.5, batch.encode())
     for trace_id, policy in decisions.items():
         assert decoded.decision(trace_id) == CachedDecision(12.5, policy is not None, policy or "")
+
+
+def test_a_restart_finds_the_decisions_in_the_same_databases(tmp_path):
+    with RecordingStore(tmp_path / "decisions") as store:
+        cache = DecisionCache(store, ttl=60, max_entries=1000)
+        cache.remember(1, trace(7), CachedDecision(10.0, True, "errors"))
+        cache.flush(1)
+        cache.save_low_water(1, 42)
+    with RecordingStore(tmp_path / "decisions") as reopened:
+        restarted = DecisionCache(reopened, ttl=60, max_entries=1000)
+        assert set(restarted.adopt(1, now=20.0)) == {trace(7)}
+        assert restarted.lookup(1, trace(7)) == CachedDecision(10.0, True, "errors")
+        assert restarted.low_water(1) == 42
+        assert reopened.changelog == []  # nothing had to be restored from Kafka
