@@ -241,7 +241,7 @@ def run_scenario(
     thread = threading.Thread(
         target=lambda: holder.update(
             result=run_loadgen(
-                pipeline.config.settings,
+                pipeline.settings,
                 rate=rate,
                 duration=duration,
                 seed=seed,
