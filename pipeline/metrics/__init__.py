@@ -1,0 +1,16 @@
+"""Span-derived metrics: RED series and the service graph, over every span, kept or not.
+
+Work in progress (issue 12): the aggregation and its OTLP encoding are built and unit
+tested; the sampler does not feed them yet.
+
+* ``red``: calls, errors and duration histograms per (service.name, span.name, span.kind,
+  status.code) plus configured dimensions, in tumbling event-time windows (span end),
+  with a cardinality limit per service and exemplars that prefer kept traces;
+* ``service_graph``: client -> server and producer -> consumer edges paired within a
+  trace, virtual nodes for uninstrumented peers;
+* ``otlp``: closed windows -> ``ExportMetricsServiceRequest`` (delta temporality).
+
+The sampler hands each decided trace (a parsed ``TracesData``, its id, kept or not) to
+the aggregators, so no span is parsed twice. Pure: imports protobuf and
+``pipeline.config`` only; no Kafka, Faust, OpenSearch or HTTP library.
+"""
