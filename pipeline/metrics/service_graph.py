@@ -1,0 +1,341 @@
+"""Service-graph edges paired within a decided trace, in tumbling event-time windows.
+
+The sampler hands every decided trace (kept or dropped) to :meth:`ServiceGraph.add_trace`.
+Because the whole trace is at hand, pairing needs no store with a TTL as the OpenTelemetry
+Collector's ``servicegraph`` connector does; the outcome is the connector's (defaults, the
+``virtualNode`` feature gate on, as it is stable):
+
+* Only spans whose resource has ``service.name`` take part (the connector skips others).
+* Client side: a CLIENT or PRODUCER span. Server side: a SERVER or CONSUMER span whose
+  ``parent_span_id`` is the client-side span's ``span_id``. Same-service pairs count too
+  (the connector does not filter them). One client-side span makes at most one edge; the
+  first server-side child (in trace order) pairs with it.
+* ``connection_type``: ``""`` (plain request), ``"messaging_system"`` when the client side is
+  a PRODUCER or the server side a CONSUMER, ``"database"``, ``"virtual_node"``.
+* Database: a client-side span with ``db.name`` (resource attributes first, then the span's,
+  as the connector looks it up) is an edge to a server named by that value, type
+  ``database``, server latency = client latency = the span's duration, whatever its
+  children are.
+* Virtual server: a client-side span with no db.name and no server-side child becomes an
+  edge to a server named by the first of ``virtual_node_peer_attributes`` present among the
+  span's attributes (default ``peer.service``, ``db.name``, ``db.system``), else
+  ``"unknown"``; type ``virtual_node``; its server latency is 0 (observed as 0, as the
+  connector does). ``messaging.system`` is not a default peer attribute of the connector.
+* Virtual client: a root SERVER or CONSUMER span (no parent) is an edge from ``"user"``,
+  type ``virtual_node``, client latency 0. A non-root server-side span whose parent is not
+  a client-side span of the trace makes no edge.
+* ``failed``: either side has status ERROR.
+* Latencies in seconds (end - start, clamped at 0) into explicit-bucket histograms with the
+  connector's default bounds ``DEFAULT_LATENCY_BUCKETS_SECONDS`` (``le`` semantics: a value
+  equal to a bound falls in that bound's bucket).
+
+Windows: tumbling, ``window_seconds`` (15 by default), keyed by the client-side span's end
+time (the server-side span's for ``user`` edges). :meth:`ServiceGraph.close` returns, in
+start order, every window whose end is ``<= watermark`` and forgets it.
+
+Late rule: an edge whose window is already closed is counted in the earliest window still
+open (the one starting where the last close stopped), never dropped and never counted
+twice; ``late_edges`` counts how often. Totals stay exact; such an edge's timing shifts by
+its lateness.
+
+The same pass also gathers the relationships of Data Prepper's service map (see
+:mod:`pipeline.metrics.service_map`) into each window, keyed by the trace's latest span end.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from pipeline.metrics.service_map import (
+    SPAN_KIND_NAMES,
+    IsolatedService,
+    ServiceMapRelationship,
+)
+
+DEFAULT_WINDOW_SECONDS = 15.0
+# The connector's defaultLatencyHistogramBuckets (seconds).
+DEFAULT_LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+)  # fmt: skip
+# The connector's defaultPeerAttributes, highest priority first.
+DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES: tuple[str, ...] = ("peer.service", "db.name", "db.system")
+# The connector's defaultDatabaseNameAttributes.
+DEFAULT_DATABASE_NAME_ATTRIBUTES: tuple[str, ...] = ("db.name",)
+
+CONNECTION_NONE = ""
+CONNECTION_MESSAGING = "messaging_system"
+CONNECTION_DATABASE = "database"
+CONNECTION_VIRTUAL_NODE = "virtual_node"
+VIRTUAL_CLIENT = "user"
+UNKNOWN_PEER = "unknown"
+
+METRIC_REQUEST_TOTAL = "traces_service_graph_request_total"
+METRIC_REQUEST_FAILED_TOTAL = "traces_service_graph_request_failed_total"
+METRIC_REQUEST_SERVER_SECONDS = "traces_service_graph_request_server_seconds"
+METRIC_REQUEST_CLIENT_SECONDS = "traces_service_graph_request_client_seconds"
+
+_SERVER = 2
+_CLIENT = 3
+_PRODUCER = 4
+_CONSUMER = 5
+_STATUS_ERROR = 2
+_NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class EdgeKey:
+    """Prometheus labels ``client``, ``server``, ``connection_type``."""
+
+    client: str
+    server: str
+    connection_type: str
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Explicit-bucket histogram; ``counts`` has ``len(bounds) + 1`` entries (last = +Inf)."""
+
+    bounds: Sequence[float]
+    counts: list[int]
+    sum: float = 0.0
+    count: int = 0
+
+    @classmethod
+    def empty(cls, bounds: Sequence[float]) -> Histogram:
+        return cls(bounds, [0] * (len(bounds) + 1))
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+@dataclass(slots=True)
+class EdgeStats:
+    requests: int
+    failed: int
+    client_seconds: Histogram
+    server_seconds: Histogram
+    # An exemplar trace id, preferring a kept trace (a dashboard can open it).
+    exemplar_trace_id: bytes = b""
+    exemplar_kept: bool = False
+
+
+@dataclass(slots=True)
+class ServiceGraphWindow:
+    start_unix_nanos: int
+    end_unix_nanos: int
+    edges: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
+    relationships: set[ServiceMapRelationship] = field(default_factory=set)
+    isolated: set[IsolatedService] = field(default_factory=set)
+
+
+def _str_attr(attributes: Iterable, keys: Sequence[str]) -> str | None:
+    """Value (as string) of the first of ``keys`` present, in ``keys`` order."""
+    found: dict[str, str] = {}
+    for kv in attributes:
+        if kv.key in keys:
+            v = kv.value
+            which = v.WhichOneof("value")
+            if which == "string_value":
+                found[kv.key] = v.string_value
+            elif which is not None:
+                found[kv.key] = str(getattr(v, which))
+    for key in keys:
+        if key in found:
+            return found[key]
+    return None
+
+
+def _service_name(resource_attributes: Iterable) -> str | None:
+    for kv in resource_attributes:
+        if kv.key == "service.name":
+            return kv.value.string_value or None
+    return None
+
+
+def _seconds(span) -> float:
+    d = span.end_time_unix_nano - span.start_time_unix_nano
+    return d / _NANOS if d > 0 else 0.0
+
+
+class ServiceGraph:
+    """Service-graph aggregator fed whole traces at decision time (pure, single-threaded)."""
+
+    def __init__(
+        self,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        latency_buckets_seconds: Sequence[float] = DEFAULT_LATENCY_BUCKETS_SECONDS,
+        virtual_node_peer_attributes: Sequence[str] = DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES,
+        database_name_attributes: Sequence[str] = DEFAULT_DATABASE_NAME_ATTRIBUTES,
+        service_map: bool = True,
+    ) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be > 0")
+        if list(latency_buckets_seconds) != sorted(latency_buckets_seconds):
+            raise ValueError("latency buckets must be sorted")
+        self.window_nanos = int(window_seconds * _NANOS)
+        self.bounds: tuple[float, ...] = tuple(float(b) for b in latency_buckets_seconds)
+        self.peer_attributes = tuple(virtual_node_peer_attributes)
+        self.db_attributes = tuple(database_name_attributes)
+        self.service_map = service_map
+        self._windows: dict[int, ServiceGraphWindow] = {}
+        self._closed_until = 0  # windows starting before this are closed
+        self.late_edges = 0
+
+    # -- windows ---------------------------------------------------------------------
+
+    def _window(self, end_unix_nanos: int, count_late: bool = True) -> ServiceGraphWindow:
+        start = end_unix_nanos - end_unix_nanos % self.window_nanos
+        if start < self._closed_until:
+            start = self._closed_until
+            if count_late:
+                self.late_edges += 1
+        w = self._windows.get(start)
+        if w is None:
+            w = self._windows[start] = ServiceGraphWindow(start, start + self.window_nanos)
+        return w
+
+    def close(self, watermark_unix_nanos: int) -> list[ServiceGraphWindow]:
+        """Windows with ``end <= watermark``, oldest first; they are forgotten here."""
+        limit = watermark_unix_nanos - watermark_unix_nanos % self.window_nanos
+        if limit > self._closed_until:
+            self._closed_until = limit
+        done = sorted(s for s in self._windows if s + self.window_nanos <= watermark_unix_nanos)
+        return [self._windows.pop(s) for s in done]
+
+    @property
+    def open_windows(self) -> list[ServiceGraphWindow]:
+        return [self._windows[s] for s in sorted(self._windows)]
+
+    # -- aggregation -----------------------------------------------------------------
+
+    def _record(
+        self,
+        end_unix_nanos: int,
+        key: EdgeKey,
+        failed: bool,
+        client_s: float,
+        server_s: float,
+        trace_id: bytes,
+        kept: bool,
+    ) -> None:
+        edges = self._window(end_unix_nanos).edges
+        st = edges.get(key)
+        if st is None:
+            st = edges[key] = EdgeStats(
+                0, 0, Histogram.empty(self.bounds), Histogram.empty(self.bounds)
+            )
+        st.requests += 1
+        if failed:
+            st.failed += 1
+        st.client_seconds.observe(client_s)
+        st.server_seconds.observe(server_s)
+        if not st.exemplar_trace_id or (kept and not st.exemplar_kept):
+            st.exemplar_trace_id = trace_id
+            st.exemplar_kept = kept
+
+    def add_trace(self, data: TracesData, trace_id: bytes, kept: bool) -> None:
+        """Pair the spans of one whole trace and count its edges (kept or dropped alike)."""
+        # One pass: index every span by id; remember client- and server-side spans.
+        by_id: dict[bytes, tuple] = {}
+        clients: list[tuple] = []
+        servers: list[tuple] = []
+        root_name: str | None = None
+        trace_end = 0
+        for rs in data.resource_spans:
+            res_attrs = rs.resource.attributes
+            service = _service_name(res_attrs)
+            if service is None:
+                continue
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    kind = span.kind
+                    entry = (span, service, kind, res_attrs)
+                    by_id[span.span_id] = entry
+                    if kind in (_CLIENT, _PRODUCER):
+                        clients.append(entry)
+                    elif kind in (_SERVER, _CONSUMER):
+                        servers.append(entry)
+                    if root_name is None and not span.parent_span_id:
+                        root_name = span.name
+                    if span.end_time_unix_nano > trace_end:
+                        trace_end = span.end_time_unix_nano
+
+        # Server-side children of client-side spans: first child wins; roots -> "user".
+        child_of: dict[bytes, tuple] = {}
+        for entry in servers:
+            span = entry[0]
+            parent = span.parent_span_id
+            if not parent:
+                self._record(
+                    span.end_time_unix_nano,
+                    EdgeKey(VIRTUAL_CLIENT, entry[1], CONNECTION_VIRTUAL_NODE),
+                    span.status.code == _STATUS_ERROR,
+                    0.0,
+                    _seconds(span),
+                    trace_id,
+                    kept,
+                )
+            elif parent not in child_of:
+                child_of[parent] = entry
+
+        db_attrs = self.db_attributes
+        for span, service, kind, res_attrs in clients:
+            client_s = _seconds(span)
+            failed = span.status.code == _STATUS_ERROR
+            db_name = _str_attr(res_attrs, db_attrs) if res_attrs else None
+            if db_name is None:
+                db_name = _str_attr(span.attributes, db_attrs)
+            if db_name is not None:
+                key = EdgeKey(service, db_name, CONNECTION_DATABASE)
+                server_s = client_s
+            else:
+                child = child_of.get(span.span_id)
+                if child is not None:
+                    cspan = child[0]
+                    messaging = kind == _PRODUCER or child[2] == _CONSUMER
+                    key = EdgeKey(
+                        service, child[1], CONNECTION_MESSAGING if messaging else CONNECTION_NONE
+                    )
+                    server_s = _seconds(cspan)
+                    failed = failed or cspan.status.code == _STATUS_ERROR
+                else:
+                    peer = _str_attr(span.attributes, self.peer_attributes) or UNKNOWN_PEER
+                    key = EdgeKey(service, peer, CONNECTION_VIRTUAL_NODE)
+                    server_s = 0.0
+            self._record(span.end_time_unix_nano, key, failed, client_s, server_s, trace_id, kept)
+
+        if self.service_map and by_id:
+            self._add_service_map(by_id, root_name, trace_end)
+
+    def _add_service_map(self, by_id: dict[bytes, tuple], root_name: str | None, end: int) -> None:
+        rels: set[ServiceMapRelationship] = set()
+        services: set[str] = set()
+        paired: set[str] = set()
+        for span, service, kind, _ in by_id.values():
+            services.add(service)
+            parent = by_id.get(span.parent_span_id) if span.parent_span_id else None
+            if parent is None or root_name is None or parent[1] == service:
+                continue
+            paired.add(service)
+            paired.add(parent[1])
+            rels.add(
+                ServiceMapRelationship(
+                    parent[1],
+                    SPAN_KIND_NAMES[parent[2]] if 0 <= parent[2] < 6 else SPAN_KIND_NAMES[0],
+                    service,
+                    SPAN_KIND_NAMES[kind] if 0 <= kind < 6 else SPAN_KIND_NAMES[0],
+                    span.name,
+                    root_name,
+                )
+            )
+        # Late service-map entries follow the same rule (but are not counted in late_edges).
+        window = self._window(end, count_late=False)
+        window.relationships |= rels
+        for service in services - paired:
+            window.isolated.add(IsolatedService(service, root_name))
