@@ -33,8 +33,6 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
-SERVICE_MAP_INDEX = "otel-v1-apm-service-map"
-
 # OTLP SpanKind enum values -> the names Data Prepper writes (the proto enum names).
 SPAN_KIND_NAMES: tuple[str, ...] = (
     "SPAN_KIND_UNSPECIFIED",
