@@ -1,0 +1,335 @@
+"""RED aggregation (rate, errors, duration) over every decided trace, kept or dropped.
+
+The sampler calls :meth:`RedAggregator.add_trace` once per decided trace with the parsed
+``TracesData``; every span is counted into the series
+
+    (service.name, span.name, span.kind, status.code, *dimension values)
+
+of the tumbling event-time window that holds the span's END time (``window_seconds``,
+default 15 s). Per series and window: ``calls``, ``errors`` (spans with status ERROR), a
+duration histogram in milliseconds (explicit buckets, the spanmetrics connector's
+defaults; a duration equal to a bound falls in that bound's bucket, upper bound inclusive
+as in OTLP) and its sum, plus up to ``exemplars_per_series`` exemplars.
+
+Semantics borrowed from the OpenTelemetry Collector's spanmetrics connector:
+
+* dimensions are looked up on the span's attributes, then on the resource's; a missing
+  one takes its ``default``, and without a default it is left out of the series (``None``
+  in the key, no attribute in OTLP);
+* a span whose end precedes its start has duration 0;
+* at most ``max_series_per_service`` series per service and window; the spans of any
+  further new series of that service go to the service's single overflow series (OTLP
+  attributes ``service.name`` and ``otel.metric.overflow=true``), counted in
+  ``overflow_spans``.
+
+Differences, on purpose: a resource without ``service.name`` is counted under
+``unknown_service`` (the connector skips it; here every span counts); exemplars keep
+distinct traces and prefer kept traces (a kept trace's exemplar replaces a dropped one's),
+so a dashboard can jump to a trace that is actually stored.
+
+Late spans (rule): a span whose window was already closed by :meth:`RedAggregator.close`
+(window end <= the highest watermark closed so far) is not lost: it is counted into the
+OLDEST OPEN window, the one that holds the watermark, and counted in that window's
+``late_spans`` and in :attr:`RedAggregator.late_spans`. Totals stay exact; only the time
+bucket of a late span shifts forward (by at most the lateness plus one window).
+
+Pure: imports protobuf types only for annotations; no Kafka, Faust, OpenSearch or HTTP.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+#: The spanmetrics connector's default explicit buckets, in milliseconds.
+DEFAULT_BUCKETS_MS: tuple[float, ...] = (
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0,
+    1000.0, 1400.0, 2000.0, 5000.0, 10000.0, 15000.0,
+)  # fmt: skip
+DEFAULT_WINDOW_SECONDS = 15.0
+DEFAULT_MAX_SERIES_PER_SERVICE = 1000
+DEFAULT_EXEMPLARS_PER_SERIES = 1
+UNKNOWN_SERVICE = "unknown_service"
+STATUS_CODE_ERROR = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
+
+#: (service.name, span.name, span.kind, status.code, dimension values (None: absent))
+SeriesKey = tuple[str, str, int, int, tuple[str | None, ...]]
+#: (trace_id, span_id, span end unix nanos, duration ms, trace kept)
+Exemplar = tuple[bytes, bytes, int, float, bool]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A configured dimension: an attribute name (span first, then resource), a default."""
+
+    name: str
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class RedConfig:
+    window_seconds: float = DEFAULT_WINDOW_SECONDS
+    buckets_ms: tuple[float, ...] = DEFAULT_BUCKETS_MS
+    dimensions: tuple[Dimension, ...] = ()
+    max_series_per_service: int = DEFAULT_MAX_SERIES_PER_SERVICE
+    exemplars_per_series: int = DEFAULT_EXEMPLARS_PER_SERIES
+
+    def __post_init__(self) -> None:
+        if self.window_seconds <= 0:
+            raise ValueError("window_seconds must be > 0")
+        if int(self.window_seconds * 1e9) <= 0:
+            raise ValueError("window_seconds is below one nanosecond")
+        if list(self.buckets_ms) != sorted(set(self.buckets_ms)):
+            raise ValueError("buckets_ms must be strictly increasing")
+        if self.max_series_per_service < 1:
+            raise ValueError("max_series_per_service must be >= 1")
+        if self.exemplars_per_series < 0:
+            raise ValueError("exemplars_per_series must be >= 0")
+        names = [d.name for d in self.dimensions]
+        reserved = {"service.name", "span.name", "span.kind", "status.code"}
+        if len(set(names)) != len(names) or reserved & set(names):
+            raise ValueError("dimension names must be unique and not a default dimension")
+
+
+class SeriesStats:
+    """The aggregate of one series in one window (mutable while the window is open)."""
+
+    __slots__ = ("bucket_counts", "calls", "errors", "exemplars", "sum_ms")
+
+    def __init__(self, n_buckets: int) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.sum_ms = 0.0
+        self.bucket_counts = [0] * n_buckets
+        self.exemplars: list[Exemplar] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"SeriesStats(calls={self.calls}, errors={self.errors}, sum_ms={self.sum_ms}, "
+            f"bucket_counts={self.bucket_counts}, exemplars={len(self.exemplars)})"
+        )
+
+
+@dataclass
+class RedWindow:
+    """One window's aggregates; what :meth:`RedAggregator.close` returns."""
+
+    start_unix_nanos: int
+    end_unix_nanos: int
+    dimension_names: tuple[str, ...]
+    buckets_ms: tuple[float, ...]
+    series: dict[SeriesKey, SeriesStats] = field(default_factory=dict)
+    #: service.name -> its overflow series (spans of series beyond the limit)
+    overflow: dict[str, SeriesStats] = field(default_factory=dict)
+    overflow_spans: int = 0
+    late_spans: int = 0
+    #: service.name -> number of distinct (non-overflow) series
+    series_per_service: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def calls(self) -> int:
+        return sum(s.calls for s in self.series.values()) + sum(
+            s.calls for s in self.overflow.values()
+        )
+
+
+def any_value_str(v: AnyValue) -> str:
+    """An attribute value as a dimension string (pdata's ``AsString`` for scalars)."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "double_value":
+        return repr(v.double_value)
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    if kind is None:
+        return ""
+    return str(getattr(v, kind)).replace("\n", " ").strip()
+
+
+class RedAggregator:
+    """Tumbling event-time windows of RED series; see the module docstring."""
+
+    def __init__(self, config: RedConfig | None = None) -> None:
+        cfg = config or RedConfig()
+        self.config = cfg
+        self._win_ns = int(cfg.window_seconds * 1_000_000_000)
+        self._bounds = tuple(float(b) for b in cfg.buckets_ms)
+        self._n_buckets = len(self._bounds) + 1
+        self._dim_names = tuple(d.name for d in cfg.dimensions)
+        self._dim_pos = {d.name: i for i, d in enumerate(cfg.dimensions)}
+        self._dim_defaults = tuple(d.default for d in cfg.dimensions)
+        self._limit = cfg.max_series_per_service
+        self._max_ex = cfg.exemplars_per_series
+        self._windows: dict[int, RedWindow] = {}
+        self._watermark: int | None = None  # highest watermark closed so far
+        self._open_from = 0  # windows starting before this are closed
+        #: spans counted, in total, late (into the oldest open window), into overflow series
+        self.spans = 0
+        self.late_spans = 0
+        self.overflow_spans = 0
+
+    # -- feeding ----------------------------------------------------------------------
+
+    def add_trace(self, data: TracesData, trace_id: bytes, kept: bool) -> None:
+        """Count every span of one decided trace."""
+        win_ns = self._win_ns
+        windows = self._windows
+        n_dims = len(self._dim_names)
+        dim_pos = self._dim_pos
+        dim_get = dim_pos.get
+        bounds = self._bounds
+        open_from = self._open_from
+        last_ws = -1
+        window: RedWindow | None = None
+        wseries: dict[SeriesKey, SeriesStats] = {}
+        max_ex = self._max_ex
+        n = 0
+        for rs in data.resource_spans:
+            service = UNKNOWN_SERVICE
+            res_dims: list[str | None] = [None] * n_dims
+            for kv in rs.resource.attributes:
+                k = kv.key
+                if k == "service.name":
+                    service = kv.value.string_value or UNKNOWN_SERVICE
+                elif n_dims:
+                    i = dim_pos.get(k)
+                    if i is not None and res_dims[i] is None:
+                        res_dims[i] = any_value_str(kv.value)
+            if n_dims:
+                base = [
+                    r if r is not None else d
+                    for r, d in zip(res_dims, self._dim_defaults, strict=True)
+                ]
+                base_dims = tuple(base)
+            else:
+                base_dims = ()
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    end = sp.end_time_unix_nano
+                    dur_ms = (end - sp.start_time_unix_nano) / 1e6
+                    if dur_ms < 0.0:
+                        dur_ms = 0.0
+                    code = sp.status.code
+                    dims = base_dims
+                    if n_dims:
+                        vals: list[str | None] | None = None
+                        seen = 0  # bit i: dimension i found on the span (first one wins)
+                        for kv in sp.attributes:
+                            i = dim_get(kv.key)
+                            if i is not None:
+                                if vals is None:
+                                    vals = list(base_dims)
+                                if not (seen >> i) & 1:
+                                    seen |= 1 << i
+                                    v = kv.value
+                                    vals[i] = v.string_value or any_value_str(v)
+                        if vals is not None:
+                            dims = tuple(vals)
+                    key = (service, sp.name, sp.kind, code, dims)
+                    ws = end - end % win_ns
+                    late = ws < open_from
+                    if late:
+                        ws = open_from
+                    if ws != last_ws:
+                        window = windows.get(ws)
+                        if window is None:
+                            window = self._new_window(ws)
+                        wseries = window.series
+                        last_ws = ws
+                    assert window is not None
+                    if late:
+                        window.late_spans += 1
+                        self.late_spans += 1
+                    st = wseries.get(key)
+                    if st is None:
+                        st = self._new_series(window, key)
+                    st.calls += 1
+                    if code == STATUS_CODE_ERROR:
+                        st.errors += 1
+                    st.sum_ms += dur_ms
+                    st.bucket_counts[bisect_left(bounds, dur_ms)] += 1
+                    if max_ex:
+                        ex = st.exemplars
+                        if len(ex) < max_ex:
+                            if all(e[0] != trace_id for e in ex):
+                                ex.append((trace_id, sp.span_id, end, dur_ms, kept))
+                        elif kept:
+                            for j, e in enumerate(ex):
+                                if not e[4]:
+                                    if all(x[0] != trace_id for x in ex):
+                                        ex[j] = (trace_id, sp.span_id, end, dur_ms, True)
+                                    break
+                    n += 1
+        self.spans += n
+
+    def _new_window(self, ws: int) -> RedWindow:
+        w = RedWindow(ws, ws + self._win_ns, self._dim_names, self._bounds)
+        self._windows[ws] = w
+        return w
+
+    def _new_series(self, window: RedWindow, key: SeriesKey) -> SeriesStats:
+        service = key[0]
+        per = window.series_per_service
+        count = per.get(service, 0)
+        if count < self._limit:
+            per[service] = count + 1
+            st = SeriesStats(self._n_buckets)
+            window.series[key] = st
+            return st
+        # Over the limit: the span goes to the service's overflow series. The key is not
+        # remembered, so every span of an over-limit series takes this path (and is counted).
+        window.overflow_spans += 1
+        self.overflow_spans += 1
+        st = window.overflow.get(service)
+        if st is None:
+            st = window.overflow[service] = SeriesStats(self._n_buckets)
+        return st
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self, watermark_unix_nanos: int) -> list[RedWindow]:
+        """Return and forget every window whose end is <= the watermark, oldest first.
+
+        A watermark lower than one already closed changes nothing (watermarks only advance).
+        """
+        if self._watermark is not None and watermark_unix_nanos <= self._watermark:
+            return []
+        self._watermark = watermark_unix_nanos
+        # Windows starting at or after this stay open: end = start + win > watermark.
+        wm = watermark_unix_nanos
+        self._open_from = max(self._open_from, wm - wm % self._win_ns)
+        win_ns = self._win_ns
+        done = sorted(ws for ws in self._windows if ws + win_ns <= wm)
+        return [self._windows.pop(ws) for ws in done]
+
+    def open_windows(self) -> list[RedWindow]:
+        """The windows still open (for inspection; not removed), oldest first."""
+        return [self._windows[ws] for ws in sorted(self._windows)]
+
+    @property
+    def watermark(self) -> int | None:
+        return self._watermark
+
+
+def dimensions(spec: Sequence[str | tuple[str, str | None] | Dimension]) -> tuple[Dimension, ...]:
+    """Build dimensions from names, (name, default) pairs or :class:`Dimension` objects."""
+    out: list[Dimension] = []
+    for d in spec:
+        if isinstance(d, Dimension):
+            out.append(d)
+        elif isinstance(d, str):
+            out.append(Dimension(d))
+        else:
+            out.append(Dimension(d[0], d[1]))
+    return tuple(out)
