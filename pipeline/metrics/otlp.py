@@ -23,6 +23,42 @@ dimensions that are present, in configuration order. The overflow series of a se
 point are the window's bounds. Exemplars (on both metrics, as the connector does) carry the
 trace id, span id, span end time and the duration in ms as a double value.
 
+Service-graph part (``append_service_graph_window`` / ``encode_service_graph_windows``),
+shaped as the OpenTelemetry Collector's servicegraph connector shapes its output
+(``connector/servicegraphconnector/connector.go``, ``buildMetrics``), in DELTA temporality
+(the connector itself only emits CUMULATIVE):
+
+* ``traces_service_graph_request_total``: Sum, monotonic, int; one point per edge;
+* ``traces_service_graph_request_failed_total``: Sum, monotonic, int; a point only for the
+  edges that failed in the window (the connector has failed series only for those too);
+  the metric is left out when no edge of the request failed;
+* ``traces_service_graph_request_server_seconds`` and ``..._client_seconds``: Histogram,
+  unit ``s``, explicit bounds of the edge's histograms, count, sum, bucket counts.
+
+Names: the connector's README and Prometheus see ``..._server_seconds``; its code names the
+OTLP histograms ``traces_service_graph_request_server`` / ``..._client`` with unit ``s``
+and relies on the Prometheus translation adding ``_seconds``. The ``_seconds`` names are
+used here (the constants of :mod:`pipeline.metrics.service_graph`): with unit ``s`` they
+translate to the same Prometheus names (the suffix is not doubled) and also survive a
+backend that keeps OTLP names as they are.
+
+Attributes: ``client``, ``server``, ``connection_type`` (``""`` for a plain request), in
+that order. The connector adds a boolean ``failed`` attribute and splits every series by it;
+an edge's histograms here are not split by outcome, so there is no ``failed`` attribute
+(Tempo's metrics-generator and the connector's README list these three labels only);
+failures are ``request_failed_total``.
+
+Layout: one ``ResourceMetrics`` with an empty resource, as the connector emits (the edge
+is between two services, so no single ``service.name`` fits), holding one ``ScopeMetrics``
+(scope ``spansieve.servicegraph``; the connector's is ``traces_service_graph``); several
+windows appended to the same request share it. Start / time of every point are the
+window's bounds. Exemplars (the connector has none yet): the edge's exemplar trace id on
+the ``request_total`` point, value 1 (one request of that trace), time = the window's end
+(the trace's own time is not kept), filtered attribute ``spansieve.trace.kept`` (bool: the
+trace was kept, so it can be opened). A window without edges adds nothing; encoding only
+such windows gives an empty request (zero bytes on the wire), which a caller should not
+send, as the connector skips empty flushes.
+
 Pure: protobuf classes only.
 """
 
@@ -51,6 +87,16 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipeline.metrics.red import RedWindow, SeriesStats
+from pipeline.metrics.service_graph import (
+    METRIC_REQUEST_CLIENT_SECONDS,
+    METRIC_REQUEST_FAILED_TOTAL,
+    METRIC_REQUEST_SERVER_SECONDS,
+    METRIC_REQUEST_TOTAL,
+    EdgeKey,
+    EdgeStats,
+    ServiceGraphWindow,
+)
+from pipeline.metrics.service_graph import Histogram as EdgeHistogram
 
 SCOPE_NAME = "spansieve.spanmetrics"
 NAMESPACE = "traces.span.metrics"
@@ -194,4 +240,136 @@ def encode_red_windows(windows: Iterable[RedWindow]) -> ExportMetricsServiceRequ
     request = ExportMetricsServiceRequest()
     for w in windows:
         append_red_window(request, w)
+    return request
+
+
+# -- service graph ---------------------------------------------------------------------
+
+SERVICE_GRAPH_SCOPE_NAME = "spansieve.servicegraph"
+SERVICE_GRAPH_LATENCY_UNIT = "s"
+EXEMPLAR_KEPT_ATTRIBUTE = "spansieve.trace.kept"
+_SERVICE_GRAPH_METRICS = (
+    METRIC_REQUEST_TOTAL,
+    METRIC_REQUEST_FAILED_TOTAL,
+    METRIC_REQUEST_SERVER_SECONDS,
+    METRIC_REQUEST_CLIENT_SECONDS,
+)
+
+
+def _service_graph_scope(request: ExportMetricsServiceRequest) -> ScopeMetrics:
+    """The request's service-graph ScopeMetrics (empty resource), created with its metrics."""
+    for rm in request.resource_metrics:
+        if len(rm.resource.attributes):
+            continue
+        for sm in rm.scope_metrics:
+            if sm.scope.name == SERVICE_GRAPH_SCOPE_NAME:
+                present = {m.name for m in sm.metrics}
+                for name in _SERVICE_GRAPH_METRICS:
+                    if name not in present:
+                        _add_service_graph_metric(sm, name)
+                return sm
+    sm = request.resource_metrics.add().scope_metrics.add()
+    sm.scope.CopyFrom(InstrumentationScope(name=SERVICE_GRAPH_SCOPE_NAME))
+    for name in _SERVICE_GRAPH_METRICS:
+        _add_service_graph_metric(sm, name)
+    return sm
+
+
+def _add_service_graph_metric(sm: ScopeMetrics, name: str) -> None:
+    if name in (METRIC_REQUEST_TOTAL, METRIC_REQUEST_FAILED_TOTAL):
+        sm.metrics.add(name=name).sum.CopyFrom(
+            Sum(aggregation_temporality=DELTA, is_monotonic=True)
+        )
+    else:
+        sm.metrics.add(name=name, unit=SERVICE_GRAPH_LATENCY_UNIT).histogram.CopyFrom(
+            Histogram(aggregation_temporality=DELTA)
+        )
+
+
+def _edge_attributes(key: EdgeKey) -> list[KeyValue]:
+    return [
+        _kv("client", key.client),
+        _kv("server", key.server),
+        _kv("connection_type", key.connection_type),
+    ]
+
+
+def _histogram_point(
+    window: ServiceGraphWindow, attributes: list[KeyValue], h: EdgeHistogram
+) -> HistogramDataPoint:
+    return HistogramDataPoint(
+        attributes=attributes,
+        start_time_unix_nano=window.start_unix_nanos,
+        time_unix_nano=window.end_unix_nanos,
+        count=h.count,
+        sum=h.sum,
+        bucket_counts=h.counts,
+        explicit_bounds=h.bounds,
+    )
+
+
+def _edge_exemplars(window: ServiceGraphWindow, stats: EdgeStats) -> list[Exemplar]:
+    if not stats.exemplar_trace_id:
+        return []
+    kept = KeyValue(key=EXEMPLAR_KEPT_ATTRIBUTE, value=AnyValue(bool_value=stats.exemplar_kept))
+    return [
+        Exemplar(
+            filtered_attributes=[kept],
+            time_unix_nano=window.end_unix_nanos,
+            as_int=1,
+            trace_id=stats.exemplar_trace_id,
+        )
+    ]
+
+
+def append_service_graph_window(
+    request: ExportMetricsServiceRequest, window: ServiceGraphWindow
+) -> None:
+    """Append one closed service-graph window's edges to ``request`` (see the module doc)."""
+    if not window.edges:
+        return
+    sm = _service_graph_scope(request)
+    total, failed, server, client = (_metric(sm, n) for n in _SERVICE_GRAPH_METRICS)
+    for key in sorted(window.edges):
+        stats = window.edges[key]
+        attributes = _edge_attributes(key)
+        total.sum.data_points.append(
+            NumberDataPoint(
+                attributes=attributes,
+                start_time_unix_nano=window.start_unix_nanos,
+                time_unix_nano=window.end_unix_nanos,
+                as_int=stats.requests,
+                exemplars=_edge_exemplars(window, stats),
+            )
+        )
+        if stats.failed:
+            failed.sum.data_points.append(
+                NumberDataPoint(
+                    attributes=attributes,
+                    start_time_unix_nano=window.start_unix_nanos,
+                    time_unix_nano=window.end_unix_nanos,
+                    as_int=stats.failed,
+                )
+            )
+        server.histogram.data_points.append(
+            _histogram_point(window, attributes, stats.server_seconds)
+        )
+        client.histogram.data_points.append(
+            _histogram_point(window, attributes, stats.client_seconds)
+        )
+    if not failed.sum.data_points:
+        # Left out when nothing failed, as the connector does (re-added by a later append).
+        for i, m in enumerate(sm.metrics):
+            if m.name == METRIC_REQUEST_FAILED_TOTAL:
+                del sm.metrics[i]
+                break
+
+
+def encode_service_graph_windows(
+    windows: Iterable[ServiceGraphWindow],
+) -> ExportMetricsServiceRequest:
+    """Closed service-graph windows -> one request (empty when no window has an edge)."""
+    request = ExportMetricsServiceRequest()
+    for w in windows:
+        append_service_graph_window(request, w)
     return request
