@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
     from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 #: The spanmetrics connector's default explicit buckets, in milliseconds.
@@ -157,6 +158,33 @@ def any_value_str(v: AnyValue) -> str:
     return str(getattr(v, kind)).replace("\n", " ").strip()
 
 
+#: Resources seen, by their serialized bytes -> (service.name, resource dimension values);
+#: cleared when it reaches this size (a deployment has far fewer distinct resources).
+RESOURCE_CACHE_SIZE = 4096
+
+
+class _OpenWindow:
+    """An open window in the hot path's compact form (published as :class:`RedWindow`).
+
+    A series is a plain list ``[bucket 0 .. bucket n-1, sum_ms, errors, free, kept_free,
+    exemplars]`` (offsets relative to n = the number of buckets): ``calls`` is the sum of
+    the bucket counts; ``errors`` is counted only for the overflow series (a regular
+    series has its status code in its key); ``free`` is the number of empty exemplar slots
+    and ``kept_free`` that plus the number of exemplars from dropped traces, so a span of a
+    dropped (kept) trace needs exemplar work only if ``free`` (``kept_free``) is non-zero.
+    """
+
+    __slots__ = ("late_spans", "overflow", "overflow_spans", "per_service", "series", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.series: dict[SeriesKey, list] = {}
+        self.overflow: dict[str, list] = {}
+        self.overflow_spans = 0
+        self.late_spans = 0
+        self.per_service: dict[str, int] = {}
+
+
 class RedAggregator:
     """Tumbling event-time windows of RED series; see the module docstring."""
 
@@ -171,9 +199,10 @@ class RedAggregator:
         self._dim_defaults = tuple(d.default for d in cfg.dimensions)
         self._limit = cfg.max_series_per_service
         self._max_ex = cfg.exemplars_per_series
-        self._windows: dict[int, RedWindow] = {}
+        self._windows: dict[int, _OpenWindow] = {}
         self._watermark: int | None = None  # highest watermark closed so far
         self._open_from = 0  # windows starting before this are closed
+        self._resources: dict[bytes, tuple[str, tuple[str | None, ...]]] = {}
         #: spans counted, in total, late (into the oldest open window), into overflow series
         self.spans = 0
         self.late_spans = 0
@@ -182,110 +211,119 @@ class RedAggregator:
     # -- feeding ----------------------------------------------------------------------
 
     def add_trace(self, data: TracesData, trace_id: bytes, kept: bool) -> None:
-        """Count every span of one decided trace."""
-        win_ns = self._win_ns
-        windows = self._windows
-        n_dims = len(self._dim_names)
-        dim_pos = self._dim_pos
-        dim_get = dim_pos.get
+        """Count every span of one decided trace.
+
+        The hot loop: per ResourceSpans one serialization of the resource, looked up in a
+        cache of (service.name, resource dimension values); per span a handful of field
+        reads, one dict lookup by a tuple key into the window's series (plain lists), a
+        bisect for the bucket; exemplar work only when the series may take one.
+        """
         bounds = self._bounds
-        open_from = self._open_from
-        last_ws = -1
-        window: RedWindow | None = None
-        wseries: dict[SeriesKey, SeriesStats] = {}
-        max_ex = self._max_ex
-        n = 0
-        for rs in data.resource_spans:
-            service = UNKNOWN_SERVICE
-            res_dims: list[str | None] = [None] * n_dims
-            for kv in rs.resource.attributes:
-                k = kv.key
-                if k == "service.name":
-                    service = kv.value.string_value or UNKNOWN_SERVICE
-                elif n_dims:
-                    i = dim_pos.get(k)
-                    if i is not None and res_dims[i] is None:
-                        res_dims[i] = any_value_str(kv.value)
-            if n_dims:
-                base = [
-                    r if r is not None else d
-                    for r, d in zip(res_dims, self._dim_defaults, strict=True)
-                ]
-                base_dims = tuple(base)
-            else:
-                base_dims = ()
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
+        i_sum = self._n_buckets
+        i_need = i_sum + 3 if kept else i_sum + 2  # kept_free / free
+        resources = self._resources
+        dim_pos = self._dim_pos
+        dim_set = frozenset(dim_pos)
+        lo = hi = 0  # end times in [lo, hi) map to `window` (late if `late`)
+        window: _OpenWindow | None = None
+        late = False
+        get = {}.get
+        n = n_late = 0
+        for rs in data.resource_spans[:]:  # a slice: cheaper than iterating (upb)
+            res = rs.resource
+            info = resources.get(raw := res.SerializeToString())
+            if info is None:
+                info = self._resource(res, raw)
+            service, base_dims = info
+            for ss in rs.scope_spans[:]:
+                spans = ss.spans[:]
+                n += len(spans)
+                for sp in spans:
                     end = sp.end_time_unix_nano
-                    dur_ms = (end - sp.start_time_unix_nano) / 1e6
-                    if dur_ms < 0.0:
-                        dur_ms = 0.0
+                    d = end - sp.start_time_unix_nano
+                    dur_ms = d / 1e6 if d > 0 else 0.0
                     code = sp.status.code
                     dims = base_dims
-                    if n_dims:
-                        vals: list[str | None] | None = None
-                        seen = 0  # bit i: dimension i found on the span (first one wins)
-                        for kv in sp.attributes:
-                            i = dim_get(kv.key)
-                            if i is not None:
-                                if vals is None:
-                                    vals = list(base_dims)
-                                if not (seen >> i) & 1:
-                                    seen |= 1 << i
-                                    v = kv.value
-                                    vals[i] = v.string_value or any_value_str(v)
-                        if vals is not None:
+                    if dim_set:
+                        found: dict[int, str] | None = None
+                        for kv in sp.attributes[:]:
+                            if (k := kv.key) in dim_set:
+                                i = dim_pos[k]
+                                if found is None:
+                                    found = {}
+                                elif i in found:
+                                    continue  # first one wins
+                                v = kv.value
+                                found[i] = v.string_value or any_value_str(v)
+                        if found is not None:
+                            vals = list(base_dims)
+                            for i, s in found.items():
+                                vals[i] = s
                             dims = tuple(vals)
+                    if not lo <= end < hi:
+                        window, lo, hi, late = self._locate(end)
+                        get = window.series.get
+                    if late:
+                        window.late_spans += 1  # type: ignore[union-attr]
+                        n_late += 1
                     key = (service, sp.name, sp.kind, code, dims)
-                    ws = end - end % win_ns
-                    late = ws < open_from
-                    if late:
-                        ws = open_from
-                    if ws != last_ws:
-                        window = windows.get(ws)
-                        if window is None:
-                            window = self._new_window(ws)
-                        wseries = window.series
-                        last_ws = ws
-                    assert window is not None
-                    if late:
-                        window.late_spans += 1
-                        self.late_spans += 1
-                    st = wseries.get(key)
+                    st = get(key)
                     if st is None:
-                        st = self._new_series(window, key)
-                    st.calls += 1
-                    if code == STATUS_CODE_ERROR:
-                        st.errors += 1
-                    st.sum_ms += dur_ms
-                    st.bucket_counts[bisect_left(bounds, dur_ms)] += 1
-                    if max_ex:
-                        ex = st.exemplars
-                        if len(ex) < max_ex:
-                            if all(e[0] != trace_id for e in ex):
-                                ex.append((trace_id, sp.span_id, end, dur_ms, kept))
-                        elif kept:
-                            for j, e in enumerate(ex):
-                                if not e[4]:
-                                    if all(x[0] != trace_id for x in ex):
-                                        ex[j] = (trace_id, sp.span_id, end, dur_ms, True)
-                                    break
-                    n += 1
+                        st = self._new_series(window, key)  # type: ignore[arg-type]
+                    st[bisect_left(bounds, dur_ms)] += 1  # a bound's value is in its bucket
+                    st[i_sum] += dur_ms
+                    if st[i_need]:
+                        self._exemplar(st, trace_id, sp.span_id, end, dur_ms, kept)
         self.spans += n
+        if n_late:
+            self.late_spans += n_late
 
-    def _new_window(self, ws: int) -> RedWindow:
-        w = RedWindow(ws, ws + self._win_ns, self._dim_names, self._bounds)
-        self._windows[ws] = w
-        return w
+    def _resource(self, res: Resource, raw: bytes) -> tuple[str, tuple[str | None, ...]]:
+        """service.name and the resource's dimension values (defaults applied), cached."""
+        service = UNKNOWN_SERVICE
+        dim_pos = self._dim_pos
+        vals: list[str | None] = [None] * len(self._dim_names)
+        for kv in res.attributes:
+            k = kv.key
+            if k == "service.name":
+                service = kv.value.string_value or UNKNOWN_SERVICE
+            else:
+                i = dim_pos.get(k)
+                if i is not None and vals[i] is None:
+                    vals[i] = any_value_str(kv.value)
+        base = tuple(
+            v if v is not None else d for v, d in zip(vals, self._dim_defaults, strict=True)
+        )
+        if len(self._resources) >= RESOURCE_CACHE_SIZE:
+            self._resources.clear()
+        info = self._resources[raw] = (service, base)
+        return info
 
-    def _new_series(self, window: RedWindow, key: SeriesKey) -> SeriesStats:
+    def _locate(self, end: int) -> tuple[_OpenWindow, int, int, bool]:
+        """The window counting a span ending at ``end``, the range of ends it takes, late."""
+        win_ns = self._win_ns
+        ws = end - end % win_ns
+        open_from = self._open_from
+        if ws < open_from:  # closed: into the oldest open window (open_from is aligned)
+            ws, lo, hi, late = open_from, 0, open_from, True
+        else:
+            lo, hi, late = ws, ws + win_ns, False
+        w = self._windows.get(ws)
+        if w is None:
+            w = self._windows[ws] = _OpenWindow(ws)
+        return w, lo, hi, late
+
+    def _series_list(self) -> list:
+        free = self._max_ex
+        return [0] * self._n_buckets + [0.0, 0, free, free, []]
+
+    def _new_series(self, window: _OpenWindow, key: SeriesKey) -> list:
         service = key[0]
-        per = window.series_per_service
+        per = window.per_service
         count = per.get(service, 0)
         if count < self._limit:
             per[service] = count + 1
-            st = SeriesStats(self._n_buckets)
-            window.series[key] = st
+            st = window.series[key] = self._series_list()
             return st
         # Over the limit: the span goes to the service's overflow series. The key is not
         # remembered, so every span of an over-limit series takes this path (and is counted).
@@ -293,8 +331,61 @@ class RedAggregator:
         self.overflow_spans += 1
         st = window.overflow.get(service)
         if st is None:
-            st = window.overflow[service] = SeriesStats(self._n_buckets)
+            st = window.overflow[service] = self._series_list()
+        if key[3] == STATUS_CODE_ERROR:
+            st[self._n_buckets + 1] += 1
         return st
+
+    def _exemplar(
+        self, st: list, trace_id: bytes, span_id: bytes, end: int, dur_ms: float, kept: bool
+    ) -> None:
+        """Offer a span as an exemplar: distinct traces, a kept trace replaces a dropped one."""
+        nb = self._n_buckets
+        ex: list[Exemplar] = st[nb + 4]
+        for e in ex:
+            if e[0] == trace_id:
+                return
+        max_ex = self._max_ex
+        if len(ex) < max_ex:
+            ex.append((trace_id, span_id, end, dur_ms, kept))
+        elif kept:
+            for j, e in enumerate(ex):
+                if not e[4]:
+                    ex[j] = (trace_id, span_id, end, dur_ms, True)
+                    break
+            else:
+                return
+        else:
+            return
+        free = max_ex - len(ex)
+        st[nb + 2] = free
+        st[nb + 3] = free + sum(1 for e in ex if not e[4])
+
+    # -- publishing -------------------------------------------------------------------
+
+    def _stats(self, st: list, errors: int | None) -> SeriesStats:
+        nb = self._n_buckets
+        s = SeriesStats(nb)
+        s.bucket_counts = st[:nb]
+        s.calls = sum(s.bucket_counts)
+        s.errors = s.calls if errors is None else errors
+        s.sum_ms = st[nb]
+        s.exemplars = list(st[nb + 4])
+        return s
+
+    def _publish(self, w: _OpenWindow) -> RedWindow:
+        nb = self._n_buckets
+        stats = self._stats
+        out = RedWindow(w.start, w.start + self._win_ns, self._dim_names, self._bounds)
+        out.series = {
+            key: stats(st, None if key[3] == STATUS_CODE_ERROR else 0)
+            for key, st in w.series.items()
+        }
+        out.overflow = {svc: stats(st, st[nb + 1]) for svc, st in w.overflow.items()}
+        out.overflow_spans = w.overflow_spans
+        out.late_spans = w.late_spans
+        out.series_per_service = dict(w.per_service)
+        return out
 
     # -- closing ----------------------------------------------------------------------
 
@@ -311,11 +402,11 @@ class RedAggregator:
         self._open_from = max(self._open_from, wm - wm % self._win_ns)
         win_ns = self._win_ns
         done = sorted(ws for ws in self._windows if ws + win_ns <= wm)
-        return [self._windows.pop(ws) for ws in done]
+        return [self._publish(self._windows.pop(ws)) for ws in done]
 
     def open_windows(self) -> list[RedWindow]:
-        """The windows still open (for inspection; not removed), oldest first."""
-        return [self._windows[ws] for ws in sorted(self._windows)]
+        """The windows still open (for inspection: snapshots, not removed), oldest first."""
+        return [self._publish(self._windows[ws]) for ws in sorted(self._windows)]
 
     @property
     def watermark(self) -> int | None:

@@ -361,3 +361,98 @@ def test_property_counts_are_exact(traces, limit, closes) -> None:
     assert sum(s.errors for s in all_stats) == errors
     assert sum(w.overflow_spans for w in closed) == agg.overflow_spans
     assert sum(w.late_spans for w in closed) == agg.late_spans
+
+
+# ---- hot-path internals: resource cache, window switching, snapshots ---------------
+
+
+def test_resource_cache_keeps_services_and_dimensions_apart(monkeypatch) -> None:
+    import pipeline.metrics.red as red
+
+    monkeypatch.setattr(red, "RESOURCE_CACHE_SIZE", 2)  # forces clearing the cache
+    agg = RedAggregator(RedConfig(dimensions=(Dimension("region", "eu"),)))
+    for i in range(3):
+        agg.add_trace(
+            trace(
+                one("api", "x", T0 + S, 1.0, resource={"region": "us"}),
+                one("api", "x", T0 + S, 1.0),  # same service, other resource
+                one("db", "x", T0 + S, 1.0, resource={"region": "us"}),
+                one("api", "x", T0 + S, 1.0, resource={"region": "us"}),  # repeated
+            ),
+            tid(i),
+            False,
+        )
+    (w,) = agg.close(T0 + 15 * S)
+    assert series(w, "api", "x", dims=("us",)).calls == 6
+    assert series(w, "api", "x", dims=("eu",)).calls == 3
+    assert series(w, "db", "x", dims=("us",)).calls == 3
+    assert len(w.series) == 3 and agg.spans == 12
+
+
+def test_many_spans_per_resource_switching_windows_and_lateness() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    agg = RedAggregator()
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(1), False)
+    (w0,) = agg.close(T0 + 20 * S)  # window 0 closed; window 1 = [15 s, 30 s) open
+    assert w0.calls == 1
+    rs = one("api", "x", T0 + 16 * S, 1.0)
+    ends = [2, 31, 17, 3, 46, 29, 1]  # seconds: late, w2, w1, late, w3, w1, late
+    spans = rs.scope_spans[0].spans
+    for e in ends:
+        sp = spans.add()
+        sp.CopyFrom(spans[0])
+        sp.start_time_unix_nano, sp.end_time_unix_nano = T0 + e * S - MS, T0 + e * S
+    rs.scope_spans.append(ScopeSpans(spans=[spans[0]]))  # a second scope: window 1
+    agg.add_trace(trace(rs), tid(2), True)
+    assert agg.spans == 1 + 1 + len(ends) + 1 and agg.late_spans == 3
+    w1, w2, w3 = agg.close(T0 + 60 * S)
+    assert [w.start_unix_nanos for w in (w1, w2, w3)] == [T0 + 15 * S, T0 + 30 * S, T0 + 45 * S]
+    # window 1: its own spans at 16 s, 17 s, 29 s and the second scope's, plus 3 late
+    assert (series(w1, "api", "x").calls, w1.late_spans) == (4 + 3, 3)
+    assert series(w2, "api", "x").calls == 1 and series(w3, "api", "x").calls == 1
+    assert w2.late_spans == w3.late_spans == 0
+    assert sum(series(w1, "api", "x").bucket_counts) == 7
+
+
+def test_open_windows_are_snapshots_of_the_counts() -> None:
+    agg = RedAggregator(RedConfig(max_series_per_service=1))
+    agg.add_trace(
+        trace(
+            one("api", "x", T0 + S, 3.0, status="error"),
+            one("api", "y", T0 + S, 1.0, status="error"),  # overflow
+            one("api", "z", T0 + S, 1.0),  # overflow
+        ),
+        tid(1),
+        True,
+    )
+    (snap,) = agg.open_windows()
+    st = series(snap, "api", "x", code=ERROR)
+    assert (st.calls, st.errors, st.sum_ms, st.bucket_counts[1]) == (1, 1, 3.0, 1)
+    assert st.exemplars == [(tid(1), b"\x00" * 7 + b"\x01", T0 + S, 3.0, True)]
+    over = snap.overflow["api"]
+    assert (over.calls, over.errors, snap.overflow_spans) == (2, 1, 2)
+    assert snap.series_per_service == {"api": 1}
+    agg.add_trace(trace(one("api", "x", T0 + S, 3.0, status="error")), tid(2), False)
+    assert st.calls == 1  # a snapshot does not change
+    (w,) = agg.close(T0 + 15 * S)
+    assert series(w, "api", "x", code=ERROR).calls == 2 and w.calls == 4
+    assert isinstance(series(w, "api", "x", code=ERROR), SeriesStats)
+
+
+def test_exemplar_slots_fill_then_kept_replace_dropped_in_order() -> None:
+    agg = RedAggregator(RedConfig(exemplars_per_series=3))
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(1), False)
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(2), True)
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(2), True)  # same trace again
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(3), False)  # fills the slots
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(4), False)  # full: ignored
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(5), True)  # replaces tid(1)
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(6), True)  # replaces tid(3)
+    agg.add_trace(trace(one("api", "x", T0 + S, 1.0)), tid(7), True)  # all kept: ignored
+    (w,) = agg.close(T0 + 15 * S)
+    assert [(e[0], e[4]) for e in series(w, "api", "x").exemplars] == [
+        (tid(5), True),
+        (tid(2), True),
+        (tid(6), True),
+    ]
