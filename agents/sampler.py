@@ -27,6 +27,7 @@ from pipeline.sampler.buffer import TraceBuffer
 from pipeline.sampler.core import TICK_KEY, TraceSampler, cache_entries
 from pipeline.sampler.decisions import DecisionCache
 from pipeline.sampler.policy_source import PolicySource, seconds
+from pipeline.sampler.span_metrics import KIND_RED, KIND_SERVICE_GRAPH
 from pipeline.sampler.storage import RdictPartitions
 from pipeline.wire.pieces import header_of
 
@@ -86,6 +87,10 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
     """The sampler over ``pieces`` and the decisions table, with Kafka topics as outputs."""
     sampled_topic = raw_topic(app, settings, "sampled")
     dlq_topic = raw_topic(app, settings, "dlq")
+    metrics_topics = {
+        KIND_RED: raw_topic(app, settings, "red-metrics"),
+        KIND_SERVICE_GRAPH: raw_topic(app, settings, "service-graph"),
+    }
     policies = PolicySource(settings)
 
     async def send_kept(partition: int, trace_id: bytes, value: bytes):
@@ -93,6 +98,10 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
 
     async def send_dead_letter(value: bytes, reason: str):
         return await dlq_topic.send(value=value, headers={"reason": reason.encode()})
+
+    async def send_metrics(partition: int, kind: str, key: bytes, value: bytes):
+        # Same partition as the spans: a window's key names its partition and start.
+        return await metrics_topics[kind].send(key=key, value=value, partition=partition)
 
     return TraceSampler(
         settings,
@@ -106,6 +115,7 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
         send_kept,
         send_dead_letter,
         functools.partial(read_range, settings, settings.topic("spans")),
+        send_metrics=send_metrics,
     )
 
 

@@ -187,6 +187,11 @@ def store_init(**overrides: Any) -> None:
     "decision_wait",
     "sampling_percentage",
     "tick_interval",
+    "span_metrics",
+    "span_metrics_window",
+    "span_metrics_dimensions",
+    "span_metrics_max_series_per_service",
+    "span_metrics_grace",
 )
 def worker(**overrides: Any) -> None:
     """The Faust worker: sampler and sink agents; Faust web with /metrics on :6066."""

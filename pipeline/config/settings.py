@@ -101,6 +101,25 @@ class Settings(BaseSettings):
     sampler_max_buffered_bytes: int = Field(
         1024**3, gt=0, description="span bytes a worker buffers before deciding early"
     )
+    span_metrics: bool = Field(
+        False,
+        description=(
+            "count RED metrics and service-graph edges over every span (off by default: "
+            "the per-span cost is not yet within issue 12's 15 % budget)"
+        ),
+    )
+    span_metrics_window: float = Field(
+        15.0, gt=0, description="seconds of event time (span end) per span-metrics window"
+    )
+    span_metrics_dimensions: str = Field(
+        "", description="extra RED dimensions: comma-separated attribute names, name=default"
+    )
+    span_metrics_max_series_per_service: int = Field(
+        1000, ge=1, description="RED series per service and window before the overflow series"
+    )
+    span_metrics_grace: float = Field(
+        5.0, ge=0, description="seconds after decision_wait before a span-metrics window closes"
+    )
 
     store_index_prefix: str = Field(
         "", description="prefix of the span alias and service-map index (tests, tenants)"

@@ -1,7 +1,8 @@
 """Span-derived metrics: RED series and the service graph, over every span, kept or not.
 
-Work in progress (issue 12): the aggregation and its OTLP encoding are built and unit
-tested; the sampler does not feed them yet.
+Work in progress (issue 12): the sampler feeds them when ``span_metrics`` is on (off by
+default; see ``pipeline.sampler.span_metrics``) and sends closed windows to the
+red-metrics and service-graph topics; open windows are not yet kept across a rebalance.
 
 * ``red``: calls, errors and duration histograms per (service.name, span.name, span.kind,
   status.code) plus configured dimensions, in tumbling event-time windows (span end),

@@ -28,6 +28,7 @@ from pipeline.sampler import metrics
 from pipeline.sampler.buffer import TraceBuffer
 from pipeline.sampler.decisions import CachedDecision, DecisionCache
 from pipeline.sampler.policy_source import PolicySource
+from pipeline.sampler.span_metrics import SpanMetrics
 from pipeline.wire.otlp import DecodeError, TracesData, count_spans, regroup_spans
 from pipeline.wire.pieces import PiecesError, iter_pieces
 
@@ -48,6 +49,9 @@ ReplaySource = Callable[[int, int, int], AsyncIterator[list[Replayed]]]
 SendKept = Callable[[int, bytes, bytes], Awaitable[Awaitable]]
 # Parks a message that is not OTLP (value, reason).
 SendDeadLetter = Callable[[bytes, str], Awaitable[object]]
+# Sends a closed span-metrics window (partition, kind "red" or "service-graph", key,
+# ExportMetricsServiceRequest bytes); the awaitable it returns settles on Kafka's ack.
+SendMetrics = Callable[[int, str, bytes, bytes], Awaitable[Awaitable]]
 
 
 def tag_spans(data: TracesData, policy: str) -> None:
@@ -78,6 +82,7 @@ class TraceSampler:
         send_dead_letter: SendDeadLetter,
         replay_source: ReplaySource,
         clock: Callable[[], float] = time.time,
+        send_metrics: SendMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.policies = policies
@@ -89,6 +94,13 @@ class TraceSampler:
         self.clock = clock  # wall clock, only for the decision-latency metric
         self._low_water: dict[int, int] = {}  # last saved, per partition
         self._pending_sends: dict[int, list] = {}  # kept traces not yet acknowledged
+        # Span metrics (settings.span_metrics, off by default): see sampler.span_metrics.
+        self.send_metrics = send_metrics
+        self.span_metrics: SpanMetrics | None = None
+        if settings.span_metrics:
+            if send_metrics is None:
+                raise ValueError("span_metrics is on but the sampler has no send_metrics")
+            self.span_metrics = SpanMetrics(settings)
 
     async def _ensure_adopted(self, partition: int, now: float, offset: int) -> None:
         """On the first event of a partition: index its buffer, replay what only Kafka has."""
@@ -131,9 +143,16 @@ class TraceSampler:
             self._low_water[partition] = offset
 
     def forget(self, partition: int) -> None:
+        """Drop a revoked partition's state.
+
+        Its span-metrics windows still open are dropped too: their counts are lost (a
+        known gap of this first wiring; see ``pipeline.sampler.span_metrics``).
+        """
         self.buffer.forget(partition)
         self.cache.forget(partition)
         self._low_water.pop(partition, None)
+        if self.span_metrics is not None:
+            self.span_metrics.forget(partition)
 
     def _pieces(self, raw: bytes, header: bytes | None) -> list[Piece]:
         """A message's per-trace pieces: sliced by the gateway's header, else parsed.
@@ -187,8 +206,11 @@ class TraceSampler:
 
         The decision is cached, so the trace's later spans are dropped on arrival.
         """
-        if self.buffer.take(partition, trace_id) is None:
+        taken = self.buffer.take(partition, trace_id)
+        if taken is None:
             return
+        if self.span_metrics is not None:
+            self.span_metrics.add(partition, TracesData.FromString(taken[1]), trace_id, False)
         metrics.TRACES_OVERSIZED.inc()
         metrics.TRACES_DECIDED.labels("not_sampled", "").inc()
         self.cache.remember(partition, trace_id, CachedDecision(now, False, ""))
@@ -223,8 +245,13 @@ class TraceSampler:
         """Spans of an already decided trace follow its decision at once."""
         metrics.SPANS_RECEIVED.inc(spans)
         metrics.LATE_SPANS.labels("sampled" if cached.sampled else "not_sampled").inc(spans)
-        if cached.sampled:
+        piece = None
+        if self.span_metrics is not None:  # counted, kept or dropped
             piece = TracesData.FromString(spans_bytes)
+            self.span_metrics.add(partition, piece, trace_id, cached.sampled)
+        if cached.sampled:
+            if piece is None:
+                piece = TracesData.FromString(spans_bytes)
             tag_spans(piece, cached.policy)
             sent = await self.send_kept(partition, trace_id, piece.SerializeToString())
             self._pending_sends.setdefault(partition, []).append(sent)
@@ -262,7 +289,10 @@ class TraceSampler:
             await self.decide(partition, trace_id, now)
         self.buffer.commit(partition)
         self.cache.flush(partition)
-        # Kept traces must be in Kafka before the low-water mark passes their spans.
+        if self.span_metrics is not None:
+            await self._close_span_metrics(partition, now)
+        # Kept traces (and closed metric windows) must be in Kafka before the low-water
+        # mark passes their spans.
         pending = self._pending_sends.pop(partition, [])
         if pending:
             await asyncio.gather(*pending)
@@ -273,6 +303,21 @@ class TraceSampler:
         metrics.TRACES_BUFFERED.set(traces)
         metrics.BYTES_BUFFERED.set(size)
         metrics.DECISIONS_CACHED.set(self.cache.size())
+
+    async def _close_span_metrics(self, partition: int, now: float) -> None:
+        """Send the span-metrics windows that event time has closed.
+
+        Watermark: ``now - decision_wait - span_metrics_grace`` (event time). A span that
+        ended before it (span clocks and export delay within the grace) belongs to a trace
+        quiet for longer than decision_wait, so decided already; spans counted after their
+        window closed (root_wait, max_trace_age, skew) go to the oldest open window (see
+        ``pipeline.metrics.red``), so they are counted, only later.
+        """
+        assert self.span_metrics is not None and self.send_metrics is not None
+        watermark = now - self.policies.decision_wait - self.settings.span_metrics_grace
+        for kind, key, value in self.span_metrics.close(partition, watermark):
+            sent = await self.send_metrics(partition, kind, key, value)
+            self._pending_sends.setdefault(partition, []).append(sent)
 
     async def decide(self, partition: int, trace_id: bytes, now: float) -> None:
         taken = self.buffer.take(partition, trace_id)
@@ -288,6 +333,9 @@ class TraceSampler:
         metrics.TRACES_DECIDED.labels(outcome, policy if verdict.sampled else "").inc()
         metrics.DECISION_LATENCY.observe(max(0.0, self.clock() - state.first_seen))
         self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
+        if self.span_metrics is not None:
+            # Before tag_spans: the sampling.policy attribute is not a span attribute.
+            self.span_metrics.add(partition, data, trace_id, verdict.sampled)
         if verdict.sampled:
             tag_spans(data, policy)
             sent = await self.send_kept(partition, trace_id, data.SerializeToString())

@@ -130,10 +130,11 @@ class Gateway:
 
 @dataclass
 class Outputs:
-    """Where the sampler's kept traces and dead letters go."""
+    """Where the sampler's kept traces, dead letters and span-metric windows go."""
 
     kept: list[tuple[int, bytes, bytes]] = field(default_factory=list)
     dead: list[tuple[bytes, str]] = field(default_factory=list)
+    metrics: list[tuple[int, str, bytes, bytes]] = field(default_factory=list)
 
     async def send_kept(self, partition: int, trace_id: bytes, value: bytes):
         self.kept.append((partition, trace_id, value))
@@ -143,6 +144,12 @@ class Outputs:
 
     async def send_dead_letter(self, value: bytes, reason: str) -> None:
         self.dead.append((value, reason))
+
+    async def send_metrics(self, partition: int, kind: str, key: bytes, value: bytes):
+        self.metrics.append((partition, kind, key, value))
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
     def kept_spans(self, trace_id: bytes) -> list[Span]:
         """Every kept span of a trace, over all messages sent for it."""
@@ -203,6 +210,7 @@ class Worker:
             self.outputs.send_dead_letter,
             topic.read_range,
             clock=clock or topic.clock,
+            send_metrics=self.outputs.send_metrics,
         )
         self.positions = [0] * topic.partitions
 
