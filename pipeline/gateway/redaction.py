@@ -29,9 +29,7 @@ is ``pipeline.gateway.redaction_config``; its names are re-exported here.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from pipeline.gateway.redaction_config import (
     load_redaction_config,
     normalize_regex,
 )
+from pipeline.wire.otlp import any_value_text
 
 __all__ = [
     "BUILTIN_PATTERNS",
@@ -171,35 +170,6 @@ _KEY_CACHE_LIMIT = 8192
 _CLEAN_CACHE_LIMIT = 16384
 _CLEAN_TEXT_LIMIT = 256
 _ALLOWED = object()  # "value matched allowed_values" marker
-
-
-def _value_text(value: Any) -> str:
-    """Text form of a non-string AnyValue (what a hash of a masked value is taken over)."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return ""
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return repr(value.double_value)
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode("ascii")
-    return json.dumps(_plain(value), separators=(",", ":"), sort_keys=False)
-
-
-def _plain(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [_plain(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
-    if kind in ("bool_value", "int_value", "double_value", "string_value"):
-        return getattr(value, kind)
-    return _value_text(value)
 
 
 class Redactor:
@@ -444,7 +414,7 @@ class Redactor:
                         allowed_keys.append(key)
                         continue
                 else:
-                    text = _value_text(value) if self._hash is not None else ""
+                    text = any_value_text(value) if self._hash is not None else ""
                 value.string_value = self._replacement(text)
                 masked_keys.append(key)
             else:  # _IGNORE

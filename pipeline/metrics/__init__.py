@@ -12,6 +12,6 @@ red-metrics and service-graph topics; open windows are not yet kept across a reb
 * ``otlp``: closed windows -> ``ExportMetricsServiceRequest`` (delta temporality).
 
 The sampler hands each decided trace (a parsed ``TracesData``, its id, kept or not) to
-the aggregators, so no span is parsed twice. Pure: imports protobuf and
-``pipeline.config`` only; no Kafka, Faust, OpenSearch or HTTP library.
+the aggregators, so no span is parsed twice. Pure: imports protobuf, ``pipeline.config``
+and ``pipeline.wire`` only; no Kafka, Faust, OpenSearch or HTTP library.
 """

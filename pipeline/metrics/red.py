@@ -43,8 +43,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pipeline.wire.otlp import any_value_text
+
 if TYPE_CHECKING:
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
     from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
@@ -138,24 +139,6 @@ class RedWindow:
         return sum(s.calls for s in self.series.values()) + sum(
             s.calls for s in self.overflow.values()
         )
-
-
-def any_value_str(v: AnyValue) -> str:
-    """An attribute value as a dimension string (pdata's ``AsString`` for scalars)."""
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return v.string_value
-    if kind == "bool_value":
-        return "true" if v.bool_value else "false"
-    if kind == "int_value":
-        return str(v.int_value)
-    if kind == "double_value":
-        return repr(v.double_value)
-    if kind == "bytes_value":
-        return v.bytes_value.hex()
-    if kind is None:
-        return ""
-    return str(getattr(v, kind)).replace("\n", " ").strip()
 
 
 #: Resources seen, by their serialized bytes -> (service.name, resource dimension values);
@@ -254,7 +237,7 @@ class RedAggregator:
                                 elif i in found:
                                     continue  # first one wins
                                 v = kv.value
-                                found[i] = v.string_value or any_value_str(v)
+                                found[i] = v.string_value or any_value_text(v)
                         if found is not None:
                             vals = list(base_dims)
                             for i, s in found.items():
@@ -290,7 +273,7 @@ class RedAggregator:
             else:
                 i = dim_pos.get(k)
                 if i is not None and vals[i] is None:
-                    vals[i] = any_value_str(kv.value)
+                    vals[i] = any_value_text(kv.value)
         base = tuple(
             v if v is not None else d for v, d in zip(vals, self._dim_defaults, strict=True)
         )

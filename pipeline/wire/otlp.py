@@ -8,6 +8,8 @@ grow by appending bytes, never by re-encoding what is already there.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
@@ -112,3 +114,35 @@ def service_name(resource_attributes) -> str:
         if kv.key == "service.name":
             return kv.value.string_value
     return "unknown_service"
+
+
+def any_value_text(value) -> str:
+    """An AnyValue as text, as the collector's pdata ``AsString`` writes it: strings as they
+    are, booleans ``true``/``false``, numbers in decimal, bytes in base64, arrays and maps
+    as compact JSON, an empty value as ""."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return ""
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return json.dumps(_plain_value(value), separators=(",", ":"))
+
+
+def _plain_value(value):
+    """An array or map AnyValue as plain Python values (scalars kept, bytes as base64)."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_plain_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _plain_value(kv.value) for kv in value.kvlist_value.values}
+    if kind in ("bool_value", "int_value", "double_value", "string_value"):
+        return getattr(value, kind)
+    return any_value_text(value)
