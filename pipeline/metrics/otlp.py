@@ -96,7 +96,6 @@ from pipeline.metrics.service_graph import (
     EdgeStats,
     ServiceGraphWindow,
 )
-from pipeline.metrics.service_graph import Histogram as EdgeHistogram
 
 SCOPE_NAME = "spansieve.spanmetrics"
 NAMESPACE = "traces.span.metrics"
@@ -182,26 +181,44 @@ def _points(
     stats: SeriesStats,
 ) -> None:
     exemplars = _exemplars(stats)
-    calls.sum.data_points.append(
-        NumberDataPoint(
-            attributes=attributes,
-            start_time_unix_nano=window.start_unix_nanos,
-            time_unix_nano=window.end_unix_nanos,
-            as_int=stats.calls,
-            exemplars=exemplars,
+    calls.sum.data_points.append(_count_point(window, attributes, stats.calls, exemplars))
+    duration.histogram.data_points.append(
+        _histogram_point(
+            window,
+            attributes,
+            stats.calls,
+            stats.sum_ms,
+            stats.bucket_counts,
+            window.buckets_ms,
+            exemplars,
         )
     )
-    duration.histogram.data_points.append(
-        HistogramDataPoint(
-            attributes=attributes,
-            start_time_unix_nano=window.start_unix_nanos,
-            time_unix_nano=window.end_unix_nanos,
-            count=stats.calls,
-            sum=stats.sum_ms,
-            bucket_counts=stats.bucket_counts,
-            explicit_bounds=window.buckets_ms,
-            exemplars=exemplars,
-        )
+
+
+def _count_point(window, attributes: list[KeyValue], value: int, exemplars=()) -> NumberDataPoint:
+    """A delta count over a window (RED or service graph: both have the same bounds)."""
+    return NumberDataPoint(
+        attributes=attributes,
+        start_time_unix_nano=window.start_unix_nanos,
+        time_unix_nano=window.end_unix_nanos,
+        as_int=value,
+        exemplars=exemplars,
+    )
+
+
+def _histogram_point(
+    window, attributes: list[KeyValue], count: int, total: float, counts, bounds, exemplars=()
+) -> HistogramDataPoint:
+    """A delta histogram over a window."""
+    return HistogramDataPoint(
+        attributes=attributes,
+        start_time_unix_nano=window.start_unix_nanos,
+        time_unix_nano=window.end_unix_nanos,
+        count=count,
+        sum=total,
+        bucket_counts=counts,
+        explicit_bounds=bounds,
+        exemplars=exemplars,
     )
 
 
@@ -294,20 +311,6 @@ def _edge_attributes(key: EdgeKey) -> list[KeyValue]:
     ]
 
 
-def _histogram_point(
-    window: ServiceGraphWindow, attributes: list[KeyValue], h: EdgeHistogram
-) -> HistogramDataPoint:
-    return HistogramDataPoint(
-        attributes=attributes,
-        start_time_unix_nano=window.start_unix_nanos,
-        time_unix_nano=window.end_unix_nanos,
-        count=h.count,
-        sum=h.sum,
-        bucket_counts=h.counts,
-        explicit_bounds=h.bounds,
-    )
-
-
 def _edge_exemplars(window: ServiceGraphWindow, stats: EdgeStats) -> list[Exemplar]:
     if not stats.exemplar_trace_id:
         return []
@@ -333,30 +336,14 @@ def append_service_graph_window(
     for key in sorted(window.edges):
         stats = window.edges[key]
         attributes = _edge_attributes(key)
-        total.sum.data_points.append(
-            NumberDataPoint(
-                attributes=attributes,
-                start_time_unix_nano=window.start_unix_nanos,
-                time_unix_nano=window.end_unix_nanos,
-                as_int=stats.requests,
-                exemplars=_edge_exemplars(window, stats),
-            )
-        )
+        exemplars = _edge_exemplars(window, stats)
+        total.sum.data_points.append(_count_point(window, attributes, stats.requests, exemplars))
         if stats.failed:
-            failed.sum.data_points.append(
-                NumberDataPoint(
-                    attributes=attributes,
-                    start_time_unix_nano=window.start_unix_nanos,
-                    time_unix_nano=window.end_unix_nanos,
-                    as_int=stats.failed,
-                )
+            failed.sum.data_points.append(_count_point(window, attributes, stats.failed))
+        for metric, h in ((server, stats.server_seconds), (client, stats.client_seconds)):
+            metric.histogram.data_points.append(
+                _histogram_point(window, attributes, h.count, h.sum, h.counts, h.bounds)
             )
-        server.histogram.data_points.append(
-            _histogram_point(window, attributes, stats.server_seconds)
-        )
-        client.histogram.data_points.append(
-            _histogram_point(window, attributes, stats.client_seconds)
-        )
     if not failed.sum.data_points:
         # Left out when nothing failed, as the connector does (re-added by a later append).
         for i, m in enumerate(sm.metrics):
