@@ -56,6 +56,16 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                 f"{sampler['ratio_to_consume_ceiling']:.2f} x consume",
             )
         )
+        if sampler.get("spans_per_core_s_metrics_on") is not None:
+            rows.append(
+                (
+                    "sampler",
+                    "spans per worker core, span metrics on",
+                    _rate(sampler["spans_per_core_s_metrics_on"]),
+                    f"{sampler['metrics_cost_ratio'] * 100:+.0f} % CPU per span "
+                    "(issue budget 15 %)",
+                )
+            )
         rows.append(
             (
                 "sampler",

@@ -4,7 +4,10 @@ The spans topic is preloaded with gateway-shaped messages (per-trace pieces per 
 per export request; ~10 spans per trace spread over several requests; ~1 % of traces
 carry an error and are kept), then one worker drains it. Ceiling in the same run: a raw
 confluent-kafka consume of the same messages. A second run with a long decision_wait
-measures resident memory per buffered span.
+measures resident memory per buffered span. Another saturated pass with span metrics on
+(``span_metrics``: RED + service graph) drains the same messages, preloaded again under a
+fresh topic prefix into a fresh worker exactly as the first pass, so the two figures differ
+only by the setting: ``metrics_cost_ratio`` is the extra worker CPU per span.
 """
 
 from __future__ import annotations
@@ -120,7 +123,9 @@ def consume_batch(consumer: Consumer):
     return [m for m in consumer.consume(1000, timeout=1.0) if not m.error()]
 
 
-def _worker_settings(base: Settings, folder: Path, decision_wait: float) -> Settings:
+def _worker_settings(
+    base: Settings, folder: Path, decision_wait: float, span_metrics: bool = False
+) -> Settings:
     folder.mkdir(parents=True, exist_ok=True)
     policies = folder / "policies.yaml"
     policies.write_text(
@@ -134,17 +139,15 @@ def _worker_settings(base: Settings, folder: Path, decision_wait: float) -> Sett
             "state_dir": folder,
             "policies": policies,
             "worker_roles": "sampler",
+            "span_metrics": span_metrics,
         }
     )
 
 
-def bench_sampler(
-    base: Settings, folder: Path, traces: int = 20_000, rss_traces: int = 60_000
-) -> dict:
-    settings = _worker_settings(base, folder / "throughput", decision_wait=2.0)
+def saturated_pass(settings: Settings, messages: list[tuple], traces: int) -> dict:
+    """One worker drains ``messages`` preloaded into its (fresh) spans topic; returns the
+    wall and worker CPU seconds until every trace is decided and the last metrics scrape."""
     ensure_topics(settings)
-    messages, errors = build_messages(traces, settings.partitions)
-    spans = traces * SPANS_PER_TRACE
     with ready_worker(settings) as (process, metrics_url):
         cpu_before = cpu_seconds(process)
         started = time.perf_counter()
@@ -159,6 +162,17 @@ def bench_sampler(
         wall = time.perf_counter() - started
         cpu = cpu_seconds(process) - cpu_before
         final = scrape(metrics_url)
+    return {"wall": wall, "cpu": cpu, "final": final}
+
+
+def bench_sampler(
+    base: Settings, folder: Path, traces: int = 20_000, rss_traces: int = 60_000
+) -> dict:
+    settings = _worker_settings(base, folder / "throughput", decision_wait=2.0)
+    messages, errors = build_messages(traces, settings.partitions)
+    spans = traces * SPANS_PER_TRACE
+    off = saturated_pass(settings, messages, traces)
+    wall, cpu, final = off["wall"], off["cpu"], off["final"]
     consume_rate = consume_ceiling(settings, len(messages))
     kept = final.get(
         'spansieve_sampler_traces_decided_total{decision="sampled",policy="errors"}', 0
@@ -181,8 +195,24 @@ def bench_sampler(
         final, "spansieve_sampler_decision_latency_seconds", 0.99
     )
     result["decision_wait_s"] = 2.0
+    result.update(metrics_on_pass(base, folder / "throughput-metrics", messages, traces, result))
     result.update(rss_per_span(base, folder / "memory", rss_traces))
     return result
+
+
+def metrics_on_pass(
+    base: Settings, folder: Path, messages: list[tuple], traces: int, off: dict
+) -> dict:
+    """The saturated pass again with ``span_metrics`` on, against the off figures in ``off``."""
+    settings = _worker_settings(base, folder, decision_wait=2.0, span_metrics=True)
+    on = saturated_pass(settings, messages, traces)
+    rate = off["spans"] / on["cpu"] if on["cpu"] else 0.0
+    return {
+        "wall_s_metrics_on": on["wall"],
+        "worker_cpu_s_metrics_on": on["cpu"],
+        "spans_per_core_s_metrics_on": rate,
+        "metrics_cost_ratio": off["spans_per_core_s"] / rate - 1 if rate else float("nan"),
+    }
 
 
 def histogram_quantile(samples: dict[str, float], name: str, quantile: float) -> float:

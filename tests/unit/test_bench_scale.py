@@ -74,6 +74,23 @@ def test_summary_has_a_row_per_measured_figure():
     assert stages.count("ceiling") == 4
 
 
+def test_span_metrics_row_shows_the_extra_cpu_per_span():
+    results = {
+        "sampler": {
+            **RESULTS["sampler"],
+            "spans_per_core_s_metrics_on": 120_000.0,
+            "metrics_cost_ratio": 140_000 / 120_000 - 1,
+        }
+    }
+    row = next(row for row in summary_rows(results) if "span metrics on" in row[1])
+    assert row == (
+        "sampler",
+        "spans per worker core, span metrics on",
+        "120,000 spans/s",
+        "+17 % CPU per span (issue budget 15 %)",
+    )
+
+
 def test_structure_row_lists_the_largest_first():
     row = next(row for row in summary_rows(RESULTS) if row[1] == "bytes per span by structure")
     assert row[2:] == ("50 / 40 / 30", "stored fields / terms / other")
