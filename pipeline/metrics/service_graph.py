@@ -134,6 +134,9 @@ class ServiceGraphWindow:
     isolated: set[IsolatedService] = field(default_factory=set)
 
 
+_UNSET = object()  # not looked up yet
+
+
 def _str_attr(attributes: Iterable, keys: Sequence[str]) -> str | None:
     """Value (as string) of the first of ``keys`` present, in ``keys`` order."""
     found: dict[str, str] = {}
@@ -241,30 +244,43 @@ class ServiceGraph:
 
     def add_trace(self, data: TracesData, trace_id: bytes, kept: bool) -> None:
         """Pair the spans of one whole trace and count its edges (kept or dropped alike)."""
-        # One pass: index every span by id; remember client- and server-side spans.
+        # One pass: remember client- and server-side spans (with the resource's database
+        # name, looked up once per resource); index every span by id only for the
+        # service map. Spans of other kinds cost one field read.
         by_id: dict[bytes, tuple] = {}
         clients: list[tuple] = []
         servers: list[tuple] = []
         root_name: str | None = None
         trace_end = 0
+        service_map = self.service_map
+        db_attrs = self.db_attributes
         for rs in data.resource_spans:
             res_attrs = rs.resource.attributes
             service = _service_name(res_attrs)
             if service is None:
                 continue
+            res_db_name = _UNSET
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     kind = span.kind
-                    entry = (span, service, kind, res_attrs)
-                    by_id[span.span_id] = entry
                     if kind in (_CLIENT, _PRODUCER):
+                        if res_db_name is _UNSET:
+                            res_db_name = _str_attr(res_attrs, db_attrs) if res_attrs else None
+                        entry = (span, service, kind, res_db_name)
                         clients.append(entry)
                     elif kind in (_SERVER, _CONSUMER):
+                        entry = (span, service, kind, None)
                         servers.append(entry)
-                    if root_name is None and not span.parent_span_id:
-                        root_name = span.name
-                    if span.end_time_unix_nano > trace_end:
-                        trace_end = span.end_time_unix_nano
+                    elif service_map:
+                        entry = (span, service, kind, None)
+                    else:
+                        continue
+                    if service_map:
+                        by_id[span.span_id] = entry
+                        if root_name is None and not span.parent_span_id:
+                            root_name = span.name
+                        if span.end_time_unix_nano > trace_end:
+                            trace_end = span.end_time_unix_nano
 
         # Server-side children of client-side spans: first child wins; roots -> "user".
         child_of: dict[bytes, tuple] = {}
@@ -284,11 +300,9 @@ class ServiceGraph:
             elif parent not in child_of:
                 child_of[parent] = entry
 
-        db_attrs = self.db_attributes
-        for span, service, kind, res_attrs in clients:
+        for span, service, kind, db_name in clients:
             client_s = _seconds(span)
             failed = span.status.code == _STATUS_ERROR
-            db_name = _str_attr(res_attrs, db_attrs) if res_attrs else None
             if db_name is None:
                 db_name = _str_attr(span.attributes, db_attrs)
             if db_name is not None:
