@@ -44,8 +44,10 @@ def pipeline(pipeline_settings: Settings, tmp_path_factory):
         yield running
 
 
-def calls_per_service(settings: Settings, seconds: float) -> tuple[Counter, list]:
-    """Sum of traces.span.metrics.calls per service.name over the red-metrics topic."""
+def read_metrics(
+    settings: Settings, topic: str, seconds: float
+) -> list[tuple[bytes, ExportMetricsServiceRequest]]:
+    """Every (key, decoded request) on ``<prefix>-<topic>``, read from offset 0 for ``seconds``."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -53,32 +55,39 @@ def calls_per_service(settings: Settings, seconds: float) -> tuple[Counter, list
             "enable.auto.commit": False,
         }
     )
-    topic = settings.topic("red-metrics")
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    calls: Counter = Counter()
-    keys = []
+    name = settings.topic(topic)
+    consumer.assign([TopicPartition(name, p, 0) for p in range(settings.partitions)])
+    out = []
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             for message in consumer.consume(500, timeout=0.5):
                 if message.error() or not message.value():
                     continue
-                keys.append(message.key())
-                request = ExportMetricsServiceRequest.FromString(message.value())
-                for rm in request.resource_metrics:
-                    for sm in rm.scope_metrics:
-                        for metric in sm.metrics:
-                            if metric.name != "traces.span.metrics.calls":
-                                continue
-                            for point in metric.sum.data_points:
-                                service = next(
-                                    kv.value.string_value
-                                    for kv in point.attributes
-                                    if kv.key == "service.name"
-                                )
-                                calls[service] += point.as_int
+                out.append((message.key(), ExportMetricsServiceRequest.FromString(message.value())))
     finally:
         consumer.close()
+    return out
+
+
+def calls_per_service(settings: Settings, seconds: float) -> tuple[Counter, list]:
+    """Sum of traces.span.metrics.calls per service.name over the red-metrics topic."""
+    calls: Counter = Counter()
+    keys = []
+    for key, request in read_metrics(settings, "red-metrics", seconds):
+        keys.append(key)
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != "traces.span.metrics.calls":
+                        continue
+                    for point in metric.sum.data_points:
+                        service = next(
+                            kv.value.string_value
+                            for kv in point.attributes
+                            if kv.key == "service.name"
+                        )
+                        calls[service] += point.as_int
     return calls, keys
 
 
@@ -109,4 +118,98 @@ def test_red_metrics_topic_counts_every_span_once(pipeline):
     time.sleep(4)  # nothing counted twice later on
     calls, keys = calls_per_service(gateway, 3)
     assert calls == expected
+    assert len(keys) == len(set(keys))
+
+
+# Service names used only by the service-graph test (the topic prefix is shared).
+FRONTEND, CHECKOUT, NOTIFIER = "sg-frontend", "sg-checkout", "sg-notifier"
+SG_SERVICES = {FRONTEND, CHECKOUT, NOTIFIER}
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
+
+
+def service_graph_totals(settings: Settings, seconds: float) -> tuple[Counter, Counter, list]:
+    """request_total and request_failed_total per (client, server, connection_type) of the
+    edges touching this test's services, over the service-graph topic."""
+    totals: Counter = Counter()
+    failed: Counter = Counter()
+    keys = []
+    wanted = {
+        "traces_service_graph_request_total": totals,
+        "traces_service_graph_request_failed_total": failed,
+    }
+    for key, request in read_metrics(settings, "service-graph", seconds):
+        keys.append(key)
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    counter = wanted.get(metric.name)
+                    if counter is None:
+                        continue
+                    for point in metric.sum.data_points:
+                        attrs = {kv.key: kv.value.string_value for kv in point.attributes}
+                        edge = (attrs["client"], attrs["server"], attrs["connection_type"])
+                        if SG_SERVICES & {edge[0], edge[1]}:
+                            counter[edge] += point.as_int
+    return totals, failed, keys
+
+
+def three_tier_trace(trace_id: bytes, shift: int, checkout_error: bool):
+    """frontend SERVER -> frontend CLIENT -> checkout SERVER -> {checkout CLIENT (postgres
+    'orders', no server child), checkout PRODUCER -> notifier CONSUMER}."""
+    root = make_span(trace_id, name="GET /cart", duration_ms=50)
+    call = make_span(trace_id, root.span_id, "POST /checkout", start_ms=1, duration_ms=40)
+    served = make_span(
+        trace_id, call.span_id, "POST /checkout", start_ms=2, duration_ms=30, error=checkout_error
+    )
+    query = make_span(trace_id, served.span_id, "INSERT orders", start_ms=3, duration_ms=5)
+    publish = make_span(trace_id, served.span_id, "order-placed publish", start_ms=9)
+    consume = make_span(trace_id, publish.span_id, "order-placed process", start_ms=20)
+    for span, kind in (
+        (root, SERVER),
+        (call, CLIENT),
+        (served, SERVER),
+        (query, CLIENT),
+        (publish, PRODUCER),
+        (consume, CONSUMER),
+    ):
+        span.kind = kind
+        span.start_time_unix_nano += shift
+        span.end_time_unix_nano += shift
+    query.attributes.add(key="db.system").value.string_value = "postgresql"
+    query.attributes.add(key="db.name").value.string_value = "orders"
+    publish.attributes.add(key="messaging.system").value.string_value = "kafka"
+    return request_of(
+        {FRONTEND: [root, call], CHECKOUT: [served, query, publish], NOTIFIER: [consume]}
+    )
+
+
+def test_service_graph_topic_counts_every_edge_once(pipeline):
+    gateway, _ = pipeline
+    traces = 5
+    shift = time.time_ns() - BASE_NS  # spans end now: windows close as event time moves on
+    for n in range(traces):
+        post(gateway, three_tier_trace(uuid.uuid4().bytes, shift, n == 0))
+    expected = Counter(
+        {
+            ("user", FRONTEND, "virtual_node"): traces,
+            (FRONTEND, CHECKOUT, ""): traces,
+            (CHECKOUT, "orders", "database"): traces,
+            (CHECKOUT, NOTIFIER, "messaging_system"): traces,
+        }
+    )
+    # The checkout SERVER span is the server side of frontend -> checkout only.
+    expected_failed = Counter({(FRONTEND, CHECKOUT, ""): 1})
+    deadline = time.monotonic() + 40
+    totals: Counter = Counter()
+    failed: Counter = Counter()
+    while time.monotonic() < deadline:
+        totals, failed, keys = service_graph_totals(gateway, 3)
+        if totals == expected and failed == expected_failed:
+            break
+    assert totals == expected
+    assert failed == expected_failed
+    time.sleep(4)  # nothing counted twice later on
+    totals, failed, keys = service_graph_totals(gateway, 3)
+    assert totals == expected
+    assert failed == expected_failed
     assert len(keys) == len(set(keys))
