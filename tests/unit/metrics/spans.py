@@ -91,3 +91,13 @@ def span(
 
 def trace(*resource_spans: ResourceSpans) -> TracesData:
     return TracesData(resource_spans=list(resource_spans))
+
+
+def tid(i: int) -> bytes:
+    """A 16-byte trace id from a small number."""
+    return i.to_bytes(16, "big")
+
+
+def attrs_of(point) -> dict:
+    """A decoded OTLP data point's attributes as a plain dict."""
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in point.attributes}

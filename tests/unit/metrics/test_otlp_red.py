@@ -9,24 +9,12 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from pipeline.metrics.otlp import append_red_window, encode_red_windows
 from pipeline.metrics.red import Dimension, RedAggregator, RedConfig
-from tests.unit.metrics.spans import span, trace
+from tests.unit.metrics.spans import attrs_of, span, tid, trace
 
 S = 1_000_000_000
 MS = 1_000_000
 T0 = 1_699_999_995 * S
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-
-
-def tid(i: int) -> bytes:
-    return i.to_bytes(16, "big")
-
-
-def attrs_of(point) -> dict:
-    out = {}
-    for kv in point.attributes:
-        which = kv.value.WhichOneof("value")
-        out[kv.key] = getattr(kv.value, which)
-    return out
 
 
 def decoded(agg: RedAggregator, watermark: int) -> ExportMetricsServiceRequest:

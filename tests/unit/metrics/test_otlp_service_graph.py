@@ -18,7 +18,7 @@ from pipeline.metrics.service_graph import (
     ServiceGraph,
     ServiceGraphWindow,
 )
-from tests.unit.metrics.spans import span, trace
+from tests.unit.metrics.spans import attrs_of, span, tid, trace
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -31,20 +31,8 @@ CLIENT = "traces_service_graph_request_client_seconds"
 BOUNDS = list(DEFAULT_LATENCY_BUCKETS_SECONDS)
 
 
-def tid(i: int) -> bytes:
-    return i.to_bytes(16, "big")
-
-
 def sid(i: int) -> bytes:
     return i.to_bytes(8, "big")
-
-
-def attrs_of(point) -> dict:
-    out = {}
-    for kv in point.attributes:
-        which = kv.value.WhichOneof("value")
-        out[kv.key] = getattr(kv.value, which)
-    return out
 
 
 def edge_of(point) -> tuple[str, str, str]:
