@@ -15,7 +15,7 @@ from pipeline.metrics.red import (
     RedWindow,
     SeriesStats,
 )
-from tests.unit.metrics.spans import span, trace
+from tests.unit.metrics.spans import span, tid, trace
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -23,10 +23,6 @@ SERVER, CLIENT = 2, 3
 UNSET, OK, ERROR = 0, 1, 2
 T0 = 1_699_999_995 * S  # a multiple of 15 s
 assert T0 % (15 * S) == 0
-
-
-def tid(i: int) -> bytes:
-    return i.to_bytes(16, "big")
 
 
 def one(service: str, name: str, end_ns: int, dur_ms: float, **kw) -> object:
