@@ -23,6 +23,7 @@ import structlog
 from agents.topics import TableStore, raw_table, raw_topic
 from pipeline.config.settings import Settings
 from pipeline.kafka.replay import read_range
+from pipeline.sampler import metrics as sampler_metrics
 from pipeline.sampler.buffer import TraceBuffer
 from pipeline.sampler.core import TICK_KEY, TraceSampler, cache_entries
 from pipeline.sampler.decisions import DecisionCache
@@ -83,6 +84,11 @@ def pieces_folder(app: faust.App) -> Path:
     return Path(app.conf.datadir) / app.conf.id / "trace-pieces"
 
 
+def replay_gap(start: int, log_start: int) -> None:
+    """Retention deleted spans a takeover had to re-read (read_range logs it)."""
+    sampler_metrics.REPLAY_GAP_OFFSETS.inc(log_start - start)
+
+
 def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -> TraceSampler:
     """The sampler over ``pieces`` and the decisions table, with Kafka topics as outputs."""
     sampled_topic = raw_topic(app, settings, "sampled")
@@ -114,7 +120,7 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
         ),
         send_kept,
         send_dead_letter,
-        functools.partial(read_range, settings, settings.topic("spans")),
+        functools.partial(read_range, settings, settings.topic("spans"), on_gap=replay_gap),
         send_metrics=send_metrics,
     )
 

@@ -67,8 +67,19 @@ COLLECTOR_ORDER: tuple[str, ...] = (
 # The package's modules that are not policy types (the machinery around them); every other
 # module of the package is a policy type and is imported by ``load_all``.
 MACHINERY: frozenset[str] = frozenset(
-    {"base", "bench", "check", "config", "decision", "engine", "limiter", "ottl", "registry",
-     "schema", "trace"}
+    {
+        "base",
+        "bench",
+        "check",
+        "config",
+        "decision",
+        "engine",
+        "limiter",
+        "ottl",
+        "registry",
+        "schema",
+        "trace",
+    }
 )
 
 TOP_LEVEL_SLOT = "policies"  # the top-level list: every registered type

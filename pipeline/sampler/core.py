@@ -26,7 +26,7 @@ from pipeline.config.settings import Settings
 from pipeline.policies.trace import TraceView
 from pipeline.sampler import metrics
 from pipeline.sampler.buffer import TraceBuffer
-from pipeline.sampler.decisions import CachedDecision, DecisionCache
+from pipeline.sampler.decisions import CachedDecision, DecisionCache, ReplayMark
 from pipeline.sampler.policy_source import PolicySource
 from pipeline.sampler.span_metrics import SpanMetrics
 from pipeline.wire.otlp import DecodeError, TracesData, count_spans, regroup_spans
@@ -92,7 +92,7 @@ class TraceSampler:
         self.send_dead_letter = send_dead_letter
         self.replay_source = replay_source
         self.clock = clock  # wall clock, only for the decision-latency metric
-        self._low_water: dict[int, int] = {}  # last saved, per partition
+        self._marks: dict[int, ReplayMark] = {}  # last saved, per partition
         self._pending_sends: dict[int, list] = {}  # kept traces not yet acknowledged
         # Span metrics (settings.span_metrics, off by default): see sampler.span_metrics.
         self.send_metrics = send_metrics
@@ -108,22 +108,29 @@ class TraceSampler:
             return
         decided = self.cache.adopt(partition, now)
         index = self.buffer.adopt(partition, now, skip=decided)
-        start = self.cache.low_water(partition)
-        if start is not None and start < offset:
-            await self._replay(partition, start, offset, decided)
+        mark = self.cache.replay_mark(partition)
+        if mark is not None and mark.low_water < offset:
+            await self._replay(partition, mark, offset, decided)
+            await self._settle_sends(partition)
         low_water = index.low_water()
-        self._save_low_water(partition, offset if low_water is None else low_water)
+        # Everything before ``offset`` is now buffered here or acknowledged by Kafka.
+        self._save_mark(partition, ReplayMark(offset if low_water is None else low_water, offset))
         metrics.PARTITIONS_ADOPTED.inc()
         metrics.TRACES_RECOVERED.inc(len(index.traces))
         if index.traces:
             log.info("partition adopted", partition=partition, traces=len(index.traces))
 
     async def _replay(
-        self, partition: int, start: int, end: int, decided: Container[bytes]
+        self, partition: int, mark: ReplayMark, end: int, decided: Container[bytes]
     ) -> None:
-        """Re-read spans of offsets [start, end) that were buffered by the previous owner."""
-        replayed = 0
-        async for batch in self.replay_source(partition, start, end):
+        """Re-read spans of offsets [low water, end) that the previous owner had read.
+
+        Pieces of undecided traces go back into the buffer. Pieces of traces decided kept
+        are sent again when they lie at or after ``mark.handled``: the previous owner may
+        have died before Kafka acknowledged them.
+        """
+        replayed = resent = 0
+        async for batch in self.replay_source(partition, mark.low_water, end):
             for offset, key, value, stamp, header in batch:
                 if key == TICK_KEY or not value:
                     continue
@@ -131,16 +138,36 @@ class TraceSampler:
                     pieces = self._pieces(value, header)
                 except DecodeError:
                     continue  # the live consumer sent it to the DLQ the first time
-                buffered, _late = self._buffer_pieces(partition, pieces, stamp, offset, decided)
+                buffered, late = self._buffer_pieces(partition, pieces, stamp, offset, decided)
                 replayed += buffered
+                if offset >= mark.handled:
+                    for trace_id, spans_bytes, spans, _root in late:
+                        cached = self.cache.lookup(partition, trace_id)
+                        if cached is not None and cached.sampled:
+                            await self._send_tagged(partition, trace_id, spans_bytes, cached)
+                            resent += spans
             self.buffer.commit(partition)
         metrics.SPANS_REPLAYED.inc(replayed)
-        log.info("spans replayed", partition=partition, start=start, end=end, spans=replayed)
+        metrics.SPANS_RESENT.inc(resent)
+        log.info(
+            "spans replayed",
+            partition=partition,
+            start=mark.low_water,
+            end=end,
+            spans=replayed,
+            resent=resent,
+        )
 
-    def _save_low_water(self, partition: int, offset: int) -> None:
-        if self._low_water.get(partition) != offset:
-            self.cache.save_low_water(partition, offset)
-            self._low_water[partition] = offset
+    def _save_mark(self, partition: int, mark: ReplayMark) -> None:
+        if self._marks.get(partition) != mark:
+            self.cache.save_replay_mark(partition, mark)
+            self._marks[partition] = mark
+
+    async def _settle_sends(self, partition: int) -> None:
+        """Wait until Kafka acknowledged everything this partition sent so far."""
+        pending = self._pending_sends.pop(partition, [])
+        if pending:
+            await asyncio.gather(*pending)
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state.
@@ -150,7 +177,7 @@ class TraceSampler:
         """
         self.buffer.forget(partition)
         self.cache.forget(partition)
-        self._low_water.pop(partition, None)
+        self._marks.pop(partition, None)
         if self.span_metrics is not None:
             self.span_metrics.forget(partition)
 
@@ -250,11 +277,22 @@ class TraceSampler:
             piece = TracesData.FromString(spans_bytes)
             self.span_metrics.add(partition, piece, trace_id, cached.sampled)
         if cached.sampled:
-            if piece is None:
-                piece = TracesData.FromString(spans_bytes)
-            tag_spans(piece, cached.policy)
-            sent = await self.send_kept(partition, trace_id, piece.SerializeToString())
-            self._pending_sends.setdefault(partition, []).append(sent)
+            await self._send_tagged(partition, trace_id, spans_bytes, cached, piece)
+
+    async def _send_tagged(
+        self,
+        partition: int,
+        trace_id: bytes,
+        spans_bytes: bytes,
+        cached: CachedDecision,
+        piece: TracesData | None = None,
+    ) -> None:
+        """Send spans of a trace decided kept, tagged with the policy that kept it."""
+        if piece is None:
+            piece = TracesData.FromString(spans_bytes)
+        tag_spans(piece, cached.policy)
+        sent = await self.send_kept(partition, trace_id, piece.SerializeToString())
+        self._pending_sends.setdefault(partition, []).append(sent)
 
     async def _relieve_overflow(self, partition: int, now: float) -> None:
         """Over num_traces or the byte cap: decide this partition's oldest traces early."""
@@ -288,16 +326,16 @@ class TraceSampler:
         for trace_id in due:
             await self.decide(partition, trace_id, now)
         self.buffer.commit(partition)
-        self.cache.flush(partition)
         if self.span_metrics is not None:
             await self._close_span_metrics(partition, now)
-        # Kept traces (and closed metric windows) must be in Kafka before the low-water
-        # mark passes their spans.
-        pending = self._pending_sends.pop(partition, [])
-        if pending:
-            await asyncio.gather(*pending)
+        # Kept traces (and closed metric windows) must be in Kafka before their decisions
+        # reach the changelog and before the replay mark passes their spans: a new owner
+        # skips the traces it finds decided, and re-sends nothing before the mark.
+        await self._settle_sends(partition)
+        self.cache.flush(partition)
         low_water = self.buffer.index(partition).low_water()
-        self._save_low_water(partition, offset + 1 if low_water is None else low_water)
+        handled = offset + 1  # this tick, and every message before it
+        self._save_mark(partition, ReplayMark(handled if low_water is None else low_water, handled))
         self.cache.expire(partition, now)
         traces, size = self.buffer.counts()
         metrics.TRACES_BUFFERED.set(traces)

@@ -21,14 +21,30 @@ from pipeline.sampler.storage import PartitionDatabases
 
 # Faust keeps its changelog offset in the same database, under a key of its own.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
-# The partition's low-water offset of the spans topic (see pipeline.sampler.buffer) lives here too.
+# The partition's replay mark (see ReplayMark) lives here too.
 LOW_WATER_KEY = b"\x00spansieve-low-water"
-_OFFSET = struct.Struct(">q")
+_OFFSET = struct.Struct(">q")  # the low water alone, as written before the handled offset
+_MARK = struct.Struct(">qq")  # low water, handled
 
 BATCH_PREFIX = b"\x01"
 _BATCH_KEY = struct.Struct(">dI")  # decided at (first decision), sequence number
 _BATCH_HEAD = struct.Struct(">I")  # number of entries
 _ENTRY_SIZE = 17  # trace id, then 0 (dropped) or 1 + index of the keeping policy
+
+
+@dataclass(frozen=True)
+class ReplayMark:
+    """Where a new owner of a partition re-reads the spans topic, and what it re-sends.
+
+    ``low_water``: the source offset of the oldest piece still buffered; the re-read
+    starts there. ``handled``: every message before it was handled completely, its kept
+    spans acknowledged by Kafka. Pieces of traces decided *kept* that the re-read meets at
+    or after ``handled`` may not have reached the sampled topic, so they are sent again
+    (at least once: a duplicate span is overwritten by the sink, by span id).
+    """
+
+    low_water: int
+    handled: int
 
 
 @dataclass(frozen=True)
@@ -216,14 +232,23 @@ class DecisionCache:
                     dropped += 1
         return dropped
 
-    def low_water(self, partition: int) -> int | None:
-        """The saved low-water offset of the partition's spans, if one was ever saved."""
+    def replay_mark(self, partition: int) -> ReplayMark | None:
+        """The partition's saved replay mark, if one was ever saved."""
         raw = self.store.db(partition).get(LOW_WATER_KEY)
-        return _OFFSET.unpack(raw)[0] if raw is not None else None
+        if raw is None:
+            return None
+        if len(raw) == _OFFSET.size:  # no handled offset saved: re-send all kept pieces
+            (low_water,) = _OFFSET.unpack(raw)
+            return ReplayMark(low_water, low_water)
+        return ReplayMark(*_MARK.unpack(raw))
 
-    def save_low_water(self, partition: int, offset: int) -> None:
-        """Save (and send to the changelog) where a takeover must start re-reading spans."""
-        value = _OFFSET.pack(offset)
+    def save_replay_mark(self, partition: int, mark: ReplayMark) -> None:
+        """Save (and send to the changelog) where a takeover must start re-reading spans.
+
+        Sent after the partition's decisions (``flush``), on the same changelog partition,
+        so a new owner never finds a mark without the decisions made before it.
+        """
+        value = _MARK.pack(mark.low_water, mark.handled)
         self.store.db(partition).put(LOW_WATER_KEY, value)
         self.store.send_changelog(partition, LOW_WATER_KEY, value)
 

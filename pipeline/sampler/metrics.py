@@ -52,3 +52,12 @@ TRACES_OVERSIZED = Counter(
     "spansieve_sampler_traces_oversized_total",
     "Traces dropped for exceeding maximum_trace_size_bytes",
 )
+REPLAY_GAP_OFFSETS = Counter(
+    "spansieve_sampler_replay_gap_offsets_total",
+    "Offsets of the spans topic a takeover had to re-read but retention had deleted",
+)
+SPANS_RESENT = Counter(
+    "spansieve_sampler_spans_resent_total",
+    "Spans of kept traces sent again after a takeover: the previous owner may have died "
+    "before Kafka acknowledged them",
+)

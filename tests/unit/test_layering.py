@@ -16,9 +16,18 @@ def lint_imports(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[st
     """Run import-linter in a subprocess: it imports the packages it analyses by name."""
     env = {**os.environ, "PYTHONPATH": str(cwd)}
     return subprocess.run(
-        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
-         "lint_imports_command()", "--no-cache", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from importlinter.cli import lint_imports_command; lint_imports_command()",
+            "--no-cache",
+            *args,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -35,9 +44,7 @@ def test_every_contract_is_kept():
 def test_a_wrong_way_import_is_reported(tmp_path):
     """A copy of the tree in which the gateway borrows from the sink breaks the contract."""
     for package in ("pipeline", "agents"):
-        subprocess.run(
-            ["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True
-        )
+        subprocess.run(["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True)
     ingest = tmp_path / "pipeline" / "gateway" / "ingest.py"
     ingest.write_text(ingest.read_text() + "\nfrom pipeline.sink import documents  # noqa\n")
     result = lint_imports(str(CONFIG), cwd=tmp_path)

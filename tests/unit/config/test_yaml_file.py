@@ -31,11 +31,25 @@ from pipeline.policies.config import load_policy_file
 
 def test_each_name_lives_in_one_module():
     """Files and errors in yaml_file, model pieces in models: no name is offered by both."""
-    for name in ("ConfigError", "compose_yaml", "to_config_error", "child_node",
-                 "node_position", "format_path", "read_config_file", "validate_node"):
+    for name in (
+        "ConfigError",
+        "compose_yaml",
+        "to_config_error",
+        "child_node",
+        "node_position",
+        "format_path",
+        "read_config_file",
+        "validate_node",
+    ):
         assert name in yaml_file.__all__, name
-    for name in ("StrictModel", "parse_duration", "custom_error", "describe_value",
-                 "Duration", "NonEmptyStr"):
+    for name in (
+        "StrictModel",
+        "parse_duration",
+        "custom_error",
+        "describe_value",
+        "Duration",
+        "NonEmptyStr",
+    ):
         assert hasattr(models, name), name
         assert name not in yaml_file.__all__, name
     # the parameters callers pass keep their names and order (new ones are keyword-only)

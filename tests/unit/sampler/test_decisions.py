@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.sampler.decisions import CachedDecision, DecisionBatch, DecisionCache
+from pipeline.sampler.decisions import (
+    LOW_WATER_KEY,
+    CachedDecision,
+    DecisionBatch,
+    DecisionCache,
+    ReplayMark,
+)
 from tests.unit.sampler.harness import RecordingStore
 
 
@@ -42,15 +48,20 @@ def test_a_new_owner_restores_the_decisions_from_the_changelog(store, tmp_path):
     cache.remember(3, trace(1), CachedDecision(10.0, True, "slow"))
     cache.remember(3, trace(2), CachedDecision(10.0, False, ""))
     cache.flush(3)
-    cache.save_low_water(3, 1234)
+    cache.save_replay_mark(3, ReplayMark(1234, 1300))
     successor_store = RecordingStore(tmp_path / "successor")
     for partition, key, value in store.changelog:  # what Faust's recovery would apply
         successor_store.db(partition).put(key, value)
     successor = DecisionCache(successor_store, ttl=60, max_entries=1000)
     assert set(successor.adopt(3, now=20.0)) == {trace(1), trace(2)}
     assert successor.lookup(3, trace(1)) == CachedDecision(10.0, True, "slow")
-    assert successor.low_water(3) == 1234
+    assert successor.replay_mark(3) == ReplayMark(1234, 1300)
     successor_store.close_all()
+
+
+def test_a_mark_saved_before_the_handled_offset_existed_re_sends_from_its_low_water(store):
+    store.db(2).put(LOW_WATER_KEY, (77).to_bytes(8, "big"))
+    assert DecisionCache(store, ttl=60, max_entries=10).replay_mark(2) == ReplayMark(77, 77)
 
 
 def test_batches_expire_after_the_ttl(store):
@@ -121,10 +132,10 @@ def test_a_restart_finds_the_decisions_in_the_same_databases(tmp_path):
         cache = DecisionCache(store, ttl=60, max_entries=1000)
         cache.remember(1, trace(7), CachedDecision(10.0, True, "errors"))
         cache.flush(1)
-        cache.save_low_water(1, 42)
+        cache.save_replay_mark(1, ReplayMark(42, 50))
     with RecordingStore(tmp_path / "decisions") as reopened:
         restarted = DecisionCache(reopened, ttl=60, max_entries=1000)
         assert set(restarted.adopt(1, now=20.0)) == {trace(7)}
         assert restarted.lookup(1, trace(7)) == CachedDecision(10.0, True, "errors")
-        assert restarted.low_water(1) == 42
+        assert restarted.replay_mark(1) == ReplayMark(42, 50)
         assert reopened.changelog == []  # nothing had to be restored from Kafka

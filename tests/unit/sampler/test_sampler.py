@@ -10,11 +10,13 @@ from collections import Counter
 
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from pipeline.sampler.decisions import BATCH_PREFIX
 from pipeline.wire.partitioner import partition_for_trace
 from tests.unit.sampler.harness import (
     POLICIES,
     FakeClock,
     Gateway,
+    Outputs,
     SpansTopic,
     TraceMaker,
     Worker,
@@ -192,6 +194,64 @@ def test_a_new_owner_replays_and_finishes_the_traces_of_the_previous_one(tmp_pat
         assert_kept_whole(b.outputs, decided)  # decided once, by A; never again
         assert b.sampler.cache.lookup(0, fine.trace_id).sampled is False
         assert b.sampler.buffer.counts() == (0, 0)
+        stack.close()
+
+    run(scenario)
+
+
+class LosingOutputs(Outputs):
+    """Kept traces sent into the void: the worker dies before Kafka acknowledges them."""
+
+    async def send_kept(self, partition: int, trace_id: bytes, value: bytes):
+        return asyncio.get_running_loop().create_future()  # never settles
+
+
+def test_a_new_owner_re_sends_kept_spans_the_previous_one_may_not_have_delivered(tmp_path):
+    """A forwards a late span of a kept trace and dies before Kafka acknowledged it,
+    its consumer offset already past that span. B finds the trace decided; the re-read
+    meets the span after A's handled offset and sends it again."""
+
+    async def scenario():
+        stack = Stack(tmp_path)
+        failing = TraceMaker(trace_on(0, 2))
+        await stack.export(failing.request(2, root=True, error=True))
+        await stack.seconds(6)
+        a = stack.worker
+        assert a.outputs.kept_ids() == [failing.trace_id]
+        a.sampler.send_kept = LosingOutputs().send_kept
+        await stack.export(failing.request(1))  # late: forwarded, never acknowledged
+        await a.consume()
+        a.close()
+
+        b = stack.new_worker("worker-b")
+        b.decisions.restore_from(a.decisions.changelog)
+        b.start_at(a.positions)  # committed past the late span
+        stack.worker = b
+        await stack.seconds(1)
+        assert_kept_whole(b.outputs, failing)
+        assert b.outputs.kept_ids() == [failing.trace_id] * 2
+        stack.close()
+
+    run(scenario)
+
+
+def test_a_decision_reaches_the_changelog_only_after_its_kept_trace_is_acknowledged(tmp_path):
+    """Else a new owner could find the trace decided, skip its spans, and lose them."""
+
+    async def scenario():
+        stack = Stack(tmp_path)
+        failing = TraceMaker(trace_on(0, 2))
+        await stack.export(failing.request(2, root=True, error=True))
+        await stack.seconds(4)
+        a = stack.worker
+        a.sampler.send_kept = LosingOutputs().send_kept
+        stack.clock.advance(1.0)
+        stack.topic.tick()  # t=5: the trace is due
+        consuming = asyncio.ensure_future(a.consume())
+        await asyncio.sleep(0.05)
+        assert not consuming.done()  # waiting for Kafka to acknowledge the kept trace
+        assert not [key for _, key, _ in a.decisions.changelog if key.startswith(BATCH_PREFIX)]
+        consuming.cancel()
         stack.close()
 
     run(scenario)
