@@ -157,7 +157,15 @@ class _OpenWindow:
     dropped (kept) trace needs exemplar work only if ``free`` (``kept_free``) is non-zero.
     """
 
-    __slots__ = ("late_spans", "overflow", "overflow_spans", "per_service", "series", "start")
+    __slots__ = (
+        "checkpointed",
+        "late_spans",
+        "overflow",
+        "overflow_spans",
+        "per_service",
+        "series",
+        "start",
+    )
 
     def __init__(self, start: int) -> None:
         self.start = start
@@ -166,6 +174,9 @@ class _OpenWindow:
         self.overflow_spans = 0
         self.late_spans = 0
         self.per_service: dict[str, int] = {}
+        # What the last checkpoint saw: series -> its counts, sum and errors (a copy of
+        # the list's head), and the window's late and overflow span counts.
+        self.checkpointed: dict = {}
 
 
 class RedAggregator:
@@ -185,6 +196,7 @@ class RedAggregator:
         self._windows: dict[int, _OpenWindow] = {}
         self._watermark: int | None = None  # highest watermark closed so far
         self._open_from = 0  # windows starting before this are closed
+        self._checkpointed_state: tuple[int, int | None] = (0, None)
         self._resources: dict[bytes, tuple[str, tuple[str | None, ...]]] = {}
         #: spans counted, in total, late (into the oldest open window), into overflow series
         self.spans = 0
@@ -386,6 +398,94 @@ class RedAggregator:
         win_ns = self._win_ns
         done = sorted(ws for ws in self._windows if ws + win_ns <= wm)
         return [self._publish(self._windows.pop(ws)) for ws in done]
+
+    # -- checkpoints (exact counts across a change of owner) ---------------------------
+
+    def checkpoint(self) -> dict | None:
+        """What changed in the open windows since the last checkpoint, as JSON-able data.
+
+        A new owner of the partition sums every checkpoint it finds (see :meth:`restore`)
+        to rebuild the open windows exactly. Series whose counts did not move are left
+        out; a changed series is described by its count increments and its current
+        exemplars. Returns None when nothing changed.
+        """
+        nb = self._n_buckets
+        head = nb + 2  # bucket counts, sum, errors
+        windows = []
+        for ws, w in self._windows.items():
+            seen = w.checkpointed
+            changed = []
+            for group, table in ((0, w.series), (1, w.overflow)):
+                for key, st in table.items():
+                    now = st[:head]
+                    before = seen.get((group, key))
+                    if before == now:
+                        continue
+                    delta = (
+                        now if before is None else [a - b for a, b in zip(now, before, strict=True)]
+                    )
+                    exemplars = [[t.hex(), s.hex(), e, d, k] for t, s, e, d, k in st[nb + 4]]
+                    changed.append([group, list(key) if group == 0 else key, delta, exemplars])
+                    seen[(group, key)] = now
+            late, overflow = seen.get("spans", (0, 0))
+            if changed or late != w.late_spans or overflow != w.overflow_spans:
+                windows.append([ws, w.late_spans - late, w.overflow_spans - overflow, changed])
+                seen["spans"] = (w.late_spans, w.overflow_spans)
+        state = (self._open_from, self._watermark)
+        if not windows and state == self._checkpointed_state:
+            return None
+        self._checkpointed_state = state
+        return {"open_from": self._open_from, "watermark": self._watermark, "windows": windows}
+
+    def restore(self, checkpoints: Sequence[dict]) -> None:
+        """Add up checkpoints (oldest first) into the open windows of this aggregator.
+
+        Windows the checkpoints' owners had already closed (before the latest
+        ``open_from``) are skipped: they were sent. The result counts as checkpointed, so
+        the next :meth:`checkpoint` holds only what is counted after this.
+        """
+        for cp in checkpoints:
+            self._open_from = max(self._open_from, cp["open_from"])
+            if cp["watermark"] is not None:
+                self._watermark = max(self._watermark or 0, cp["watermark"])
+        nb = self._n_buckets
+        head = nb + 2
+        for cp in checkpoints:
+            for ws, late, overflow, changed in cp["windows"]:
+                if ws < self._open_from:
+                    continue
+                w = self._windows.get(ws)
+                if w is None:
+                    w = self._windows[ws] = _OpenWindow(ws)
+                w.late_spans += late
+                w.overflow_spans += overflow
+                for group, raw_key, delta, exemplars in changed:
+                    if group == 0:
+                        service, name, kind, code, dims = raw_key
+                        key = (service, name, kind, code, tuple(dims))
+                        table = w.series
+                    else:
+                        key = raw_key
+                        table = w.overflow
+                    st = table.get(key)
+                    if st is None:
+                        st = table[key] = self._series_list()
+                        if group == 0:
+                            w.per_service[service] = w.per_service.get(service, 0) + 1
+                    for i, value in enumerate(delta):
+                        st[i] += value
+                    ex = [
+                        (bytes.fromhex(t), bytes.fromhex(s), e, d, k) for t, s, e, d, k in exemplars
+                    ]
+                    st[nb + 4] = ex
+                    free = self._max_ex - len(ex)
+                    st[nb + 2] = free
+                    st[nb + 3] = free + sum(1 for e in ex if not e[4])
+        self._checkpointed_state = (self._open_from, self._watermark)
+        for w in self._windows.values():
+            w.checkpointed = {(0, k): st[:head] for k, st in w.series.items()}
+            w.checkpointed.update({(1, k): st[:head] for k, st in w.overflow.items()})
+            w.checkpointed["spans"] = (w.late_spans, w.overflow_spans)
 
     def open_windows(self) -> list[RedWindow]:
         """The windows still open (for inspection: snapshots, not removed), oldest first."""

@@ -132,6 +132,20 @@ class ServiceGraphWindow:
     edges: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
     relationships: set[ServiceMapRelationship] = field(default_factory=set)
     isolated: set[IsolatedService] = field(default_factory=set)
+    # What the last checkpoint saw, per edge: its request count, failed count, and the
+    # client and server histograms' bucket counts and sums.
+    checkpointed: dict[EdgeKey, tuple] = field(default_factory=dict)
+
+
+def _edge_counts(st: EdgeStats) -> tuple:
+    return (
+        st.requests,
+        st.failed,
+        tuple(st.client_seconds.counts),
+        st.client_seconds.sum,
+        tuple(st.server_seconds.counts),
+        st.server_seconds.sum,
+    )
 
 
 _UNSET = object()  # not looked up yet
@@ -189,6 +203,8 @@ class ServiceGraph:
         self._windows: dict[int, ServiceGraphWindow] = {}
         self._closed_until = 0  # windows starting before this are closed
         self.late_edges = 0
+        self._checkpointed_late = 0
+        self._checkpointed_closed = 0
 
     # -- windows ---------------------------------------------------------------------
 
@@ -214,6 +230,83 @@ class ServiceGraph:
     @property
     def open_windows(self) -> list[ServiceGraphWindow]:
         return [self._windows[s] for s in sorted(self._windows)]
+
+    # -- checkpoints (exact counts across a change of owner) --------------------------
+
+    def checkpoint(self) -> dict | None:
+        """What changed in the open windows since the last checkpoint, as JSON-able data.
+
+        Per changed edge: the increments of its counts and histograms, and its exemplar.
+        The service-map relationships are not included. None when nothing changed.
+        """
+        windows = []
+        late = self.late_edges - self._checkpointed_late
+        for start, w in self._windows.items():
+            changed = []
+            for key, st in w.edges.items():
+                if (before := w.checkpointed.get(key)) is not None and before[0] == st.requests:
+                    continue  # every recorded edge adds a request
+                now = _edge_counts(st)
+                if before is None:
+                    before = (0, 0, (0,) * len(now[2]), 0.0, (0,) * len(now[4]), 0.0)
+                changed.append(
+                    [
+                        [key.client, key.server, key.connection_type],
+                        now[0] - before[0],
+                        now[1] - before[1],
+                        [a - b for a, b in zip(now[2], before[2], strict=True)],
+                        now[3] - before[3],
+                        [a - b for a, b in zip(now[4], before[4], strict=True)],
+                        now[5] - before[5],
+                        st.exemplar_trace_id.hex(),
+                        st.exemplar_kept,
+                    ]
+                )
+                w.checkpointed[key] = now
+            if changed:
+                windows.append([start, changed])
+        if not windows and not late and self._closed_until == self._checkpointed_closed:
+            return None
+        self._checkpointed_late = self.late_edges
+        self._checkpointed_closed = self._closed_until
+        return {"closed_until": self._closed_until, "late_edges": late, "windows": windows}
+
+    def restore(self, checkpoints: Sequence[dict]) -> None:
+        """Add up checkpoints (oldest first) into the open windows; see ``checkpoint``."""
+        for cp in checkpoints:
+            self._closed_until = max(self._closed_until, cp["closed_until"])
+        for cp in checkpoints:
+            self.late_edges += cp["late_edges"]
+            for start, changed in cp["windows"]:
+                if start < self._closed_until:
+                    continue  # closed, and sent, by a previous owner
+                w = self._windows.get(start)
+                if w is None:
+                    w = self._windows[start] = ServiceGraphWindow(start, start + self.window_nanos)
+                for names, requests, failed, client, c_sum, server, s_sum, trace, kept in changed:
+                    key = EdgeKey(*names)
+                    st = w.edges.get(key)
+                    if st is None:
+                        st = w.edges[key] = EdgeStats(
+                            0, 0, Histogram.empty(self.bounds), Histogram.empty(self.bounds)
+                        )
+                    st.requests += requests
+                    st.failed += failed
+                    for histogram, counts, total in (
+                        (st.client_seconds, client, c_sum),
+                        (st.server_seconds, server, s_sum),
+                    ):
+                        for i, count in enumerate(counts):
+                            histogram.counts[i] += count
+                        histogram.count += sum(counts)
+                        histogram.sum += total
+                    if trace and (not st.exemplar_trace_id or (kept and not st.exemplar_kept)):
+                        st.exemplar_trace_id = bytes.fromhex(trace)
+                        st.exemplar_kept = kept
+        for w in self._windows.values():
+            w.checkpointed = {key: _edge_counts(st) for key, st in w.edges.items()}
+        self._checkpointed_late = self.late_edges
+        self._checkpointed_closed = self._closed_until
 
     # -- aggregation -----------------------------------------------------------------
 

@@ -93,6 +93,9 @@ class TraceSampler:
         self.replay_source = replay_source
         self.clock = clock  # wall clock, only for the decision-latency metric
         self._marks: dict[int, ReplayMark] = {}  # last saved, per partition
+        # Per adopted partition: late spans before this offset are in a restored
+        # span-metrics checkpoint already (the consumer may read them again).
+        self._counted_to: dict[int, int] = {}
         self._pending_sends: dict[int, list] = {}  # kept traces not yet acknowledged
         # Span metrics (settings.span_metrics, off by default): see sampler.span_metrics.
         self.send_metrics = send_metrics
@@ -107,10 +110,16 @@ class TraceSampler:
         if self.buffer.index(partition) is not None:
             return
         decided = self.cache.adopt(partition, now)
+        counted_to = None
+        if self.span_metrics is not None:
+            counted_to, checkpoints = self.cache.restored_metrics(partition)
+            self.span_metrics.restore(partition, checkpoints)
         index = self.buffer.adopt(partition, now, skip=decided)
         mark = self.cache.replay_mark(partition)
+        if counted_to is not None:
+            self._counted_to[partition] = counted_to
         if mark is not None and mark.low_water < offset:
-            await self._replay(partition, mark, offset, decided)
+            await self._replay(partition, mark, offset, decided, counted_to)
             await self._settle_sends(partition)
         low_water = index.low_water()
         # Everything before ``offset`` is now buffered here or acknowledged by Kafka.
@@ -121,13 +130,20 @@ class TraceSampler:
             log.info("partition adopted", partition=partition, traces=len(index.traces))
 
     async def _replay(
-        self, partition: int, mark: ReplayMark, end: int, decided: Container[bytes]
+        self,
+        partition: int,
+        mark: ReplayMark,
+        end: int,
+        decided: Container[bytes],
+        counted_to: int | None = None,
     ) -> None:
         """Re-read spans of offsets [low water, end) that the previous owner had read.
 
-        Pieces of undecided traces go back into the buffer. Pieces of traces decided kept
-        are sent again when they lie at or after ``mark.handled``: the previous owner may
-        have died before Kafka acknowledged them.
+        Pieces of undecided traces go back into the buffer (and are counted when
+        decided). Pieces of traces decided kept are sent again when they lie at or after
+        ``mark.handled``: the previous owner may have died before Kafka acknowledged
+        them. With span metrics on, pieces of decided traces at or after ``counted_to``
+        are counted: no saved checkpoint holds them.
         """
         replayed = resent = 0
         async for batch in self.replay_source(partition, mark.low_water, end):
@@ -140,12 +156,21 @@ class TraceSampler:
                     continue  # the live consumer sent it to the DLQ the first time
                 buffered, late = self._buffer_pieces(partition, pieces, stamp, offset, decided)
                 replayed += buffered
-                if offset >= mark.handled:
-                    for trace_id, spans_bytes, spans, _root in late:
-                        cached = self.cache.lookup(partition, trace_id)
-                        if cached is not None and cached.sampled:
-                            await self._send_tagged(partition, trace_id, spans_bytes, cached)
-                            resent += spans
+                resend = offset >= mark.handled
+                count = counted_to is not None and offset >= counted_to
+                if not (resend or count):
+                    continue
+                for trace_id, spans_bytes, spans, _root in late:
+                    cached = self.cache.lookup(partition, trace_id)
+                    if cached is None:
+                        continue
+                    piece = None
+                    if count and self.span_metrics is not None:
+                        piece = TracesData.FromString(spans_bytes)
+                        self.span_metrics.add(partition, piece, trace_id, cached.sampled)
+                    if resend and cached.sampled:
+                        await self._send_tagged(partition, trace_id, spans_bytes, cached, piece)
+                        resent += spans
             self.buffer.commit(partition)
         metrics.SPANS_REPLAYED.inc(replayed)
         metrics.SPANS_RESENT.inc(resent)
@@ -172,12 +197,13 @@ class TraceSampler:
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state.
 
-        Its span-metrics windows still open are dropped too: their counts are lost (a
-        known gap of this first wiring; see ``pipeline.sampler.span_metrics``).
+        Its span-metrics windows still open are dropped too: the next owner rebuilds
+        them from the checkpoints saved with the decisions (``pipeline.sampler.span_metrics``).
         """
         self.buffer.forget(partition)
         self.cache.forget(partition)
         self._marks.pop(partition, None)
+        self._counted_to.pop(partition, None)
         if self.span_metrics is not None:
             self.span_metrics.forget(partition)
 
@@ -262,18 +288,25 @@ class TraceSampler:
         for trace_id, spans_bytes, spans, _root in late:
             cached = self.cache.lookup(partition, trace_id)
             if cached is not None:
-                await self._late(partition, trace_id, spans_bytes, spans, cached)
+                await self._late(partition, trace_id, spans_bytes, spans, cached, offset)
         await self._relieve_overflow(partition, now)
         self.buffer.commit(partition)
 
     async def _late(
-        self, partition: int, trace_id: bytes, spans_bytes: bytes, spans: int, cached
+        self,
+        partition: int,
+        trace_id: bytes,
+        spans_bytes: bytes,
+        spans: int,
+        cached: CachedDecision,
+        offset: int,
     ) -> None:
         """Spans of an already decided trace follow its decision at once."""
         metrics.SPANS_RECEIVED.inc(spans)
         metrics.LATE_SPANS.labels("sampled" if cached.sampled else "not_sampled").inc(spans)
         piece = None
-        if self.span_metrics is not None:  # counted, kept or dropped
+        # Counted, kept or dropped; unless a restored checkpoint counted them already.
+        if self.span_metrics is not None and offset >= self._counted_to.get(partition, 0):
             piece = TracesData.FromString(spans_bytes)
             self.span_metrics.add(partition, piece, trace_id, cached.sampled)
         if cached.sampled:
@@ -332,15 +365,32 @@ class TraceSampler:
         # reach the changelog and before the replay mark passes their spans: a new owner
         # skips the traces it finds decided, and re-sends nothing before the mark.
         await self._settle_sends(partition)
-        self.cache.flush(partition)
-        low_water = self.buffer.index(partition).low_water()
         handled = offset + 1  # this tick, and every message before it
+        if self.span_metrics is None:
+            self.cache.flush(partition)
+        else:  # the tick's counts go with its decisions, in one changelog message
+            checkpoint = self.span_metrics.checkpoint(partition)
+            self.cache.flush(partition, now, counted_to=handled, metrics=checkpoint)
+        low_water = self.buffer.index(partition).low_water()
         self._save_mark(partition, ReplayMark(handled if low_water is None else low_water, handled))
+        if self.span_metrics is not None:
+            # Checkpoints must outlive the windows they count into.
+            self.cache.keep_for = self._window_lifetime()
         self.cache.expire(partition, now)
         traces, size = self.buffer.counts()
         metrics.TRACES_BUFFERED.set(traces)
         metrics.BYTES_BUFFERED.set(size)
         metrics.DECISIONS_CACHED.set(self.cache.size())
+
+    def _window_lifetime(self) -> float:
+        """Longest time from a count into a window to that window's close (plus margin)."""
+        return (
+            self.settings.span_metrics_window
+            + self.policies.decision_wait
+            + self.settings.span_metrics_grace
+            + 2 * self.settings.tick_interval
+            + 10.0
+        )
 
     async def _close_span_metrics(self, partition: int, now: float) -> None:
         """Send the span-metrics windows that event time has closed.

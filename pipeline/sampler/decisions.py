@@ -30,6 +30,11 @@ BATCH_PREFIX = b"\x01"
 _BATCH_KEY = struct.Struct(">dI")  # decided at (first decision), sequence number
 _BATCH_HEAD = struct.Struct(">I")  # number of entries
 _ENTRY_SIZE = 17  # trace id, then 0 (dropped) or 1 + index of the keeping policy
+# A batch with span metrics: this byte, the head, the entries, then the length of the
+# policy names, the names, the "counted to" offset and the metrics checkpoint (the rest).
+_WITH_METRICS = b"\xff"
+_NAMES_LENGTH = struct.Struct(">I")
+_COUNTED_TO = struct.Struct(">q")
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,18 @@ class CachedDecision:
 
 @dataclass
 class DecisionBatch:
-    """Decisions of one partition between two ticks."""
+    """Decisions of one partition between two ticks, and what that tick counted.
+
+    With span metrics on, the batch also carries the tick's metrics checkpoint and the
+    offset of the spans topic up to which late spans are counted in it (``counted_to``),
+    so that decisions and counts reach the changelog in one message.
+    """
 
     decided_at: float
     entries: dict[bytes, int] = field(default_factory=dict)  # trace id -> entry code
     policies: list[str] = field(default_factory=list)
+    counted_to: int | None = None
+    metrics: bytes = b""
 
     def add(self, trace_id: bytes, sampled: bool, policy: str) -> None:
         code = 0
@@ -82,16 +94,40 @@ class DecisionBatch:
             raise ValueError("a batch names at most 255 keeping policies")
         entries = b"".join(trace_id + bytes((code,)) for trace_id, code in self.entries.items())
         names = "\n".join(self.policies).encode()
-        return _BATCH_HEAD.pack(len(self.entries)) + entries + names
+        head = _BATCH_HEAD.pack(len(self.entries)) + entries
+        if self.counted_to is None:
+            return head + names
+        return b"".join(
+            (
+                _WITH_METRICS,
+                head,
+                _NAMES_LENGTH.pack(len(names)),
+                names,
+                _COUNTED_TO.pack(self.counted_to),
+                self.metrics,
+            )
+        )
 
     @classmethod
     def decode(cls, decided_at: float, raw: bytes) -> DecisionBatch:
-        (count,) = _BATCH_HEAD.unpack_from(raw)
-        start = _BATCH_HEAD.size
+        with_metrics = raw[:1] == _WITH_METRICS
+        start = 1 if with_metrics else 0
+        (count,) = _BATCH_HEAD.unpack_from(raw, start)
+        start += _BATCH_HEAD.size
         end = start + count * _ENTRY_SIZE
         entries = {raw[at : at + 16]: raw[at + 16] for at in range(start, end, _ENTRY_SIZE)}
-        names = raw[end:].decode()
-        return cls(decided_at, entries, names.split("\n") if names else [])
+        counted_to, metrics = None, b""
+        if with_metrics:
+            (length,) = _NAMES_LENGTH.unpack_from(raw, end)
+            names_start = end + _NAMES_LENGTH.size
+            names = raw[names_start : names_start + length].decode()
+            rest = names_start + length
+            (counted_to,) = _COUNTED_TO.unpack_from(raw, rest)
+            metrics = raw[rest + _COUNTED_TO.size :]
+        else:
+            names = raw[end:].decode()
+        policies = names.split("\n") if names else []
+        return cls(decided_at, entries, policies, counted_to, metrics)
 
 
 def batch_key(decided_at: float, sequence: int) -> bytes:
@@ -121,6 +157,10 @@ class _PartitionCache:
     pending: DecisionBatch | None = None
     pending_key: bytes = b""
     sequence: int = 0
+    # Span-metrics checkpoints found by ``adopt`` (oldest first) and the highest offset
+    # they count late spans to; handed over once with ``restored_metrics``.
+    metrics: list[bytes] = field(default_factory=list)
+    counted_to: int | None = None
 
 
 class DecisionCache:
@@ -130,6 +170,9 @@ class DecisionCache:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
+        # Batches younger than this are kept even over the size bound or the TTL: with
+        # span metrics on, they hold the checkpoints of windows still open.
+        self.keep_for = 0.0
         self._partitions: dict[int, _PartitionCache] = {}
         self._entries = 0
 
@@ -137,7 +180,7 @@ class DecisionCache:
         """Index the partition's stored batches (dropping expired ones); returns the ids."""
         self.forget(partition)
         db = self.store.db(partition)
-        cutoff = now - self.ttl
+        cutoff = now - max(self.ttl, self.keep_for)
         cache = self._partitions[partition] = _PartitionCache()
         stored = sorted(
             (batch_time(key), key, raw)
@@ -149,6 +192,10 @@ class DecisionCache:
                 db.delete(key)
                 continue
             batch = DecisionBatch.decode(decided_at, raw)
+            if batch.counted_to is not None:
+                cache.counted_to = max(cache.counted_to or 0, batch.counted_to)
+                if batch.metrics:
+                    cache.metrics.append(batch.metrics)
             for trace_id in batch.entries:
                 cache.order.pop(trace_id, None)
                 cache.order[trace_id] = key
@@ -156,6 +203,15 @@ class DecisionCache:
             cache.sequence = max(cache.sequence, _BATCH_KEY.unpack_from(key, 1)[1] + 1)
         self._entries += len(cache.order)
         return cache.order
+
+    def restored_metrics(self, partition: int) -> tuple[int | None, list[bytes]]:
+        """The span-metrics checkpoints ``adopt`` found, oldest first, and the offset up
+        to which they count late spans (None: no checkpoint was ever saved)."""
+        cache = self._partitions.get(partition)
+        if cache is None:
+            return None, []
+        found, cache.metrics = cache.metrics, []
+        return cache.counted_to, found
 
     def forget(self, partition: int) -> None:
         cache = self._partitions.pop(partition, None)
@@ -191,11 +247,31 @@ class DecisionCache:
             self._entries += 1
         cache.order[trace_id] = cache.pending_key
 
-    def flush(self, partition: int) -> None:
-        """Store the partition's decisions since the last flush as one batch."""
+    def flush(
+        self,
+        partition: int,
+        now: float | None = None,
+        counted_to: int | None = None,
+        metrics: bytes = b"",
+    ) -> None:
+        """Store the partition's decisions since the last flush as one batch.
+
+        With span metrics on, the caller passes the tick's metrics checkpoint and the
+        offset up to which it counts late spans: they go into the same batch (a batch
+        without decisions is written for them when ``metrics`` is not empty).
+        """
         cache = self._partitions.get(partition)
-        if cache is None or cache.pending is None:
+        if cache is None:
             return
+        if cache.pending is None:
+            if not metrics or now is None:
+                return
+            cache.pending = DecisionBatch(now)
+            cache.pending_key = batch_key(now, cache.sequence)
+            cache.sequence += 1
+        if counted_to is not None:
+            cache.pending.counted_to = counted_to
+            cache.pending.metrics = metrics
         value = cache.pending.encode()
         self.store.db(partition).put(cache.pending_key, value)
         self.store.send_changelog(partition, cache.pending_key, value)
@@ -214,11 +290,15 @@ class DecisionCache:
         if cache is None:
             return 0
         cutoff = now - self.ttl
+        keep_after = now - self.keep_for
         db = self.store.db(partition)
         dropped = 0
         while cache.batches:
             key = next(iter(cache.batches))
-            if batch_time(key) >= cutoff and self._entries <= self.max_entries:
+            decided_at = batch_time(key)
+            if decided_at >= keep_after or (
+                decided_at >= cutoff and self._entries <= self.max_entries
+            ):
                 break
             del cache.batches[key]
             raw = db.get(key)

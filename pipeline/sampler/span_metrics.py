@@ -6,11 +6,16 @@ passed and sends each closed window as one OTLP ``ExportMetricsServiceRequest`` 
 ``pipeline.metrics.otlp``) through its ``send_metrics`` output, keyed by
 :func:`window_key` so that a consumer can recognise a window sent twice.
 
-Known gap (issue 12, next step): the aggregates of the OPEN windows live only in memory.
-When a partition is revoked (rebalance) or its worker dies (``kill -9``), :meth:`forget`
-drops them, and the next owner does not rebuild them: spans of traces decided before the
-low-water mark moved are not re-read, so their counts in windows not yet sent are lost.
-Counts are exact only while a partition stays with one worker.
+Exact counts across a change of owner: the open windows live in memory, so after each
+tick the sampler takes a :meth:`SpanMetrics.checkpoint` (what the tick changed, as
+compact JSON) and stores it in the same decision-cache batch as the tick's decisions:
+one RocksDB put and one changelog message, so a trace's decision and its counts are
+saved together or not at all. A new owner (after ``kill -9`` or a rebalance) adds up the
+checkpoints it restores (:meth:`SpanMetrics.restore`) and re-counts only what no saved
+checkpoint holds: traces without a saved decision are re-read and decided again, late
+spans at or after the saved "counted to" offset are counted again (see
+``pipeline.sampler.core``). A window closed and sent just before a crash whose
+checkpoint was lost is sent again, with the same key and the same counts.
 
 Late spans (spans of an already decided trace) are counted on their own; the service
 graph pairs spans within what it is given, so a late server-side span whose client span
@@ -23,6 +28,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import orjson
 
 from pipeline.config.settings import Settings
 from pipeline.metrics.otlp import encode_red_windows, encode_service_graph_windows
@@ -116,8 +123,28 @@ class SpanMetrics:
             if request.resource_metrics:  # an empty request is not sent
                 yield kind, window_key(partition, start), request.SerializeToString()
 
+    def checkpoint(self, partition: int) -> bytes:
+        """The partition's changes since its last checkpoint (b"" when none)."""
+        held = self._partitions.get(partition)
+        if held is None:
+            return b""
+        red, graph = held.red.checkpoint(), held.graph.checkpoint()
+        if red is None and graph is None:
+            return b""
+        return orjson.dumps({"red": red, "graph": graph})
+
+    def restore(self, partition: int, checkpoints: list[bytes]) -> None:
+        """Rebuild the partition's open windows from its saved checkpoints, oldest first."""
+        self.forget(partition)
+        if not checkpoints:
+            return
+        held = self._of(partition)
+        parsed = [orjson.loads(raw) for raw in checkpoints]
+        held.red.restore([cp["red"] for cp in parsed if cp["red"] is not None])
+        held.graph.restore([cp["graph"] for cp in parsed if cp["graph"] is not None])
+
     def forget(self, partition: int) -> None:
-        """Drop the partition's aggregators, open windows included (see the module doc)."""
+        """Drop the partition's aggregators, open windows included (they are saved)."""
         self._partitions.pop(partition, None)
 
     def partitions(self) -> list[int]:

@@ -8,6 +8,7 @@ import asyncio
 import struct
 from collections import Counter
 
+import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -238,3 +239,71 @@ def test_span_metrics_off_sends_nothing_and_samples_as_before(tmp_path):
 
     # The kept messages are the same (partition and size) with span metrics on or off.
     assert sorted(s for _, s in asyncio.run(run())) == sorted(s for _, s in asyncio.run(run_on()))
+
+
+class TakeoverStack(Stack):
+    """The same stack, whose worker dies after ``kill_at`` ticks (each) and is replaced.
+
+    The new worker restores the decision cache (checkpoints included) from the dead one's
+    changelog, less its last ``lost`` messages (still in flight when it died), and its
+    consumer starts ``lag`` records before where the dead one stopped (the last commit).
+    """
+
+    def __init__(self, tmp_path, kill_at: tuple[int, ...], lag: int, lost: int, **settings) -> None:
+        super().__init__(tmp_path, **settings)
+        self.tmp_path = tmp_path
+        self.kill_at, self.lag, self.lost = kill_at, lag, lost
+        self.ticks = self.replaced = 0
+
+    async def seconds(self, count: int) -> None:
+        for _ in range(count):
+            await super().seconds(1)
+            self.ticks += 1
+            if self.ticks in self.kill_at:
+                self.replace_worker()
+
+    def replace_worker(self) -> None:
+        dead = self.worker
+        dead.close()
+        changelog = dead.decisions.changelog
+        self.replaced += 1
+        folder = self.tmp_path / f"survivor-{self.replaced}"
+        survivor = Worker(self.settings, self.topic, folder, self.outputs)
+        survivor.decisions.restore_from(changelog[: len(changelog) - self.lost])
+        survivor.start_at(max(0, position - self.lag) for position in dead.positions)
+        self.worker = survivor
+
+
+def latest_windows(outputs) -> None:
+    """Keep only the last message sent per (kind, key): a window sent twice counts once."""
+    latest = {
+        (kind, key): (partition, kind, key, value)
+        for partition, kind, key, value in outputs.metrics
+    }
+    outputs.metrics = list(latest.values())
+
+
+METRICS_ON = dict(
+    span_metrics=True,
+    span_metrics_window=WINDOW,
+    span_metrics_grace=GRACE,
+    span_metrics_dimensions="sampling.policy=none",
+)
+
+
+@pytest.mark.parametrize("kill_at", [(3,), (7,), (8,), (10,), (14,), (16,), (19,), (7, 9, 17)])
+@pytest.mark.parametrize(("lag", "lost"), [(0, 0), (3, 0), (2, 1), (4, 2)])
+def test_counts_are_exact_when_a_worker_dies_and_another_takes_over(tmp_path, kill_at, lag, lost):
+    async def reference():
+        stack = Stack(tmp_path / "reference", **METRICS_ON)
+        await scenario(stack)
+        return red_calls(stack.outputs), graph_edges(stack.outputs)
+
+    async def takeover():
+        stack = TakeoverStack(tmp_path / "takeover", kill_at, lag, lost, **METRICS_ON)
+        await scenario(stack)
+        assert stack.replaced == len(kill_at)
+        latest_windows(stack.outputs)
+        return red_calls(stack.outputs), graph_edges(stack.outputs)
+
+    assert asyncio.run(takeover()) == asyncio.run(reference())
