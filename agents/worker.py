@@ -23,8 +23,16 @@ def changelog_retention(settings: Settings) -> dict[str, float]:
     pipeline.sampler.buffer and pipeline.sampler.storage).
     """
     config = PolicySource(settings).config
-    decisions = seconds(config.decision_cache_ttl) + RETENTION_MARGIN
-    return {"trace-decisions": decisions}
+    keep = seconds(config.decision_cache_ttl)
+    if settings.span_metrics:
+        # The batches also carry span-metrics checkpoints, needed until their windows close.
+        window_lifetime = (
+            settings.span_metrics_window
+            + seconds(config.decision_wait)
+            + settings.span_metrics_grace
+        )
+        keep = max(keep, window_lifetime)
+    return {"trace-decisions": keep + RETENTION_MARGIN}
 
 
 def ensure_changelogs(settings: Settings, app) -> None:

@@ -15,12 +15,14 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from pipeline.config.settings import Settings
+from pipeline.local.run import wait_until
 from tests.integration.sampling_helpers import (
     BASE_NS,
     make_span,
     post,
     request_of,
     sampling_pipeline,
+    worker_metrics,
 )
 
 pytestmark = pytest.mark.integration
@@ -213,3 +215,81 @@ def test_service_graph_topic_counts_every_edge_once(pipeline):
     assert totals == expected
     assert failed == expected_failed
     assert len(keys) == len(set(keys))
+
+
+def test_counts_stay_exact_when_a_worker_is_killed_mid_window(
+    pipeline_settings: Settings, tmp_path
+):
+    """Two workers share the partitions; one is killed with SIGKILL while traces flow.
+    The survivor restores the open windows from the checkpoints saved with the decisions
+    and counts again only what they do not hold: per service, the calls on the topic
+    (one message per window and partition; a window sent twice counts once) equal the
+    spans sent."""
+    settings = pipeline_settings.model_copy(
+        update={
+            "span_metrics": True,
+            "span_metrics_window": 2.0,
+            "span_metrics_grace": 1.0,
+        }
+    )
+    policies = "decision_wait: 2s\npolicies:\n  - {name: errors, type: status_code, " + (
+        "status_code: {status_codes: [ERROR]}}\n"
+    )
+    rng = random.Random(21)
+    expected: Counter = Counter()
+    with sampling_pipeline(settings, tmp_path, policies, workers=2) as (gateway, workers):
+        (_, first_process), (survivor, _) = workers
+        assert wait_until(
+            lambda: all(
+                worker_metrics(w).get("spansieve_sampler_partitions_adopted_total", 0) > 0
+                for w, _ in workers
+            ),
+            "both workers own partitions",
+            60,
+        ), "the partitions were not shared between the two workers"
+        shift = time.time_ns() - BASE_NS
+        started = time.monotonic()
+        killed = False
+        while time.monotonic() - started < 12:
+            if not killed and time.monotonic() - started > 5:
+                first_process.kill()  # no shutdown: open windows and in-flight sends lost
+                killed = True
+            spans_by_service: dict[str, list] = {"web": [], "payments": []}
+            for n in range(10):
+                trace_id = rng.randbytes(16)
+                now_shift = shift + int((time.monotonic() - started) * 1e9)
+                root = make_span(trace_id, name="GET /")
+                child = make_span(trace_id, root.span_id, "charge", start_ms=1, error=n == 0)
+                for span in (root, child):
+                    span.start_time_unix_nano += now_shift
+                    span.end_time_unix_nano += now_shift
+                spans_by_service["web"].append(root)
+                spans_by_service["payments"].append(child)
+            post(gateway, request_of(spans_by_service))
+            expected["web"] += 10
+            expected["payments"] += 10
+            time.sleep(0.2)
+        deadline = time.monotonic() + 90
+        calls: Counter = Counter()
+        while time.monotonic() < deadline:
+            calls = latest_calls_per_service(gateway, 3)
+            if calls == expected:
+                break
+        assert calls == expected
+        assert worker_metrics(survivor).get("spansieve_sampler_partitions_adopted_total", 0) > 0
+
+
+def latest_calls_per_service(settings: Settings, seconds: float) -> Counter:
+    """calls per service, counting only the last message of each key (partition, window)."""
+    latest = dict(read_metrics(settings, "red-metrics", seconds))
+    calls: Counter = Counter()
+    for request in latest.values():
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != "traces.span.metrics.calls":
+                        continue
+                    for point in metric.sum.data_points:
+                        attrs = {kv.key: kv.value.string_value for kv in point.attributes}
+                        calls[attrs["service.name"]] += point.as_int
+    return calls
