@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import faust
-from prometheus_client import generate_latest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from agents.memory import register_memory_trim
 from agents.sampler import register_sampler
 from agents.sink import register_sink
 from pipeline.config.settings import Settings
 
-# aiohttp refuses a charset inside content_type, so not prometheus_client.CONTENT_TYPE_LATEST.
+# aiohttp refuses a charset inside content_type, so not prometheus_client.CONTENT_TYPE_LATEST
+# (nor openmetrics.exposition.CONTENT_TYPE_LATEST); both formats are UTF-8 by definition.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0"
 ROLES = {"sampler": register_sampler, "sink": register_sink}
 
 
@@ -44,7 +47,13 @@ def create_app(settings: Settings) -> faust.App:
     )
 
     @app.page("/metrics")
-    async def prometheus(web, _request):
+    async def prometheus(web, request):
+        # OpenMetrics (the only format with exemplars) when the scraper asks for it, as
+        # Prometheus does by default; the classic text format otherwise.
+        accept = request.headers.get("Accept", "")
+        media_types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+        if "application/openmetrics-text" in media_types:
+            return web.bytes(generate_openmetrics(REGISTRY), content_type=OPENMETRICS_TEXT)
         return web.bytes(generate_latest(), content_type=PROMETHEUS_TEXT)
 
     register_memory_trim(app)

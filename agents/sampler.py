@@ -19,10 +19,12 @@ from pathlib import Path
 
 import faust
 import structlog
+from prometheus_client import REGISTRY
 
 from agents.topics import TableStore, raw_table, raw_topic
 from pipeline.config.settings import Settings
 from pipeline.kafka.replay import read_range
+from pipeline.metrics.prometheus import SpanMetricsCollector
 from pipeline.sampler import metrics as sampler_metrics
 from pipeline.sampler.buffer import TraceBuffer
 from pipeline.sampler.core import TICK_KEY, TraceSampler, cache_entries
@@ -129,6 +131,10 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
     spans_topic = raw_topic(app, settings, "spans")
     pieces = RdictPartitions(pieces_folder(app))
     sampler = build_sampler(app, settings, pieces)
+    if sampler.span_metrics is not None:  # cumulative series on the worker's /metrics
+        collector = SpanMetricsCollector()
+        REGISTRY.register(collector)
+        sampler.span_metrics.expose(collector)
     events = FaustEvents(sampler)
 
     @app.agent(spans_topic, name="sampler")

@@ -16,6 +16,7 @@ import os
 import faust
 import structlog
 
+from agents.metrics_store import register_metrics_store
 from agents.topics import raw_topic
 from pipeline.config.settings import Settings
 from pipeline.sink.batches import BatchPipeline, BatchResult
@@ -63,6 +64,8 @@ def register_sink(app: faust.App, settings: Settings) -> None:
                 await pipeline.submit(events, sink.write([event.value for event in events]))
         except Exception as exc:
             _exit(exc)
+
+    register_metrics_store(app, settings)
 
 
 def _exit(exc: BaseException) -> None:

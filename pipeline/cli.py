@@ -371,3 +371,43 @@ def run(exit_after_demo: bool, **overrides: Any) -> None:
 
     settings = load_settings(overrides)
     sys.exit(run_everything(settings, exit_after_demo=exit_after_demo))
+
+
+@main.group()
+def metrics() -> None:
+    """Span metrics the workers publish (span_metrics on): RED per service."""
+
+
+@metrics.command("top")
+@settings_options("kafka_bootstrap", "topic_prefix")
+@click.option(
+    "--sort",
+    type=click.Choice(["rate", "errors", "p99", "name"]),
+    default="rate",
+    show_default=True,
+    help="order of the rows (errors: by error %)",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="seconds to look back, and event-time span of the figures",
+)
+@click.option("--once", is_flag=True, help="read for --duration seconds, print one table, exit")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="with --once: seconds to read",
+)
+def metrics_top(sort: str, window: float, once: bool, duration: float, **overrides: Any) -> None:
+    """Rate, error % and p50/p95/p99 latency per service from the red-metrics topic."""
+    from pipeline.local.metrics_top import MetricsTopError, run_top
+
+    settings = load_settings(overrides)
+    try:
+        run_top(settings, sort=sort, window=window, once=once, duration=duration)
+    except MetricsTopError as exc:
+        raise click.ClickException(str(exc)) from None

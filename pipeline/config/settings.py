@@ -154,6 +154,14 @@ class Settings(BaseSettings):
     store_max_backoff: float = Field(
         10.0, gt=0, description="longest pause between retries while OpenSearch fails"
     )
+    metrics_retention_days: int = Field(
+        90,
+        gt=0,
+        description=(
+            "delete a monthly span-metrics index once its newest possible window is this "
+            "many days old"
+        ),
+    )
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of TOPIC_NAMES."""

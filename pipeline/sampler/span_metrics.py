@@ -33,6 +33,7 @@ import orjson
 
 from pipeline.config.settings import Settings
 from pipeline.metrics.otlp import encode_red_windows, encode_service_graph_windows
+from pipeline.metrics.prometheus import SpanMetricsCollector
 from pipeline.metrics.red import Dimension, RedAggregator, RedConfig
 from pipeline.metrics.service_graph import ServiceGraph
 from pipeline.wire.otlp import TracesData
@@ -86,6 +87,12 @@ class SpanMetrics:
             max_series_per_service=settings.span_metrics_max_series_per_service,
         )
         self._partitions: dict[int, _Partition] = {}
+        # Cumulative Prometheus series of the windows this worker closed (see ``expose``).
+        self.collector: SpanMetricsCollector | None = None
+
+    def expose(self, collector: SpanMetricsCollector) -> None:
+        """Also feed every closed window to ``collector`` (the worker's /metrics)."""
+        self.collector = collector
 
     def _of(self, partition: int) -> _Partition:
         held = self._partitions.get(partition)
@@ -112,12 +119,16 @@ class SpanMetrics:
         if held is None:
             return
         watermark = int(watermark_seconds * NANOS)
-        closed = [
-            (KIND_RED, w.start_unix_nanos, encode_red_windows([w]))
-            for w in held.red.close(watermark)
-        ] + [
+        red_windows = held.red.close(watermark)
+        graph_windows = held.graph.close(watermark)
+        if self.collector is not None:
+            for window in red_windows:
+                self.collector.add_red_window(window)
+            for window in graph_windows:
+                self.collector.add_graph_window(window)
+        closed = [(KIND_RED, w.start_unix_nanos, encode_red_windows([w])) for w in red_windows] + [
             (KIND_SERVICE_GRAPH, w.start_unix_nanos, encode_service_graph_windows([w]))
-            for w in held.graph.close(watermark)
+            for w in graph_windows
         ]
         for kind, start, request in closed:
             if request.resource_metrics:  # an empty request is not sent

@@ -1,4 +1,5 @@
-"""Install the trace store on a cluster: templates, rollover alias, service map, lifecycle.
+"""Install the trace store on a cluster: templates, rollover alias, service map, lifecycle
+(and the span-metrics index template, ``pipeline.store.metrics_indices``).
 
 ``ensure_store`` is idempotent and safe to run from every worker at start and from
 ``spansieve store init``: it (re)installs the templates, creates the first rollover index
@@ -27,6 +28,7 @@ from pipeline.store.indices import (
     store_names,
     write_index,
 )
+from pipeline.store.metrics_indices import install_metrics_template
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +88,7 @@ def ensure_store(client: OpenSearch, settings: Settings) -> StoreState:
     client.indices.put_index_template(
         name=names.service_map_template, body=service_map_template(settings)
     )
+    install_metrics_template(client, settings)
     if mode == "ism":
         lifecycle.install_ism_policy(client, settings, names.span_alias)
 

@@ -8,11 +8,13 @@ import time
 import uuid
 from collections import Counter
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from pipeline.config.settings import Settings
 from pipeline.local.run import wait_until
@@ -293,3 +295,43 @@ def latest_calls_per_service(settings: Settings, seconds: float) -> Counter:
                         attrs = {kv.key: kv.value.string_value for kv in point.attributes}
                         calls[attrs["service.name"]] += point.as_int
     return calls
+
+
+def test_the_worker_exposes_cumulative_series_with_exemplars_to_prometheus(pipeline):
+    """/metrics in OpenMetrics: the connector's names, cumulative calls, trace exemplars."""
+    gateway, workers = pipeline
+    ((worker, _),) = workers
+    shift = time.time_ns() - BASE_NS
+    sent = 12
+    for n in range(sent):
+        trace_id = uuid.uuid4().bytes
+        root = make_span(trace_id, name="GET /prom", error=n % 3 == 0)
+        root.start_time_unix_nano += shift
+        root.end_time_unix_nano += shift
+        post(gateway, request_of({"prom-web": [root]}))
+    url = f"http://127.0.0.1:{worker.worker_web_port}/metrics"
+    accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
+
+    def prom_calls() -> tuple[float, str]:
+        reply = httpx.get(url, headers=accept)
+        assert reply.headers["content-type"].startswith("application/openmetrics-text")
+        total = 0.0
+        for family in text_string_to_metric_families(reply.text):
+            for sample in family.samples:
+                if (
+                    sample.name == "traces_span_metrics_calls_total"
+                    and sample.labels.get("service_name") == "prom-web"
+                ):
+                    total += sample.value
+        return total, reply.text
+
+    assert wait_until(lambda: prom_calls()[0] == sent, "calls on /metrics", 60)
+    exemplars = [
+        sample.exemplar.labels
+        for family in text_string_to_metric_families(prom_calls()[1])
+        for sample in family.samples
+        if sample.name == "traces_span_metrics_duration_milliseconds_bucket"
+        and sample.labels.get("service_name") == "prom-web"
+        and sample.exemplar is not None
+    ]
+    assert exemplars and all(len(labels["trace_id"]) == 32 for labels in exemplars)
