@@ -77,7 +77,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
         rows.append(
             (
                 "sampler",
-                "kept (saturated run)",
+                "kept by the errors policy",
                 f"{sampler['kept_traces']:,.0f} traces",
                 f"{sampler['error_traces']:,} error traces sent",
             )

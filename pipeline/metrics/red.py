@@ -43,11 +43,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline.wire.otlp import any_value_text
+from pipeline.wire.otlp import ResourceRun, any_value_text, flat_spans
 
 if TYPE_CHECKING:
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 #: The spanmetrics connector's default explicit buckets, in milliseconds.
 DEFAULT_BUCKETS_MS: tuple[float, ...] = (
@@ -149,7 +149,7 @@ RESOURCE_CACHE_SIZE = 4096
 class _OpenWindow:
     """An open window in the hot path's compact form (published as :class:`RedWindow`).
 
-    A series is a plain list ``[bucket 0 .. bucket n-1, sum_ms, errors, free, kept_free,
+    A series is a plain list ``[bucket 0 .. bucket n-1, sum_ns, errors, free, kept_free,
     exemplars]`` (offsets relative to n = the number of buckets): ``calls`` is the sum of
     the bucket counts; ``errors`` is counted only for the overflow series (a regular
     series has its status code in its key); ``free`` is the number of empty exemplar slots
@@ -187,9 +187,12 @@ class RedAggregator:
         self.config = cfg
         self._win_ns = int(cfg.window_seconds * 1_000_000_000)
         self._bounds = tuple(float(b) for b in cfg.buckets_ms)
+        # The same bounds in nanoseconds: the hot loop buckets and sums integer durations.
+        self._bounds_ns = tuple(b * 1e6 for b in self._bounds)
         self._n_buckets = len(self._bounds) + 1
         self._dim_names = tuple(d.name for d in cfg.dimensions)
         self._dim_pos = {d.name: i for i, d in enumerate(cfg.dimensions)}
+        self._dim_set = frozenset(self._dim_pos)
         self._dim_defaults = tuple(d.default for d in cfg.dimensions)
         self._limit = cfg.max_series_per_service
         self._max_ex = cfg.exemplars_per_series
@@ -197,7 +200,7 @@ class RedAggregator:
         self._watermark: int | None = None  # highest watermark closed so far
         self._open_from = 0  # windows starting before this are closed
         self._checkpointed_state: tuple[int, int | None] = (0, None)
-        self._resources: dict[bytes, tuple[str, tuple[str | None, ...]]] = {}
+        self._resources: dict[bytes, tuple[str, tuple[str | None, ...], bool]] = {}
         #: spans counted, in total, late (into the oldest open window), into overflow series
         self.spans = 0
         self.late_spans = 0
@@ -206,75 +209,107 @@ class RedAggregator:
     # -- feeding ----------------------------------------------------------------------
 
     def add_trace(self, data: TracesData, trace_id: bytes, kept: bool) -> None:
-        """Count every span of one decided trace.
+        """Count every span of one decided trace (or of late spans of one trace)."""
+        spans, runs = flat_spans(data.resource_spans)
+        self.add_spans(spans, runs, trace_id, kept)
 
-        The hot loop: per ResourceSpans one serialization of the resource, looked up in a
+    def add_spans(
+        self,
+        spans: list[Span],
+        runs: list[ResourceRun],
+        trace_id: bytes,
+        kept: bool,
+        sides: tuple[list, list] | None = None,
+        codes: list[int] | None = None,
+        times: list[tuple[int, int]] | None = None,
+    ) -> None:
+        """Count spans of one trace, given flat (see ``pipeline.wire.otlp.flat_spans``).
+
+        ``codes`` and ``times``: the spans' status codes and (start, end) times, in span
+        order, when the caller has them already (the policies' ``TraceView`` does: the
+        status_code and latency policies read them), else read here.
+
+        ``sides``: two lists that receive, in the same pass, the client-side (CLIENT,
+        PRODUCER) and server-side (SERVER, CONSUMER) spans of resources that name their
+        service, as ``(span, service, kind, resource, status code, start, end)``: what the
+        service graph pairs
+        (``ServiceGraph.add_sides``), so that it need not walk the spans again.
+
+        The hot loop: per resource run one serialization of the resource, looked up in a
         cache of (service.name, resource dimension values); per span a handful of field
         reads, one dict lookup by a tuple key into the window's series (plain lists), a
         bisect for the bucket; exemplar work only when the series may take one.
         """
-        bounds = self._bounds
+        bounds = self._bounds_ns
         i_sum = self._n_buckets
         i_need = i_sum + 3 if kept else i_sum + 2  # kept_free / free
         resources = self._resources
         dim_pos = self._dim_pos
-        dim_set = frozenset(dim_pos)
+        dim_set = self._dim_set
         lo = hi = 0  # end times in [lo, hi) map to `window` (late if `late`)
         window: _OpenWindow | None = None
         late = False
         get = {}.get
-        n = n_late = 0
-        for rs in data.resource_spans[:]:  # a slice: cheaper than iterating (upb)
-            res = rs.resource
+        n_late = 0
+        clients, servers = sides if sides is not None else (None, None)
+        if codes is None:
+            codes = [sp.status.code for sp in spans]
+        if times is None:
+            times = [(sp.start_time_unix_nano, sp.end_time_unix_nano) for sp in spans]
+        for res, first, last in runs:
             info = resources.get(raw := res.SerializeToString())
             if info is None:
                 info = self._resource(res, raw)
-            service, base_dims = info
-            for ss in rs.scope_spans[:]:
-                spans = ss.spans[:]
-                n += len(spans)
-                for sp in spans:
-                    end = sp.end_time_unix_nano
-                    d = end - sp.start_time_unix_nano
-                    dur_ms = d / 1e6 if d > 0 else 0.0
-                    code = sp.status.code
-                    dims = base_dims
-                    if dim_set:
-                        found: dict[int, str] | None = None
-                        for kv in sp.attributes[:]:
-                            if (k := kv.key) in dim_set:
-                                i = dim_pos[k]
-                                if found is None:
-                                    found = {}
-                                elif i in found:
-                                    continue  # first one wins
-                                v = kv.value
-                                found[i] = v.string_value or any_value_text(v)
-                        if found is not None:
-                            vals = list(base_dims)
-                            for i, s in found.items():
-                                vals[i] = s
-                            dims = tuple(vals)
-                    if not lo <= end < hi:
-                        window, lo, hi, late = self._locate(end)
-                        get = window.series.get
-                    if late:
-                        window.late_spans += 1  # type: ignore[union-attr]
-                        n_late += 1
-                    key = (service, sp.name, sp.kind, code, dims)
-                    st = get(key)
-                    if st is None:
-                        st = self._new_series(window, key)  # type: ignore[arg-type]
-                    st[bisect_left(bounds, dur_ms)] += 1  # a bound's value is in its bucket
-                    st[i_sum] += dur_ms
-                    if st[i_need]:
-                        self._exemplar(st, trace_id, sp.span_id, end, dur_ms, kept)
-        self.spans += n
+            service, base_dims, named = info
+            collect = named and clients is not None
+            for sp, code, (start, end) in zip(
+                spans[first:last], codes[first:last], times[first:last], strict=True
+            ):
+                d = end - start
+                if d < 0:
+                    d = 0  # an end before the start counts as no time
+                dims = base_dims
+                if dim_set:
+                    found: dict[int, str] | None = None
+                    for kv in sp.attributes[:]:
+                        if (k := kv.key) in dim_set:
+                            i = dim_pos[k]
+                            if found is None:
+                                found = {}
+                            elif i in found:
+                                continue  # first one wins
+                            v = kv.value
+                            found[i] = v.string_value or any_value_text(v)
+                    if found is not None:
+                        vals = list(base_dims)
+                        for i, s in found.items():
+                            vals[i] = s
+                        dims = tuple(vals)
+                if not lo <= end < hi:
+                    window, lo, hi, late = self._locate(end)
+                    get = window.series.get
+                if late:
+                    window.late_spans += 1  # type: ignore[union-attr]
+                    n_late += 1
+                kind = sp.kind
+                if collect and kind > 1:  # 2 SERVER, 3 CLIENT, 4 PRODUCER, 5 CONSUMER
+                    side = clients if kind == 3 or kind == 4 else servers
+                    side.append((sp, service, kind, res, code, start, end))  # type: ignore[union-attr]
+                key = (service, sp.name, kind, code, dims)
+                st = get(key)
+                if st is None:
+                    st = self._new_series(window, key)  # type: ignore[arg-type]
+                st[bisect_left(bounds, d)] += 1  # a bound's value is in its bucket
+                st[i_sum] += d
+                if st[i_need]:
+                    self._exemplar(st, trace_id, sp.span_id, end, d / 1e6, kept)
+        self.spans += len(spans)
         if n_late:
             self.late_spans += n_late
 
-    def _resource(self, res: Resource, raw: bytes) -> tuple[str, tuple[str | None, ...]]:
-        """service.name and the resource's dimension values (defaults applied), cached."""
+    def _resource(self, res: Resource, raw: bytes) -> tuple[str, tuple[str | None, ...], bool]:
+        """service.name, the resource's dimension values (defaults applied) and whether
+        the resource names its service; cached."""
         service = UNKNOWN_SERVICE
         dim_pos = self._dim_pos
         vals: list[str | None] = [None] * len(self._dim_names)
@@ -291,7 +326,7 @@ class RedAggregator:
         )
         if len(self._resources) >= RESOURCE_CACHE_SIZE:
             self._resources.clear()
-        info = self._resources[raw] = (service, base)
+        info = self._resources[raw] = (service, base, service != UNKNOWN_SERVICE)
         return info
 
     def _locate(self, end: int) -> tuple[_OpenWindow, int, int, bool]:
@@ -310,7 +345,7 @@ class RedAggregator:
 
     def _series_list(self) -> list:
         free = self._max_ex
-        return [0] * self._n_buckets + [0.0, 0, free, free, []]
+        return [0] * self._n_buckets + [0, 0, free, free, []]
 
     def _new_series(self, window: _OpenWindow, key: SeriesKey) -> list:
         service = key[0]
@@ -364,7 +399,7 @@ class RedAggregator:
         s.bucket_counts = st[:nb]
         s.calls = sum(s.bucket_counts)
         s.errors = s.calls if errors is None else errors
-        s.sum_ms = st[nb]
+        s.sum_ms = st[nb] / 1e6
         s.exemplars = list(st[nb + 4])
         return s
 

@@ -48,13 +48,14 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from pipeline.metrics.service_map import (
     SPAN_KIND_NAMES,
     IsolatedService,
     ServiceMapRelationship,
 )
+from pipeline.wire.otlp import ResourceRun, flat_spans
 
 DEFAULT_WINDOW_SECONDS = 15.0
 # The connector's defaultLatencyHistogramBuckets (seconds).
@@ -149,6 +150,7 @@ def _edge_counts(st: EdgeStats) -> tuple:
 
 
 _UNSET = object()  # not looked up yet
+_RESOURCE_CACHE_SIZE = 4096  # distinct resources remembered (cleared when full)
 
 
 def _str_attr(attributes: Iterable, keys: Sequence[str]) -> str | None:
@@ -175,8 +177,8 @@ def _service_name(resource_attributes: Iterable) -> str | None:
     return None
 
 
-def _seconds(span) -> float:
-    d = span.end_time_unix_nano - span.start_time_unix_nano
+def _seconds(start: int, end: int) -> float:
+    d = end - start
     return d / _NANOS if d > 0 else 0.0
 
 
@@ -203,6 +205,8 @@ class ServiceGraph:
         self._windows: dict[int, ServiceGraphWindow] = {}
         self._closed_until = 0  # windows starting before this are closed
         self.late_edges = 0
+        # service.name by the resource's serialized bytes (None: the resource has none).
+        self._services: dict[bytes, str | None] = {}
         self._checkpointed_late = 0
         self._checkpointed_closed = 0
 
@@ -337,65 +341,96 @@ class ServiceGraph:
 
     def add_trace(self, data: TracesData, trace_id: bytes, kept: bool) -> None:
         """Pair the spans of one whole trace and count its edges (kept or dropped alike)."""
-        # One pass: remember client- and server-side spans (with the resource's database
-        # name, looked up once per resource); index every span by id only for the
-        # service map. Spans of other kinds cost one field read.
+        spans, runs = flat_spans(data.resource_spans)
+        self.add_spans(spans, runs, trace_id, kept)
+
+    def add_spans(
+        self, spans: list[Span], runs: list[ResourceRun], trace_id: bytes, kept: bool
+    ) -> None:
+        """:meth:`add_trace` over the flat spans of ``pipeline.wire.otlp.flat_spans``."""
+        # One pass: the client- and server-side spans of resources that name their
+        # service; every span by id only for the service map.
         by_id: dict[bytes, tuple] = {}
         clients: list[tuple] = []
         servers: list[tuple] = []
         root_name: str | None = None
         trace_end = 0
         service_map = self.service_map
-        db_attrs = self.db_attributes
-        for rs in data.resource_spans:
-            res_attrs = rs.resource.attributes
-            service = _service_name(res_attrs)
+        services = self._services
+        for res, first, last in runs:
+            raw = res.SerializeToString()
+            service = services.get(raw, _UNSET)
+            if service is _UNSET:
+                if len(services) >= _RESOURCE_CACHE_SIZE:
+                    services.clear()
+                service = services[raw] = _service_name(res.attributes)
             if service is None:
                 continue
-            res_db_name = _UNSET
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    kind = span.kind
-                    if kind in (_CLIENT, _PRODUCER):
-                        if res_db_name is _UNSET:
-                            res_db_name = _str_attr(res_attrs, db_attrs) if res_attrs else None
-                        entry = (span, service, kind, res_db_name)
-                        clients.append(entry)
-                    elif kind in (_SERVER, _CONSUMER):
-                        entry = (span, service, kind, None)
-                        servers.append(entry)
-                    elif service_map:
-                        entry = (span, service, kind, None)
-                    else:
-                        continue
-                    if service_map:
-                        by_id[span.span_id] = entry
-                        if root_name is None and not span.parent_span_id:
-                            root_name = span.name
-                        if span.end_time_unix_nano > trace_end:
-                            trace_end = span.end_time_unix_nano
+            for span in spans[first:last]:
+                kind = span.kind
+                entry = (
+                    span,
+                    service,
+                    kind,
+                    res,
+                    span.status.code,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                )
+                if kind in (_CLIENT, _PRODUCER):
+                    clients.append(entry)
+                elif kind in (_SERVER, _CONSUMER):
+                    servers.append(entry)
+                elif not service_map:
+                    continue
+                if service_map:
+                    by_id[span.span_id] = entry
+                    if root_name is None and not span.parent_span_id:
+                        root_name = span.name
+                    if span.end_time_unix_nano > trace_end:
+                        trace_end = span.end_time_unix_nano
+        self.add_sides(clients, servers, trace_id, kept)
+        if service_map and by_id:
+            self._add_service_map(by_id, root_name, trace_end)
 
+    def add_sides(
+        self, clients: list[tuple], servers: list[tuple], trace_id: bytes, kept: bool
+    ) -> None:
+        """Pair one trace's client-side and server-side spans and count the edges.
+
+        Entries are ``(span, service, kind, resource, status code, start, end)`` of
+        resources that name their service, in trace order (``RedAggregator.add_spans``
+        gathers them in its pass).
+        """
         # Server-side children of client-side spans: first child wins; roots -> "user".
         child_of: dict[bytes, tuple] = {}
         for entry in servers:
-            span = entry[0]
-            parent = span.parent_span_id
+            parent = entry[0].parent_span_id
             if not parent:
+                _, service, _, _, code, start, end = entry
                 self._record(
-                    span.end_time_unix_nano,
-                    EdgeKey(VIRTUAL_CLIENT, entry[1], CONNECTION_VIRTUAL_NODE),
-                    span.status.code == _STATUS_ERROR,
+                    end,
+                    EdgeKey(VIRTUAL_CLIENT, service, CONNECTION_VIRTUAL_NODE),
+                    code == _STATUS_ERROR,
                     0.0,
-                    _seconds(span),
+                    _seconds(start, end),
                     trace_id,
                     kept,
                 )
-            elif parent not in child_of:
+            elif clients and parent not in child_of:
                 child_of[parent] = entry
 
-        for span, service, kind, db_name in clients:
-            client_s = _seconds(span)
-            failed = span.status.code == _STATUS_ERROR
+        db_attrs = self.db_attributes
+        resource_db_names: dict[int, str | None] = {}  # by id() of the trace's resources
+        for span, service, kind, res, code, start, end in clients:
+            client_s = _seconds(start, end)
+            failed = code == _STATUS_ERROR
+            db_name = resource_db_names.get(id(res), _UNSET)
+            if db_name is _UNSET:
+                attributes = res.attributes
+                db_name = resource_db_names[id(res)] = (
+                    _str_attr(attributes, db_attrs) if attributes else None
+                )
             if db_name is None:
                 db_name = _str_attr(span.attributes, db_attrs)
             if db_name is not None:
@@ -404,27 +439,23 @@ class ServiceGraph:
             else:
                 child = child_of.get(span.span_id)
                 if child is not None:
-                    cspan = child[0]
                     messaging = kind == _PRODUCER or child[2] == _CONSUMER
                     key = EdgeKey(
                         service, child[1], CONNECTION_MESSAGING if messaging else CONNECTION_NONE
                     )
-                    server_s = _seconds(cspan)
-                    failed = failed or cspan.status.code == _STATUS_ERROR
+                    server_s = _seconds(child[5], child[6])
+                    failed = failed or child[4] == _STATUS_ERROR
                 else:
                     peer = _str_attr(span.attributes, self.peer_attributes) or UNKNOWN_PEER
                     key = EdgeKey(service, peer, CONNECTION_VIRTUAL_NODE)
                     server_s = 0.0
-            self._record(span.end_time_unix_nano, key, failed, client_s, server_s, trace_id, kept)
-
-        if self.service_map and by_id:
-            self._add_service_map(by_id, root_name, trace_end)
+            self._record(end, key, failed, client_s, server_s, trace_id, kept)
 
     def _add_service_map(self, by_id: dict[bytes, tuple], root_name: str | None, end: int) -> None:
         rels: set[ServiceMapRelationship] = set()
         services: set[str] = set()
         paired: set[str] = set()
-        for span, service, kind, _ in by_id.values():
+        for span, service, kind, *_ in by_id.values():
             services.add(service)
             parent = by_id.get(span.parent_span_id) if span.parent_span_id else None
             if parent is None or root_name is None or parent[1] == service:

@@ -13,8 +13,10 @@ given (any bytes that hold the spans' serialized form, e.g. the buffered ``Trace
 bytes the spans were parsed from); otherwise it is produced once with
 ``SerializeToString`` on first use (about 7 us for 10 spans, less than walking their
 attributes). The sampler (``pipeline.sampler.core``) parses a trace's buffered bytes into
-a ``TracesData`` and builds ``TraceView(data, trace_id, len(buffered_bytes))``: it gives
-the size, not the bytes, so policies with a pre-check serialize the parsed spans once.
+a ``TracesData`` and builds ``TraceView(data, trace_id, len(buffered), raw=buffered)``:
+the buffered pieces, concatenated, are the serialized form, so nothing is serialized
+again. It then hands the view's flat ``spans`` and ``resource_runs`` to the span metrics,
+so the nested structure is walked once per trace.
 
 Attribute maps keep the FIRST entry of a duplicated key, as pdata's ``Map.Get`` does.
 Values are the protobuf ``AnyValue`` messages; ``v.string_value`` / ``v.int_value`` /
@@ -29,6 +31,8 @@ from collections.abc import Iterable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, TracesData
+
+from pipeline.wire.otlp import ResourceRun, flat_spans
 
 AttrMap = dict[str, AnyValue]
 
@@ -52,9 +56,11 @@ class TraceView:
         "_raw",
         "_res_attrs",
         "_resource_spans",
+        "_runs",
         "_size_bytes",
         "_span_attrs",
         "_spans",
+        "_status_codes",
         "_times",
         "trace_id",
     )
@@ -78,7 +84,9 @@ class TraceView:
         self._raw = raw
         self._data = data if isinstance(data, TracesData) else None
         self._spans: list[Span] | None = None
+        self._runs: list[ResourceRun] | None = None
         self._times: list[tuple[int, int]] | None = None
+        self._status_codes: list[int] | None = None
         self._span_attrs: list[AttrMap] | None = None
         self._res_attrs: list[AttrMap] | None = None
 
@@ -116,10 +124,15 @@ class TraceView:
     def spans(self) -> list[Span]:
         """All spans, in collector order: resource, then scope, then span."""
         if self._spans is None:
-            self._spans = [
-                span for rs in self._resource_spans for ss in rs.scope_spans for span in ss.spans
-            ]
+            self._spans, self._runs = flat_spans(self._resource_spans)
         return self._spans
+
+    @property
+    def resource_runs(self) -> list[ResourceRun]:
+        """(resource, start, end) per ResourceSpans: ``spans[start:end]`` are its spans."""
+        if self._runs is None:
+            self._spans, self._runs = flat_spans(self._resource_spans)
+        return self._runs
 
     @property
     def span_count(self) -> int:
@@ -131,6 +144,13 @@ class TraceView:
         if self._times is None:
             self._times = [(s.start_time_unix_nano, s.end_time_unix_nano) for s in self.spans]
         return self._times
+
+    @property
+    def status_codes(self) -> list[int]:
+        """The status code of every span, in span order (reading one costs ~0.2 us)."""
+        if self._status_codes is None:
+            self._status_codes = [s.status.code for s in self.spans]
+        return self._status_codes
 
     @property
     def span_attrs(self) -> list[AttrMap]:

@@ -413,7 +413,10 @@ class TraceSampler:
             return
         state, spans = taken
         data = TracesData.FromString(spans)
-        verdict = self.policies.engine.evaluate(TraceView(data, trace_id, len(spans)))
+        # The buffered bytes are the trace's serialized form: the policies' substring
+        # pre-checks use them as they are, and the span metrics reuse the view's spans.
+        view = TraceView(data, trace_id, len(spans), raw=spans)
+        verdict = self.policies.engine.evaluate(view)
         for policy, decision in verdict.per_policy.items():
             metrics.POLICY_DECISIONS.labels(policy, decision.value).inc()
         policy = verdict.policy or ""
@@ -423,7 +426,15 @@ class TraceSampler:
         self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
         if self.span_metrics is not None:
             # Before tag_spans: the sampling.policy attribute is not a span attribute.
-            self.span_metrics.add(partition, data, trace_id, verdict.sampled)
+            self.span_metrics.add_spans(
+                partition,
+                view.spans,
+                view.resource_runs,
+                trace_id,
+                verdict.sampled,
+                codes=view.status_codes,
+                times=view.times,
+            )
         if verdict.sampled:
             tag_spans(data, policy)
             sent = await self.send_kept(partition, trace_id, data.SerializeToString())

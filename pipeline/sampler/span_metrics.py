@@ -36,7 +36,7 @@ from pipeline.metrics.otlp import encode_red_windows, encode_service_graph_windo
 from pipeline.metrics.prometheus import SpanMetricsCollector
 from pipeline.metrics.red import Dimension, RedAggregator, RedConfig
 from pipeline.metrics.service_graph import ServiceGraph
-from pipeline.wire.otlp import TracesData
+from pipeline.wire.otlp import ResourceRun, Span, TracesData, flat_spans
 
 KIND_RED = "red"
 KIND_SERVICE_GRAPH = "service-graph"
@@ -106,9 +106,30 @@ class SpanMetrics:
 
     def add(self, partition: int, data: TracesData, trace_id: bytes, kept: bool) -> None:
         """Count the spans of ``data`` (one trace, or late spans of one trace)."""
+        spans, runs = flat_spans(data.resource_spans)
+        self.add_spans(partition, spans, runs, trace_id, kept)
+
+    def add_spans(
+        self,
+        partition: int,
+        spans: list[Span],
+        runs: list[ResourceRun],
+        trace_id: bytes,
+        kept: bool,
+        codes: list[int] | None = None,
+        times: list[tuple[int, int]] | None = None,
+    ) -> None:
+        """Count one trace's spans already flattened (the policies' ``TraceView`` did it,
+        and may have read their status codes and times too)."""
         held = self._of(partition)
-        held.red.add_trace(data, trace_id, kept)
-        held.graph.add_trace(data, trace_id, kept)
+        clients: list[tuple] = []
+        servers: list[tuple] = []
+        # One walk over the spans: the RED pass also gathers what the graph pairs.
+        held.red.add_spans(
+            spans, runs, trace_id, kept, sides=(clients, servers), codes=codes, times=times
+        )
+        if clients or servers:
+            held.graph.add_sides(clients, servers, trace_id, kept)
 
     def close(self, partition: int, watermark_seconds: float) -> Iterator[tuple[str, bytes, bytes]]:
         """Close the partition's windows ending at or before the watermark (event time).

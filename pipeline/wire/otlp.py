@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 __all__ = [
@@ -75,6 +76,30 @@ def regroup_spans(resource_spans_list, key_of: Callable[[Span], K | None]) -> di
                 target.schema_url = scope_spans.schema_url
                 target.spans.extend(spans)
     return groups
+
+
+# A run of spans sharing one resource: (the Resource, first index, end index) into the
+# flat span list of :func:`flat_spans`.
+ResourceRun = tuple[Resource, int, int]
+
+
+def flat_spans(resource_spans) -> tuple[list[Span], list[ResourceRun]]:
+    """Every span of ``resource_spans`` in order, and the run of each resource.
+
+    Walking the nested ResourceSpans / ScopeSpans structure costs about a microsecond per
+    ResourceSpans with upb, and a trace assembled from per-request pieces has one per
+    piece and service; the sampler walks it once here and shares the result between the
+    policies (``pipeline.policies.trace.TraceView``) and the span metrics.
+    """
+    spans: list[Span] = []
+    runs: list[ResourceRun] = []
+    extend = spans.extend
+    for rs in resource_spans[:]:
+        start = len(spans)
+        for ss in rs.scope_spans[:]:
+            extend(ss.spans[:])
+        runs.append((rs.resource, start, len(spans)))
+    return spans, runs
 
 
 def count_spans(message: ExportTraceServiceRequest | TracesData) -> int:
