@@ -30,7 +30,7 @@ from pipeline.sampler.buffer import TraceBuffer
 from pipeline.sampler.core import TICK_KEY, TraceSampler, cache_entries
 from pipeline.sampler.decisions import DecisionCache
 from pipeline.sampler.policy_source import PolicySource, seconds
-from pipeline.sampler.span_metrics import KIND_RED, KIND_SERVICE_GRAPH
+from pipeline.sampler.span_metrics import KIND_RED, KIND_SERVICE_GRAPH, KIND_SERVICE_MAP
 from pipeline.sampler.storage import RdictPartitions
 from pipeline.wire.pieces import header_of
 
@@ -98,6 +98,7 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
     metrics_topics = {
         KIND_RED: raw_topic(app, settings, "red-metrics"),
         KIND_SERVICE_GRAPH: raw_topic(app, settings, "service-graph"),
+        KIND_SERVICE_MAP: raw_topic(app, settings, "service-map"),
     }
     policies = PolicySource(settings)
 

@@ -17,6 +17,7 @@ import faust
 import structlog
 
 from agents.metrics_store import register_metrics_store
+from agents.service_map_store import register_service_map_store
 from agents.topics import raw_topic
 from pipeline.config.settings import Settings
 from pipeline.sink.batches import BatchPipeline, BatchResult
@@ -66,6 +67,7 @@ def register_sink(app: faust.App, settings: Settings) -> None:
             _exit(exc)
 
     register_metrics_store(app, settings)
+    register_service_map_store(app, settings)
 
 
 def _exit(exc: BaseException) -> None:

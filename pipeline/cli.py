@@ -332,7 +332,10 @@ def loadgen(
 @click.option("--seconds", type=float, default=15.0, show_default=True, help="load per transport")
 @click.option("--traces", type=int, default=30_000, show_default=True, help="sampler workload")
 @click.option(
-    "--stages", default="gateway,sampler,sink,query,e2e", show_default=True, help="which stages"
+    "--stages",
+    default="gateway,sampler,sink,query,e2e,metrics",
+    show_default=True,
+    help="which stages",
 )
 @click.option("--quick", is_flag=True, help="short runs (about 3 minutes in all)")
 def bench(

@@ -81,8 +81,11 @@ class Pipeline:
 
 
 @contextmanager
-def running_pipeline(base: Settings, folder: Path, decision_wait: float) -> Iterator[Pipeline]:
-    """A gateway and a sampler+sink worker on private topics and index, ready for load."""
+def running_pipeline(
+    base: Settings, folder: Path, decision_wait: float, **overrides: object
+) -> Iterator[Pipeline]:
+    """A gateway and a sampler+sink worker on private topics and index, ready for load
+    (``overrides``: more settings, e.g. ``span_metrics=True``)."""
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     policies = folder / "policies.yaml"
@@ -98,6 +101,7 @@ def running_pipeline(base: Settings, folder: Path, decision_wait: float) -> Iter
             "gateway_grpc_port": free_port(),
             "gateway_metrics_port": free_port(),
             "worker_web_port": free_port(),
+            **overrides,
         }
     )
     ensure_topics(settings)
@@ -127,7 +131,10 @@ def running_pipeline(base: Settings, folder: Path, decision_wait: float) -> Iter
 
 def _delete_indices(client: OpenSearch, settings: Settings) -> None:
     client.indices.delete(index=f"{settings.store_index_prefix}*", ignore_unavailable=True)
-    client.indices.delete_index_template(name=f"{settings.store_index_prefix}*", ignore=[404])
+    for template in client.indices.get_index_template(
+        name=f"{settings.store_index_prefix}*", ignore=[404]
+    ).get("index_templates", []):
+        client.indices.delete_index_template(name=template["name"], ignore=[404])
 
 
 def must_keep(record: TraceRecord) -> bool:

@@ -149,6 +149,19 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
     e2e = results.get("e2e")
     if e2e:
         rows.extend(_e2e_rows(e2e))
+    fresh = results.get("metrics")
+    if fresh:
+        rows.append(
+            (
+                "span metrics",
+                "freshness p50 / p99",
+                f"{fresh['freshness_p50_s']:.1f} / {fresh['freshness_p99_s']:.1f} s",
+                f"span end -> its window's calls in the store; decision_wait "
+                f"{fresh['decision_wait_s']:g} s, window {fresh['window_s']:g} s, grace "
+                f"{fresh['grace_s']:g} s; {fresh['windows_incomplete']} of "
+                f"{fresh['windows']} windows incomplete",
+            )
+        )
     return rows
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.bench.endtoend import bench_endtoend
+from pipeline.bench.freshness import bench_freshness
 from pipeline.bench.gateway import bench_gateway
 from pipeline.bench.query import bench_query
 from pipeline.bench.report import machine
@@ -18,7 +19,7 @@ from pipeline.bench.scale import scale_model
 from pipeline.bench.sink import bench_sink
 from pipeline.config.settings import Settings
 
-STAGES = ("gateway", "sampler", "sink", "query", "e2e")
+STAGES = ("gateway", "sampler", "sink", "query", "e2e", "metrics")
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,15 @@ class BenchPlan:
     e2e_rate: float
     e2e_seconds: float
     burst_seconds: float
+    freshness_seconds: float
 
     @classmethod
     def of(cls, quick: bool, seconds: float, traces: int) -> BenchPlan:
         if quick:
-            return cls(4.0, min(traces, 10_000), 40_000, 3_000, 3_000, 50, 5_000.0, 20.0, 8.0)
-        return cls(seconds, traces, max(traces, 60_000), 10_000, 10_000, 200, 10_000.0, 60.0, 60.0)
+            return cls(4.0, min(traces, 10_000), 40_000, 3_000, 3_000, 50, 5_000.0, 20.0, 8.0, 20.0)
+        return cls(
+            seconds, traces, max(traces, 60_000), 10_000, 10_000, 200, 10_000.0, 60.0, 60.0, 45.0
+        )
 
 
 def run_bench(settings: Settings, stages: set[str], plan: BenchPlan) -> dict:
@@ -69,4 +73,6 @@ def _run_stage(stage: str, settings: Settings, folder: Path, plan: BenchPlan) ->
         return bench_sink(settings, plan.sink_traces)
     if stage == "query":
         return bench_query(settings, folder, plan.query_traces, plan.query_requests)
+    if stage == "metrics":
+        return bench_freshness(settings, folder, plan.freshness_seconds)
     return bench_endtoend(settings, folder, plan.e2e_rate, plan.e2e_seconds, plan.burst_seconds)

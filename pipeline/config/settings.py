@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_NAMES = ("spans", "sampled", "red-metrics", "service-graph", "dlq")
+TOPIC_NAMES = ("spans", "sampled", "red-metrics", "service-graph", "service-map", "dlq")
 SPAN_ALIAS = "otel-v1-apm-span"
 SERVICE_MAP_INDEX = "otel-v1-apm-service-map"
 
@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     )
     span_metrics_grace: float = Field(
         5.0, ge=0, description="seconds after decision_wait before a span-metrics window closes"
+    )
+    span_metrics_encoding: Literal["protobuf", "json"] = Field(
+        "protobuf",
+        description=(
+            "value encoding of the red-metrics and service-graph messages: OTLP protobuf "
+            "(an OpenTelemetry Collector kafka receiver reads it with encoding otlp_proto) "
+            "or OTLP/JSON (encoding otlp_json); see docs/metrics-topics.md"
+        ),
     )
 
     store_index_prefix: str = Field(

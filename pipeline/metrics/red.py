@@ -219,7 +219,7 @@ class RedAggregator:
         runs: list[ResourceRun],
         trace_id: bytes,
         kept: bool,
-        sides: tuple[list, list] | None = None,
+        sides: tuple[list, list] | tuple[list, list, set] | None = None,
         codes: list[int] | None = None,
         times: list[tuple[int, int]] | None = None,
     ) -> None:
@@ -232,8 +232,8 @@ class RedAggregator:
         ``sides``: two lists that receive, in the same pass, the client-side (CLIENT,
         PRODUCER) and server-side (SERVER, CONSUMER) spans of resources that name their
         service, as ``(span, service, kind, resource, status code, start, end)``: what the
-        service graph pairs
-        (``ServiceGraph.add_sides``), so that it need not walk the spans again.
+        service graph pairs (``ServiceGraph.add_sides``), so that it need not walk the
+        spans again. An optional third member, a set, receives the named services.
 
         The hot loop: per resource run one serialization of the resource, looked up in a
         cache of (service.name, resource dimension values); per span a handful of field
@@ -251,7 +251,11 @@ class RedAggregator:
         late = False
         get = {}.get
         n_late = 0
-        clients, servers = sides if sides is not None else (None, None)
+        clients = servers = note_service = None
+        if sides is not None:
+            clients, servers = sides[0], sides[1]
+            if len(sides) > 2:
+                note_service = sides[2].add
         if codes is None:
             codes = [sp.status.code for sp in spans]
         if times is None:
@@ -262,6 +266,8 @@ class RedAggregator:
                 info = self._resource(res, raw)
             service, base_dims, named = info
             collect = named and clients is not None
+            if collect and note_service is not None:
+                note_service(service)
             for sp, code, (start, end) in zip(
                 spans[first:last], codes[first:last], times[first:last], strict=True
             ):

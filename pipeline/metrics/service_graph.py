@@ -54,6 +54,7 @@ from pipeline.metrics.service_map import (
     SPAN_KIND_NAMES,
     IsolatedService,
     ServiceMapRelationship,
+    span_kind_name,
 )
 from pipeline.wire.otlp import ResourceRun, flat_spans
 
@@ -389,24 +390,37 @@ class ServiceGraph:
                         root_name = span.name
                     if span.end_time_unix_nano > trace_end:
                         trace_end = span.end_time_unix_nano
-        self.add_sides(clients, servers, trace_id, kept)
+        self.add_sides(clients, servers, trace_id, kept, services=None)
         if service_map and by_id:
             self._add_service_map(by_id, root_name, trace_end)
 
     def add_sides(
-        self, clients: list[tuple], servers: list[tuple], trace_id: bytes, kept: bool
+        self,
+        clients: list[tuple],
+        servers: list[tuple],
+        trace_id: bytes,
+        kept: bool,
+        services: set[str] | None = None,
+        spans: list[Span] | None = None,
     ) -> None:
         """Pair one trace's client-side and server-side spans and count the edges.
 
         Entries are ``(span, service, kind, resource, status code, start, end)`` of
         resources that name their service, in trace order (``RedAggregator.add_spans``
         gathers them in its pass).
+
+        ``services`` (the trace's named services) turns on the service map from the
+        pairs (see :meth:`_map_from_pairs`); ``spans`` (all of the trace's spans) is only
+        read to find the root's name when no server-side span is the root.
         """
         # Server-side children of client-side spans: first child wins; roots -> "user".
         child_of: dict[bytes, tuple] = {}
+        root: tuple | None = None
         for entry in servers:
             parent = entry[0].parent_span_id
             if not parent:
+                if root is None:
+                    root = entry
                 _, service, _, _, code, start, end = entry
                 self._record(
                     end,
@@ -450,6 +464,54 @@ class ServiceGraph:
                     key = EdgeKey(service, peer, CONNECTION_VIRTUAL_NODE)
                     server_s = 0.0
             self._record(end, key, failed, client_s, server_s, trace_id, kept)
+
+        if services is not None and self.service_map:
+            self._map_from_pairs(child_of, clients, servers, root, services, spans)
+
+    def _map_from_pairs(
+        self,
+        child_of: dict[bytes, tuple],
+        clients: list[tuple],
+        servers: list[tuple],
+        root: tuple | None,
+        services: set[str],
+        spans: list[Span] | None,
+    ) -> None:
+        """Data Prepper's service-map relationships, from the pairs the graph made.
+
+        Data Prepper relates every cross-service parent -> child span pair; here only the
+        client-side -> server-side pairs count (how calls cross services in practice),
+        which spares indexing every span of every trace by id.
+        """
+        if root is not None:
+            root_name: str | None = root[0].name
+            end = root[6]
+        else:
+            root_name = next((sp.name for sp in spans or () if not sp.parent_span_id), None)
+            end = max(entry[6] for entry in (*clients, *servers)) if clients or servers else 0
+        if not end:
+            return
+        window = self._window(end, count_late=False)
+        paired: set[str] = set()
+        if root_name is not None:
+            for client in clients:
+                child = child_of.get(client[0].span_id)
+                if child is None or child[1] == client[1]:
+                    continue
+                paired.add(client[1])
+                paired.add(child[1])
+                window.relationships.add(
+                    ServiceMapRelationship(
+                        client[1],
+                        span_kind_name(client[2]),
+                        child[1],
+                        span_kind_name(child[2]),
+                        child[0].name,
+                        root_name,
+                    )
+                )
+        for service in services - paired:
+            window.isolated.add(IsolatedService(service, root_name))
 
     def _add_service_map(self, by_id: dict[bytes, tuple], root_name: str | None, end: int) -> None:
         rels: set[ServiceMapRelationship] = set()

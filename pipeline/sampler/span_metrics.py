@@ -4,7 +4,12 @@ The sampler feeds every decided trace (kept or dropped) and every late span here
 the ``TracesData`` it already parsed; on a tick it closes the windows the watermark has
 passed and sends each closed window as one OTLP ``ExportMetricsServiceRequest`` (see
 ``pipeline.metrics.otlp``) through its ``send_metrics`` output, keyed by
-:func:`window_key` so that a consumer can recognise a window sent twice.
+:func:`window_key` so that a consumer can recognise a window sent twice. A closed
+service-graph window with service-map relationships also gives one message of kind
+``service-map``: a JSON array of Data Prepper's ``otel-v1-apm-service-map`` documents
+(``pipeline.metrics.service_map``), which the sink role indexes by their ``hashId``. These
+are not checkpointed: a relationship lost with a dead worker comes back with the next
+trace that shows it.
 
 Exact counts across a change of owner: the open windows live in memory, so after each
 tick the sampler takes a :meth:`SpanMetrics.checkpoint` (what the tick changed, as
@@ -36,10 +41,12 @@ from pipeline.metrics.otlp import encode_red_windows, encode_service_graph_windo
 from pipeline.metrics.prometheus import SpanMetricsCollector
 from pipeline.metrics.red import Dimension, RedAggregator, RedConfig
 from pipeline.metrics.service_graph import ServiceGraph
+from pipeline.metrics.service_map import service_map_documents
 from pipeline.wire.otlp import ResourceRun, Span, TracesData, flat_spans
 
 KIND_RED = "red"
 KIND_SERVICE_GRAPH = "service-graph"
+KIND_SERVICE_MAP = "service-map"  # Data Prepper's service-map documents, a JSON array
 NANOS = 1_000_000_000
 _KEY = struct.Struct(">IQ")  # partition, window start (unix nanos)
 
@@ -99,8 +106,8 @@ class SpanMetrics:
         if held is None:
             held = self._partitions[partition] = _Partition(
                 RedAggregator(self.red_config),
-                # The service-map relationships are not published yet: not gathered.
-                ServiceGraph(window_seconds=self.window_seconds, service_map=False),
+                # Relationships for Data Prepper's service map, from the graph's pairs.
+                ServiceGraph(window_seconds=self.window_seconds, service_map=True),
             )
         return held
 
@@ -124,12 +131,19 @@ class SpanMetrics:
         held = self._of(partition)
         clients: list[tuple] = []
         servers: list[tuple] = []
+        services: set[str] = set()
         # One walk over the spans: the RED pass also gathers what the graph pairs.
         held.red.add_spans(
-            spans, runs, trace_id, kept, sides=(clients, servers), codes=codes, times=times
+            spans,
+            runs,
+            trace_id,
+            kept,
+            sides=(clients, servers, services),
+            codes=codes,
+            times=times,
         )
-        if clients or servers:
-            held.graph.add_sides(clients, servers, trace_id, kept)
+        if services:
+            held.graph.add_sides(clients, servers, trace_id, kept, services, spans)
 
     def close(self, partition: int, watermark_seconds: float) -> Iterator[tuple[str, bytes, bytes]]:
         """Close the partition's windows ending at or before the watermark (event time).
@@ -154,6 +168,11 @@ class SpanMetrics:
         for kind, start, request in closed:
             if request.resource_metrics:  # an empty request is not sent
                 yield kind, window_key(partition, start), request.SerializeToString()
+        for window in graph_windows:
+            if window.relationships or window.isolated:
+                docs = [doc for _, doc in service_map_documents(window)]
+                key = window_key(partition, window.start_unix_nanos)
+                yield KIND_SERVICE_MAP, key, orjson.dumps(docs)
 
     def checkpoint(self, partition: int) -> bytes:
         """The partition's changes since its last checkpoint (b"" when none)."""

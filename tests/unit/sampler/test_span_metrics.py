@@ -8,6 +8,7 @@ import asyncio
 import struct
 from collections import Counter
 
+import orjson
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -189,6 +190,52 @@ def test_every_span_is_counted_once_per_window_and_sent_as_otlp(tmp_path):
     asyncio.run(run())
 
 
+def pair(endpoint: dict | None) -> tuple[str, str] | None:
+    return None if endpoint is None else (endpoint["domain"], endpoint["resource"])
+
+
+def test_service_map_documents_are_published_per_window(tmp_path):
+    """Data Prepper's documents from the client -> server pairs, with the root's name."""
+
+    async def run():
+        stack = Stack(tmp_path, **METRICS_ON)
+        await scenario(stack)
+        docs = {}
+        for _partition, kind, _key, value in stack.outputs.metrics:
+            if kind == "service-map":
+                docs.update({doc["hashId"]: doc for doc in orjson.loads(value)})
+        relationships = {
+            (
+                d["serviceName"],
+                d["kind"],
+                pair(d["destination"]),
+                pair(d["target"]),
+                d["traceGroupName"],
+            )
+            for d in docs.values()
+        }
+        assert relationships == {
+            (
+                "web",
+                "SPAN_KIND_CLIENT",
+                ("api", "charge"),
+                None,
+                "GET /checkout",
+            ),
+            (
+                "api",
+                "SPAN_KIND_SERVER",
+                None,
+                ("api", "charge"),
+                "GET /checkout",
+            ),
+            ("web", None, None, None, "GET /checkout"),  # t3: web alone
+            ("api", None, None, None, "charge"),  # t4: api alone, its root is "charge"
+        }
+
+    asyncio.run(run())
+
+
 def test_windows_stay_open_until_decision_wait_and_grace_have_passed(tmp_path):
     async def run():
         stack = Stack(
@@ -202,6 +249,7 @@ def test_windows_stay_open_until_decision_wait_and_grace_have_passed(tmp_path):
         assert sorted(kind for _, kind, _, _ in stack.outputs.metrics) == [
             "red",
             "service-graph",
+            "service-map",
         ]
 
     asyncio.run(run())
