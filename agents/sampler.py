@@ -32,6 +32,7 @@ from pipeline.sampler.decisions import DecisionCache
 from pipeline.sampler.policy_source import PolicySource, seconds
 from pipeline.sampler.span_metrics import KIND_RED, KIND_SERVICE_GRAPH, KIND_SERVICE_MAP
 from pipeline.sampler.storage import RdictPartitions
+from pipeline.wire.metrics_json import CONTENT_TYPE_HEADER, CONTENT_TYPES
 from pipeline.wire.pieces import header_of
 
 log = structlog.get_logger(__name__)
@@ -108,9 +109,20 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
     async def send_dead_letter(value: bytes, reason: str):
         return await dlq_topic.send(value=value, headers={"reason": reason.encode()})
 
+    content_types = {
+        KIND_RED: CONTENT_TYPES[settings.span_metrics_encoding].encode(),
+        KIND_SERVICE_GRAPH: CONTENT_TYPES[settings.span_metrics_encoding].encode(),
+        KIND_SERVICE_MAP: b"application/json",
+    }
+
     async def send_metrics(partition: int, kind: str, key: bytes, value: bytes):
         # Same partition as the spans: a window's key names its partition and start.
-        return await metrics_topics[kind].send(key=key, value=value, partition=partition)
+        return await metrics_topics[kind].send(
+            key=key,
+            value=value,
+            partition=partition,
+            headers={CONTENT_TYPE_HEADER: content_types[kind]},
+        )
 
     return TraceSampler(
         settings,

@@ -37,13 +37,10 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from pipeline.metrics.otlp import CALLS, DURATION
+from pipeline.wire.metrics_json import MessageDecodeError, decode_any
 
 NANOS = 1_000_000_000
 ERROR_STATUS = "STATUS_CODE_ERROR"
@@ -191,8 +188,8 @@ def decode_red_message(value: bytes) -> list[WindowDelta]:
     are not an ``ExportMetricsServiceRequest``.
     """
     try:
-        request = ExportMetricsServiceRequest.FromString(value)
-    except DecodeError as exc:
+        request = decode_any(value)  # protobuf or OTLP/JSON
+    except MessageDecodeError as exc:
         raise ValueError(f"not an OTLP metrics request: {exc}") from None
     windows: dict[tuple[int, int], WindowDelta] = {}
 

@@ -42,6 +42,7 @@ from pipeline.metrics.prometheus import SpanMetricsCollector
 from pipeline.metrics.red import Dimension, RedAggregator, RedConfig
 from pipeline.metrics.service_graph import ServiceGraph
 from pipeline.metrics.service_map import service_map_documents
+from pipeline.wire.metrics_json import encode
 from pipeline.wire.otlp import ResourceRun, Span, TracesData, flat_spans
 
 KIND_RED = "red"
@@ -94,6 +95,7 @@ class SpanMetrics:
             max_series_per_service=settings.span_metrics_max_series_per_service,
         )
         self._partitions: dict[int, _Partition] = {}
+        self.encoding = settings.span_metrics_encoding  # of the red / service-graph topics
         # Cumulative Prometheus series of the windows this worker closed (see ``expose``).
         self.collector: SpanMetricsCollector | None = None
 
@@ -167,7 +169,7 @@ class SpanMetrics:
         ]
         for kind, start, request in closed:
             if request.resource_metrics:  # an empty request is not sent
-                yield kind, window_key(partition, start), request.SerializeToString()
+                yield kind, window_key(partition, start), encode(request, self.encoding)
         for window in graph_windows:
             if window.relationships or window.isolated:
                 docs = [doc for _, doc in service_map_documents(window)]

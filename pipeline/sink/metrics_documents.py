@@ -2,9 +2,9 @@
 
 Input: one message of ``<prefix>-red-metrics`` or ``<prefix>-service-graph``, as the
 sampler sends it (``pipeline.sampler.span_metrics``): an OTLP
-``ExportMetricsServiceRequest`` in DELTA temporality holding the closed window(s) of one
-partition (``pipeline.metrics.otlp`` says exactly what it holds), keyed partition (4 bytes)
-+ window start in unix nanoseconds (8), big-endian.
+``ExportMetricsServiceRequest`` (protobuf or OTLP/JSON) in DELTA temporality holding the
+closed window(s) of one partition (``pipeline.metrics.otlp`` says exactly what it holds),
+keyed partition (4 bytes) + window start in unix nanoseconds (8), big-endian.
 
 Output: one JSON document per data point, i.e. per series per window:
 
@@ -30,7 +30,7 @@ instead of adding to them. The OTLP names below are the metrics topics' wire con
 spelled here (the sink imports no code of the sampler's metrics library); the unit tests
 check them against ``pipeline.metrics``.
 
-Pure: protobuf and orjson only.
+Pure: protobuf, orjson and ``pipeline.wire`` only.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from pipeline.wire.metrics_json import MessageDecodeError, decode_any
 
 KIND_RED = "red"
 KIND_SERVICE_GRAPH = "service_graph"
@@ -203,9 +204,10 @@ def _documents_of_metric(
 
 
 def parse_request(value: bytes) -> ExportMetricsServiceRequest:
+    """Protobuf or OTLP/JSON (``span_metrics_encoding``), told apart by the first byte."""
     try:
-        return ExportMetricsServiceRequest.FromString(value)
-    except DecodeError as exc:
+        return decode_any(value)
+    except MessageDecodeError as exc:
         raise MetricsMessageError(f"not an ExportMetricsServiceRequest: {exc}") from exc
 
 

@@ -9,6 +9,8 @@ import uuid
 from collections import Counter
 
 import httpx
+import jsonschema
+import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -18,6 +20,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from pipeline.config.settings import Settings
 from pipeline.local.run import wait_until
+from pipeline.wire.metrics_json import json_schema
 from tests.integration.sampling_helpers import (
     BASE_NS,
     make_span,
@@ -52,6 +55,17 @@ def read_metrics(
     settings: Settings, topic: str, seconds: float
 ) -> list[tuple[bytes, ExportMetricsServiceRequest]]:
     """Every (key, decoded request) on ``<prefix>-<topic>``, read from offset 0 for ``seconds``."""
+    return [
+        (key, ExportMetricsServiceRequest.FromString(value))
+        for key, value in read_raw(settings, topic, seconds)
+    ]
+
+
+def read_raw(
+    settings: Settings, topic: str, seconds: float, headers: list | None = None
+) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) on ``<prefix>-<topic>``, from offset 0 for ``seconds``; the
+    messages' headers go to ``headers`` when given."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -68,7 +82,9 @@ def read_metrics(
             for message in consumer.consume(500, timeout=0.5):
                 if message.error() or not message.value():
                     continue
-                out.append((message.key(), ExportMetricsServiceRequest.FromString(message.value())))
+                out.append((message.key(), message.value()))
+                if headers is not None:
+                    headers.append(dict(message.headers() or []))
     finally:
         consumer.close()
     return out
@@ -217,6 +233,19 @@ def test_service_graph_topic_counts_every_edge_once(pipeline):
     assert totals == expected
     assert failed == expected_failed
     assert len(keys) == len(set(keys))
+    # The same traces' service-map documents (Data Prepper's shape) on <prefix>-service-map.
+    relationships = set()
+    for _key, value in read_raw(gateway, "service-map", 3):
+        for doc in orjson.loads(value):
+            if doc["serviceName"] in SG_SERVICES:
+                far = doc["destination"] or doc["target"]
+                relationships.add((doc["serviceName"], doc["kind"], far and far["domain"]))
+    assert relationships >= {
+        (FRONTEND, "SPAN_KIND_CLIENT", CHECKOUT),
+        (CHECKOUT, "SPAN_KIND_SERVER", CHECKOUT),
+        (CHECKOUT, "SPAN_KIND_PRODUCER", NOTIFIER),
+        (NOTIFIER, "SPAN_KIND_CONSUMER", NOTIFIER),
+    }
 
 
 def test_counts_stay_exact_when_a_worker_is_killed_mid_window(
@@ -335,3 +364,41 @@ def test_the_worker_exposes_cumulative_series_with_exemplars_to_prometheus(pipel
         and sample.exemplar is not None
     ]
     assert exemplars and all(len(labels["trace_id"]) == 32 for labels in exemplars)
+
+
+def test_the_topics_carry_otlp_json_when_asked(pipeline_settings: Settings, tmp_path):
+    """SPANSIEVE_SPAN_METRICS_ENCODING=json: OTLP/JSON that the published JSON Schema
+    accepts, a content-type header saying so, and the same counts."""
+    settings = pipeline_settings.model_copy(
+        update={
+            "span_metrics": True,
+            "span_metrics_encoding": "json",
+            "span_metrics_window": 2.0,
+            "span_metrics_grace": 1.0,
+        }
+    )
+    policies = "decision_wait: 2s\npolicies:\n  - {name: all, type: always_sample}\n"
+    with sampling_pipeline(settings, tmp_path, policies) as (gateway, _workers):
+        shift = time.time_ns() - BASE_NS
+        for n in range(6):
+            root = make_span(uuid.uuid4().bytes, name="GET /json", error=n == 0)
+            root.start_time_unix_nano += shift
+            root.end_time_unix_nano += shift
+            post(gateway, request_of({"json-web": [root]}))
+        schema = json_schema()
+        calls = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and calls < 6:
+            headers: list = []
+            messages = read_raw(gateway, "red-metrics", 3, headers)
+            calls = 0
+            for (_key, value), header in zip(messages, headers, strict=True):
+                assert header["content-type"] == b"application/json"
+                document = orjson.loads(value)
+                jsonschema.validate(document, schema)
+                for rm in document["resourceMetrics"]:
+                    for sm in rm["scopeMetrics"]:
+                        for metric in sm["metrics"]:
+                            if metric["name"] == "traces.span.metrics.calls":
+                                calls += sum(int(p["asInt"]) for p in metric["sum"]["dataPoints"])
+        assert calls == 6
