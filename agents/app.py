@@ -52,9 +52,13 @@ def create_app(settings: Settings) -> faust.App:
         # Prometheus does by default; the classic text format otherwise.
         accept = request.headers.get("Accept", "")
         media_types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+        # ?name[]=...: only those series, as prometheus_client's own handler allows; a
+        # poller that needs one counter then does not render every span-metric series.
+        names = request.query.getall("name[]", [])
+        registry = REGISTRY.restricted_registry(names) if names else REGISTRY
         if "application/openmetrics-text" in media_types:
-            return web.bytes(generate_openmetrics(REGISTRY), content_type=OPENMETRICS_TEXT)
-        return web.bytes(generate_latest(), content_type=PROMETHEUS_TEXT)
+            return web.bytes(generate_openmetrics(registry), content_type=OPENMETRICS_TEXT)
+        return web.bytes(generate_latest(registry), content_type=PROMETHEUS_TEXT)
 
     register_memory_trim(app)
     for role in roles:

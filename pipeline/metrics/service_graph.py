@@ -47,6 +47,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
@@ -88,9 +89,9 @@ _STATUS_ERROR = 2
 _NANOS = 1_000_000_000
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class EdgeKey:
-    """Prometheus labels ``client``, ``server``, ``connection_type``."""
+class EdgeKey(NamedTuple):
+    """Prometheus labels ``client``, ``server``, ``connection_type`` (a named tuple: made
+    once per edge per trace, it must be cheap to build)."""
 
     client: str
     server: str
@@ -367,17 +368,10 @@ class ServiceGraph:
                 service = services[raw] = _service_name(res.attributes)
             if service is None:
                 continue
-            for span in spans[first:last]:
+            for i in range(first, last):
+                span = spans[i]
                 kind = span.kind
-                entry = (
-                    span,
-                    service,
-                    kind,
-                    res,
-                    span.status.code,
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano,
-                )
+                entry = (i, service, kind, res)
                 if kind in (_CLIENT, _PRODUCER):
                     clients.append(entry)
                 elif kind in (_SERVER, _CONSUMER):
@@ -390,42 +384,47 @@ class ServiceGraph:
                         root_name = span.name
                     if span.end_time_unix_nano > trace_end:
                         trace_end = span.end_time_unix_nano
-        self.add_sides(clients, servers, trace_id, kept, services=None)
+        codes = [span.status.code for span in spans]
+        times = [(span.start_time_unix_nano, span.end_time_unix_nano) for span in spans]
+        self.add_sides(spans, codes, times, clients, servers, trace_id, kept, services=None)
         if service_map and by_id:
-            self._add_service_map(by_id, root_name, trace_end)
+            self._add_service_map(spans, by_id, root_name, trace_end)
 
     def add_sides(
         self,
+        spans: list[Span],
+        codes: list[int],
+        times: list[tuple[int, int]],
         clients: list[tuple],
         servers: list[tuple],
         trace_id: bytes,
         kept: bool,
         services: set[str] | None = None,
-        spans: list[Span] | None = None,
     ) -> None:
         """Pair one trace's client-side and server-side spans and count the edges.
 
-        Entries are ``(span, service, kind, resource, status code, start, end)`` of
-        resources that name their service, in trace order (``RedAggregator.add_spans``
-        gathers them in its pass).
+        ``spans``, ``codes``, ``times``: the trace's flat spans and their status codes
+        and (start, end) times. Entries of ``clients`` and ``servers`` are ``(index,
+        service, kind, resource)`` of spans of resources that name their service, in trace
+        order (``RedAggregator.add_spans`` gathers them in its pass).
 
         ``services`` (the trace's named services) turns on the service map from the
-        pairs (see :meth:`_map_from_pairs`); ``spans`` (all of the trace's spans) is only
-        read to find the root's name when no server-side span is the root.
+        pairs (see :meth:`_map_from_pairs`).
         """
         # Server-side children of client-side spans: first child wins; roots -> "user".
         child_of: dict[bytes, tuple] = {}
         root: tuple | None = None
         for entry in servers:
-            parent = entry[0].parent_span_id
+            i = entry[0]
+            parent = spans[i].parent_span_id
             if not parent:
                 if root is None:
                     root = entry
-                _, service, _, _, code, start, end = entry
+                start, end = times[i]
                 self._record(
                     end,
-                    EdgeKey(VIRTUAL_CLIENT, service, CONNECTION_VIRTUAL_NODE),
-                    code == _STATUS_ERROR,
+                    EdgeKey(VIRTUAL_CLIENT, entry[1], CONNECTION_VIRTUAL_NODE),
+                    codes[i] == _STATUS_ERROR,
                     0.0,
                     _seconds(start, end),
                     trace_id,
@@ -436,9 +435,11 @@ class ServiceGraph:
 
         db_attrs = self.db_attributes
         resource_db_names: dict[int, str | None] = {}  # by id() of the trace's resources
-        for span, service, kind, res, code, start, end in clients:
+        for i, service, kind, res in clients:
+            span = spans[i]
+            start, end = times[i]
             client_s = _seconds(start, end)
-            failed = code == _STATUS_ERROR
+            failed = codes[i] == _STATUS_ERROR
             db_name = resource_db_names.get(id(res), _UNSET)
             if db_name is _UNSET:
                 attributes = res.attributes
@@ -453,12 +454,13 @@ class ServiceGraph:
             else:
                 child = child_of.get(span.span_id)
                 if child is not None:
+                    c = child[0]
                     messaging = kind == _PRODUCER or child[2] == _CONSUMER
                     key = EdgeKey(
                         service, child[1], CONNECTION_MESSAGING if messaging else CONNECTION_NONE
                     )
-                    server_s = _seconds(child[5], child[6])
-                    failed = failed or child[4] == _STATUS_ERROR
+                    server_s = _seconds(*times[c])
+                    failed = failed or codes[c] == _STATUS_ERROR
                 else:
                     peer = _str_attr(span.attributes, self.peer_attributes) or UNKNOWN_PEER
                     key = EdgeKey(service, peer, CONNECTION_VIRTUAL_NODE)
@@ -466,16 +468,17 @@ class ServiceGraph:
             self._record(end, key, failed, client_s, server_s, trace_id, kept)
 
         if services is not None and self.service_map:
-            self._map_from_pairs(child_of, clients, servers, root, services, spans)
+            self._map_from_pairs(spans, times, child_of, clients, servers, root, services)
 
     def _map_from_pairs(
         self,
+        spans: list[Span],
+        times: list[tuple[int, int]],
         child_of: dict[bytes, tuple],
         clients: list[tuple],
         servers: list[tuple],
         root: tuple | None,
         services: set[str],
-        spans: list[Span] | None,
     ) -> None:
         """Data Prepper's service-map relationships, from the pairs the graph made.
 
@@ -484,18 +487,18 @@ class ServiceGraph:
         which spares indexing every span of every trace by id.
         """
         if root is not None:
-            root_name: str | None = root[0].name
-            end = root[6]
+            root_name: str | None = spans[root[0]].name
+            end = times[root[0]][1]
         else:
-            root_name = next((sp.name for sp in spans or () if not sp.parent_span_id), None)
-            end = max(entry[6] for entry in (*clients, *servers)) if clients or servers else 0
+            root_name = next((sp.name for sp in spans if not sp.parent_span_id), None)
+            end = max((times[entry[0]][1] for entry in (*clients, *servers)), default=0)
         if not end:
             return
         window = self._window(end, count_late=False)
         paired: set[str] = set()
         if root_name is not None:
             for client in clients:
-                child = child_of.get(client[0].span_id)
+                child = child_of.get(spans[client[0]].span_id)
                 if child is None or child[1] == client[1]:
                     continue
                 paired.add(client[1])
@@ -506,18 +509,22 @@ class ServiceGraph:
                         span_kind_name(client[2]),
                         child[1],
                         span_kind_name(child[2]),
-                        child[0].name,
+                        spans[child[0]].name,
                         root_name,
                     )
                 )
+        isolated = window.isolated
         for service in services - paired:
-            window.isolated.add(IsolatedService(service, root_name))
+            isolated.add((service, root_name))  # an IsolatedService's fields
 
-    def _add_service_map(self, by_id: dict[bytes, tuple], root_name: str | None, end: int) -> None:
+    def _add_service_map(
+        self, spans: list[Span], by_id: dict[bytes, tuple], root_name: str | None, end: int
+    ) -> None:
         rels: set[ServiceMapRelationship] = set()
         services: set[str] = set()
         paired: set[str] = set()
-        for span, service, kind, *_ in by_id.values():
+        for i, service, kind, _ in by_id.values():
+            span = spans[i]
             services.add(service)
             parent = by_id.get(span.parent_span_id) if span.parent_span_id else None
             if parent is None or root_name is None or parent[1] == service:
@@ -537,5 +544,6 @@ class ServiceGraph:
         # Late service-map entries follow the same rule (but are not counted in late_edges).
         window = self._window(end, count_late=False)
         window.relationships |= rels
+        isolated = window.isolated
         for service in services - paired:
-            window.isolated.add(IsolatedService(service, root_name))
+            isolated.add((service, root_name))  # an IsolatedService's fields

@@ -137,7 +137,8 @@ def documents(
             if doc["hashId"] not in seen:
                 seen.add(doc["hashId"])
                 yield doc["hashId"], doc
-    for node in sorted(isolated, key=lambda n: (n.service, n.trace_group or "")):
+    nodes = (IsolatedService(*node) for node in isolated)  # plain (service, group) too
+    for node in sorted(nodes, key=lambda n: (n.service, n.trace_group or "")):
         doc = isolated_document(node)
         if doc["hashId"] not in seen:
             seen.add(doc["hashId"])

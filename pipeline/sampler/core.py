@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
+from time import thread_time
 
 import structlog
 
@@ -100,6 +101,7 @@ class TraceSampler:
         # Span metrics (settings.span_metrics, off by default): see sampler.span_metrics.
         self.send_metrics = send_metrics
         self.span_metrics: SpanMetrics | None = None
+        self._span_metrics_cpu_published = 0.0
         if settings.span_metrics:
             if send_metrics is None:
                 raise ValueError("span_metrics is on but the sampler has no send_metrics")
@@ -376,6 +378,9 @@ class TraceSampler:
         if self.span_metrics is not None:
             # Checkpoints must outlive the windows they count into.
             self.cache.keep_for = self._window_lifetime()
+            spent = self.span_metrics.cpu_seconds
+            metrics.SPAN_METRICS_CPU.inc(spent - self._span_metrics_cpu_published)
+            self._span_metrics_cpu_published = spent
         self.cache.expire(partition, now)
         traces, size = self.buffer.counts()
         metrics.TRACES_BUFFERED.set(traces)
@@ -426,6 +431,8 @@ class TraceSampler:
         self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
         if self.span_metrics is not None:
             # Before tag_spans: the sampling.policy attribute is not a span attribute.
+            # Timed with the reads of codes and times the policies may not have made.
+            started = thread_time()
             self.span_metrics.add_spans(
                 partition,
                 view.spans,
@@ -435,6 +442,7 @@ class TraceSampler:
                 codes=view.status_codes,
                 times=view.times,
             )
+            self.span_metrics.cpu_seconds += thread_time() - started
         if verdict.sampled:
             tag_spans(data, policy)
             sent = await self.send_kept(partition, trace_id, data.SerializeToString())

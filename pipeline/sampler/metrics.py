@@ -61,3 +61,8 @@ SPANS_RESENT = Counter(
     "Spans of kept traces sent again after a takeover: the previous owner may have died "
     "before Kafka acknowledged them",
 )
+SPAN_METRICS_CPU = Counter(
+    "spansieve_sampler_span_metrics_cpu_seconds",
+    "CPU seconds of the sampler's thread spent on span metrics (RED, service graph, "
+    "checkpoints, closing windows): their cost, measured where it is paid",
+)

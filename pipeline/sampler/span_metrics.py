@@ -33,6 +33,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from time import thread_time
 
 import orjson
 
@@ -96,6 +97,9 @@ class SpanMetrics:
         )
         self._partitions: dict[int, _Partition] = {}
         self.encoding = settings.span_metrics_encoding  # of the red / service-graph topics
+        # CPU seconds (this thread's) spent on span metrics: the cost is measured inside
+        # the worker, where it is paid (the sampler publishes it on /metrics).
+        self.cpu_seconds = 0.0
         # Cumulative Prometheus series of the windows this worker closed (see ``expose``).
         self.collector: SpanMetricsCollector | None = None
 
@@ -115,8 +119,10 @@ class SpanMetrics:
 
     def add(self, partition: int, data: TracesData, trace_id: bytes, kept: bool) -> None:
         """Count the spans of ``data`` (one trace, or late spans of one trace)."""
+        started = thread_time()
         spans, runs = flat_spans(data.resource_spans)
         self.add_spans(partition, spans, runs, trace_id, kept)
+        self.cpu_seconds += thread_time() - started
 
     def add_spans(
         self,
@@ -129,11 +135,16 @@ class SpanMetrics:
         times: list[tuple[int, int]] | None = None,
     ) -> None:
         """Count one trace's spans already flattened (the policies' ``TraceView`` did it,
-        and may have read their status codes and times too)."""
+        and may have read their status codes and times too). Not timed here: the caller
+        adds the time to :attr:`cpu_seconds` (with the reads it makes for this call)."""
         held = self._of(partition)
         clients: list[tuple] = []
         servers: list[tuple] = []
         services: set[str] = set()
+        if codes is None:
+            codes = [span.status.code for span in spans]
+        if times is None:
+            times = [(span.start_time_unix_nano, span.end_time_unix_nano) for span in spans]
         # One walk over the spans: the RED pass also gathers what the graph pairs.
         held.red.add_spans(
             spans,
@@ -145,13 +156,21 @@ class SpanMetrics:
             times=times,
         )
         if services:
-            held.graph.add_sides(clients, servers, trace_id, kept, services, spans)
+            held.graph.add_sides(spans, codes, times, clients, servers, trace_id, kept, services)
 
-    def close(self, partition: int, watermark_seconds: float) -> Iterator[tuple[str, bytes, bytes]]:
+    def close(self, partition: int, watermark_seconds: float) -> list[tuple[str, bytes, bytes]]:
         """Close the partition's windows ending at or before the watermark (event time).
 
-        Yields (kind, key, value) per closed window with something in it, oldest first.
+        Returns (kind, key, value) per closed window with something in it, oldest first.
         """
+        started = thread_time()
+        closed = list(self._close(partition, watermark_seconds))
+        self.cpu_seconds += thread_time() - started
+        return closed
+
+    def _close(
+        self, partition: int, watermark_seconds: float
+    ) -> Iterator[tuple[str, bytes, bytes]]:
         held = self._partitions.get(partition)
         if held is None:
             return
@@ -181,10 +200,11 @@ class SpanMetrics:
         held = self._partitions.get(partition)
         if held is None:
             return b""
+        started = thread_time()
         red, graph = held.red.checkpoint(), held.graph.checkpoint()
-        if red is None and graph is None:
-            return b""
-        return orjson.dumps({"red": red, "graph": graph})
+        saved = b"" if red is None and graph is None else orjson.dumps({"red": red, "graph": graph})
+        self.cpu_seconds += thread_time() - started
+        return saved
 
     def restore(self, partition: int, checkpoints: list[bytes]) -> None:
         """Rebuild the partition's open windows from its saved checkpoints, oldest first."""
