@@ -3,6 +3,7 @@ on the red-metrics topic, read with confluent-kafka and decoded with opentelemet
 
 from __future__ import annotations
 
+import bisect
 import random
 import time
 import uuid
@@ -402,3 +403,111 @@ def test_the_topics_carry_otlp_json_when_asked(pipeline_settings: Settings, tmp_
                             if metric["name"] == "traces.span.metrics.calls":
                                 calls += sum(int(p["asInt"]) for p in metric["sum"]["dataPoints"])
         assert calls == 6
+
+
+DEFAULT_BOUNDS_MS = (2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10000, 15000)
+
+
+def red_series(settings: Settings, seconds: float) -> dict:
+    """(window start, service, span name, status code) -> [calls, bucket counts] summed
+    over partitions, from the red-metrics topic (the last message of each key)."""
+    series: dict = {}
+    for request in dict(read_metrics(settings, "red-metrics", seconds)).values():
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != "traces.span.metrics.duration":
+                        continue
+                    for point in metric.histogram.data_points:
+                        attrs = {kv.key: kv.value.string_value for kv in point.attributes}
+                        key = (
+                            point.start_time_unix_nano,
+                            attrs["service.name"],
+                            attrs["span.name"],
+                            attrs["status.code"],
+                        )
+                        calls, buckets = series.get(key, (0, [0] * (len(DEFAULT_BOUNDS_MS) + 1)))
+                        series[key] = (
+                            calls + point.count,
+                            [a + b for a, b in zip(buckets, point.bucket_counts, strict=True)],
+                        )
+    return series
+
+
+def test_exact_calls_errors_and_buckets_over_several_windows_and_partitions(pipeline):
+    """Known spans: three windows, durations in five buckets, errors; one trace per span
+    so the traces spread over every partition."""
+    gateway, _ = pipeline
+    window_ns = 2_000_000_000
+    now = time.time_ns()
+    # Spans end in the next three windows: a span's window must still be open when its
+    # trace is decided (decision_wait later), or it counts, late, into the oldest open one.
+    first_window = now - now % window_ns + window_ns
+    durations_ms = (1, 5, 30, 300, 3000)
+    expected: dict = {}
+    for window in range(3):
+        for n in range(20):
+            duration = durations_ms[n % len(durations_ms)]
+            error = n % 7 == 0
+            end = first_window + window * window_ns + 100_000_000 + n * 50_000_000
+            span = make_span(uuid.uuid4().bytes, name="GET /exact", error=error)
+            span.end_time_unix_nano = end
+            span.start_time_unix_nano = end - duration * 1_000_000
+            post(gateway, request_of({"exact-web": [span]}))
+            key = (
+                first_window + window * window_ns,
+                "exact-web",
+                "GET /exact",
+                "STATUS_CODE_ERROR" if error else "STATUS_CODE_UNSET",
+            )
+            calls, buckets = expected.get(key, (0, [0] * (len(DEFAULT_BOUNDS_MS) + 1)))
+            buckets[bisect.bisect_left(DEFAULT_BOUNDS_MS, duration)] += 1
+            expected[key] = (calls + 1, buckets)
+    deadline = time.monotonic() + 60
+    found: dict = {}
+    while time.monotonic() < deadline:
+        found = {k: v for k, v in red_series(gateway, 3).items() if k[1] == "exact-web"}
+        if found == expected:
+            break
+    assert found == expected
+
+
+def test_the_overflow_series_once_a_service_has_too_many(pipeline_settings: Settings, tmp_path):
+    """max_series_per_service 3: one trace of 8 differently named spans of one service
+    (so one partition, one window) gives 3 series and an overflow series of 5 calls."""
+    settings = pipeline_settings.model_copy(
+        update={
+            "span_metrics": True,
+            "span_metrics_window": 2.0,
+            "span_metrics_grace": 1.0,
+            "span_metrics_max_series_per_service": 3,
+        }
+    )
+    policies = "decision_wait: 2s\npolicies:\n  - {name: all, type: always_sample}\n"
+    with sampling_pipeline(settings, tmp_path, policies) as (gateway, _workers):
+        trace_id = uuid.uuid4().bytes
+        shift = time.time_ns() + 1_000_000_000 - BASE_NS
+        root = make_span(trace_id, name="n0")
+        spans = [root] + [make_span(trace_id, root.span_id, f"n{k}") for k in range(1, 8)]
+        for span in spans:
+            span.start_time_unix_nano += shift
+            span.end_time_unix_nano += shift
+        post(gateway, request_of({"ovf": spans}))
+        series: Counter = Counter()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(series.values()) < 8:
+            series = Counter()
+            for _key, request in read_metrics(gateway, "red-metrics", 3):
+                for rm in request.resource_metrics:
+                    for sm in rm.scope_metrics:
+                        for metric in sm.metrics:
+                            if metric.name != "traces.span.metrics.calls":
+                                continue
+                            for point in metric.sum.data_points:
+                                attrs = {kv.key: kv.value for kv in point.attributes}
+                                overflow = attrs.get("otel.metric.overflow")
+                                name = "overflow" if overflow and overflow.bool_value else None
+                                series[name or attrs["span.name"].string_value] += point.as_int
+    assert sum(series.values()) == 8
+    assert series["overflow"] == 5
+    assert len(series) == 4  # three named series and the overflow series

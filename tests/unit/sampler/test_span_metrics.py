@@ -16,8 +16,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from pipeline.sampler import metrics
 from tests.unit.sampler.harness import (
     NS,
+    POLICIES,
     T0,
     FakeClock,
     Gateway,
@@ -355,3 +357,36 @@ def test_counts_are_exact_when_a_worker_dies_and_another_takes_over(tmp_path, ki
         return red_calls(stack.outputs), graph_edges(stack.outputs)
 
     assert asyncio.run(takeover()) == asyncio.run(reference())
+
+
+def total_calls(outputs) -> int:
+    return sum(red_calls(outputs).values())
+
+
+def test_traces_decided_early_are_counted_once_with_their_later_spans(tmp_path):
+    """A trace dropped for its size (its later spans follow the cached drop) and traces
+    decided early because the buffer is over num_traces: every span counted once."""
+    policies = (
+        POLICIES.replace("num_traces: 1000", "num_traces: 3") + "maximum_trace_size_bytes: 1500\n"
+    )
+
+    oversized, early = metrics.TRACES_OVERSIZED._value.get(), metrics.EARLY_DECISIONS._value.get()
+
+    async def run():
+        stack = Stack(tmp_path, policies=policies, **METRICS_ON)
+        huge = TraceMaker(start=T0)
+        await stack.export(huge.request(5, root=True))
+        await stack.seconds(1)
+        await stack.export(huge.request(30))  # over 1500 bytes: dropped at once
+        await stack.export(huge.request(4))  # later spans: the cached drop, counted late
+        small = [TraceMaker(start=T0) for _ in range(6)]  # over num_traces 3: early
+        for trace in small:
+            await stack.export(trace.request(2, root=True))
+            await stack.worker.consume()
+        await stack.seconds(30)
+        assert stack.worker.sampler.buffer.counts() == (0, 0)
+        return total_calls(stack.outputs)
+
+    assert asyncio.run(run()) == 5 + 30 + 4 + 6 * 2
+    assert metrics.TRACES_OVERSIZED._value.get() == oversized + 1
+    assert metrics.EARLY_DECISIONS._value.get() > early
