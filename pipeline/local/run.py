@@ -97,7 +97,10 @@ def stop_components(children: list[subprocess.Popen]) -> None:
 
 def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
     """Stack up, gateway, worker and query API up, demo trace through; returns an exit
-    status."""
+    status. Span metrics are on unless SPANSIEVE_SPAN_METRICS says otherwise: the demo
+    shows what they give."""
+    if "span_metrics" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"span_metrics": True})
     try:
         stack_up(settings)
     except StackError as exc:
@@ -159,6 +162,15 @@ def run_everything(settings: Settings, exit_after_demo: bool = False) -> int:
             f"  curl '{search}?q=traceFields.error:true&size=3&pretty'\n"
             f"  curl '{query_api}/api/traces?tag=error:true&limit=3'"
         )
+        if settings.span_metrics:
+            metrics_index = f"{settings.store_index_prefix}spansieve-metrics-*"
+            console.print(
+                "Span metrics (RED and service graph of every span, kept or dropped), "
+                f"~{settings.decision_wait + settings.span_metrics_window:.0f} s behind:\n"
+                "  spansieve metrics top\n"
+                f"  curl -H 'Accept: application/openmetrics-text' {worker_web}metrics\n"
+                f"  curl '{settings.opensearch_url}/{metrics_index}/_search?size=3&pretty'"
+            )
         console.print("Pipeline running; Ctrl-C stops it (`spansieve stack down` stops the stack).")
         while all(child.poll() is None for child in children):
             time.sleep(1)
