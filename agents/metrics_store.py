@@ -19,10 +19,11 @@ import structlog
 from agents.topics import raw_topic
 from pipeline.config.settings import Settings
 from pipeline.sink.metrics_writer import MetricsWriter
+from pipeline.sink.service_map_writer import ServiceMapWriter
 
 log = structlog.get_logger(__name__)
 
-BATCH_MESSAGES = 100  # a message is one partition's window: tens to thousands of series
+BATCH_MESSAGES = 100  # a message is one partition's window: tens to thousands of documents
 BATCH_SECONDS = 1.0
 METRICS_TOPICS = ("red-metrics", "service-graph")
 
@@ -49,12 +50,17 @@ def register_metrics_store(app: faust.App, settings: Settings) -> None:
 
     for name in METRICS_TOPICS:
         app.agent(raw_topic(app, settings, name), name=f"metrics-store-{name}")(
-            _store_batches(writer)
+            store_batches(writer)
         )
 
 
-def _store_batches(writer: MetricsWriter):
-    async def store_metrics(stream: faust.Stream) -> None:
+def store_batches(writer: MetricsWriter | ServiceMapWriter):
+    """An agent body: batches of messages written by ``writer``, acknowledged once settled.
+
+    Shared by the metrics store and the service-map store (``agents.service_map_store``).
+    """
+
+    async def store(stream: faust.Stream) -> None:
         try:
             async for events in stream.noack_take(BATCH_MESSAGES, BATCH_SECONDS):
                 result = await writer.write([(event.key, event.value) for event in events])
@@ -62,13 +68,13 @@ def _store_batches(writer: MetricsWriter):
                 for event in events:  # only now may Faust commit these offsets
                     await stream.ack(event)
         except Exception as exc:
-            _exit(exc)
+            # Restarting the agent in place would leave the failed batch unacked forever
+            # (commits stall behind it); exit instead, so the group replays from the last
+            # commit.
+            log.error(
+                f"{writer.name} store failed; exiting so that a restart replays safely",
+                exc_info=exc,
+            )
+            os._exit(70)
 
-    return store_metrics
-
-
-def _exit(exc: BaseException) -> None:
-    """Restarting the agent in place would leave the failed batch unacked forever (commits
-    stall behind it); exit instead, so that the group replays from the last commit."""
-    log.error("metrics store failed; exiting so that a restart replays safely", exc_info=exc)
-    os._exit(70)
+    return store

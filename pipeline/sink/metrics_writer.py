@@ -23,20 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import orjson
 import structlog
-from opensearchpy import AsyncOpenSearch, OpenSearch
-from opensearchpy.exceptions import RequestError, TransportError
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import RequestError
 from prometheus_client import Counter
 
 from pipeline.config.settings import Settings
 from pipeline.sink.batches import DeadLetter
-from pipeline.sink.bulk import FILTER_PATH, SPLIT_STATUSES, Backoff, classify_item
+from pipeline.sink.document_store import (
+    DocumentWriter,
+    IndexedDocument,
+    SendDeadLetter,
+    StoreBatchResult,
+    StoreCounters,
+)
 from pipeline.sink.metrics_documents import MetricDocument, MetricsMessageError, metric_documents
-from pipeline.store.client import OrjsonSerializer
 from pipeline.store.metrics_indices import (
     install_metrics_template,
     metrics_index,
@@ -51,7 +55,6 @@ from pipeline.store.metrics_lifecycle import (
 log = structlog.get_logger(__name__)
 
 SETUP_RETRY_SECONDS = 5.0
-STAGE = b"metrics-store"
 
 DOCUMENTS_INDEXED = Counter(
     "spansieve_metrics_store_documents_indexed_total",
@@ -74,80 +77,24 @@ INDICES_DELETED = Counter(
     "Monthly span-metrics indices deleted by the retention pass",
 )
 
-# Parks what can never be indexed (value, headers); the awaitable it returns settles once
-# Kafka acknowledged it (as for the span sink).
-SendDeadLetter = Callable[[bytes, dict[str, bytes]], Awaitable[Awaitable]]
-
-
-@dataclass(frozen=True, slots=True)
-class IndexedDocument:
-    """A document bound for one index: ``_index``, ``_id`` and its JSON source."""
-
-    index: str
-    id: str
-    source: bytes
-
-    def lines(self) -> bytes:
-        action = orjson.dumps({"index": {"_index": self.index, "_id": self.id}})
-        return action + b"\n" + self.source + b"\n"
-
 
 @dataclass
-class MetricsBatchResult:
+class MetricsBatchResult(StoreBatchResult):
     """Outcome of one batch of metrics messages."""
 
-    indexed: int = 0
     expired: int = 0
-    dead: list[DeadLetter] = field(default_factory=list)
-    retry_rounds: int = 0
 
 
-@dataclass
-class _Outcome:
-    indexed: int = 0
-    retry: list[IndexedDocument] = field(default_factory=list)
-    rejected: list[tuple[IndexedDocument, str, str]] = field(default_factory=list)
-    reason: str = ""
-
-    def add(self, other: _Outcome) -> None:
-        self.indexed += other.indexed
-        self.retry.extend(other.retry)
-        self.rejected.extend(other.rejected)
-        self.reason = self.reason or other.reason
-
-
-def chunks(docs: list[IndexedDocument], max_bytes: int) -> list[list[IndexedDocument]]:
-    """Documents grouped into ``_bulk`` bodies of at most ``max_bytes`` (one may exceed it)."""
-    out: list[list[IndexedDocument]] = []
-    chunk: list[IndexedDocument] = []
-    size = 0
-    for doc in docs:
-        doc_size = len(doc.source) + len(doc.index) + len(doc.id) + 40
-        if chunk and size + doc_size > max_bytes:
-            out.append(chunk)
-            chunk, size = [], 0
-        chunk.append(doc)
-        size += doc_size
-    if chunk:
-        out.append(chunk)
-    return out
-
-
-class MetricsWriter:
+class MetricsWriter(DocumentWriter):
     """The metrics store's state: OpenSearch client, template installation, DLQ."""
 
+    name = "metrics"
+    stage = b"metrics-store"
+
     def __init__(self, settings: Settings, send_dead_letter: SendDeadLetter) -> None:
-        self.settings = settings
+        super().__init__(settings, send_dead_letter, StoreCounters(RETRIES, DEAD_LETTERS))
         self.base = metrics_index_base(settings)
         self.retention = metrics_retention_seconds(settings)
-        self.send_dead_letter = send_dead_letter
-        self.client = AsyncOpenSearch(
-            hosts=[settings.opensearch_url],
-            timeout=settings.store_request_timeout,
-            max_retries=0,  # retried here, with backoff and forever
-            serializer=OrjsonSerializer(),
-            maxsize=2,
-        )
         self.installed = asyncio.Event()
         self._indices: set[str] = set()  # monthly indices known to exist
 
@@ -220,55 +167,21 @@ class MetricsWriter:
         """Index one batch of metrics messages (key, value); returns once all are settled."""
         await self.installed.wait()
         result = MetricsBatchResult()
-        pending = self.documents(messages, result)
-        backoff = Backoff(maximum=self.settings.store_max_backoff)
-        while pending:
-            outcome = await self._round(pending)
-            result.indexed += outcome.indexed
-            for doc, error_type, reason in outcome.rejected:
-                headers = {"document-id": doc.id.encode(), "index": doc.index.encode()}
-                result.dead.append(
-                    DeadLetter(doc.source, error_type, f"{error_type}: {reason}", headers)
-                )
-            pending = outcome.retry
-            if pending:
-                result.retry_rounds += 1
-                RETRIES.inc()
-                if on_retry is not None:
-                    on_retry(outcome.reason, result.retry_rounds)
-                if result.retry_rounds == 1 or result.retry_rounds % 10 == 0:
-                    log.warning(
-                        "metrics bulk failed; retrying",
-                        reason=outcome.reason[:500],
-                        attempt=result.retry_rounds,
-                    )
-                await asyncio.sleep(backoff.next())
+        await self.index_documents(self.documents(messages, result), result, on_retry)
         return result
 
     async def settle(self, result: MetricsBatchResult) -> None:
         """After a batch: dead letters acknowledged by Kafka, counters."""
-        if result.dead:
-            sent = []
-            for letter in result.dead:
-                headers = {"reason": letter.reason.encode(), "stage": STAGE, **letter.headers}
-                sent.append(await self.send_dead_letter(letter.value, headers))
-                DEAD_LETTERS.labels(letter.kind).inc()
-            await asyncio.gather(*sent)
-            log.error(
-                "metrics sent to the dlq",
-                count=len(result.dead),
-                topic=self.settings.topic("dlq"),
-                first_reason=result.dead[0].reason[:500],
-            )
+        await self.send_dead_letters(result)
         DOCUMENTS_INDEXED.inc(result.indexed)
         if result.expired:
             EXPIRED_SKIPPED.inc(result.expired)
 
-    # --- one round of _bulk -------------------------------------------------------------
+    # --- indices ------------------------------------------------------------------------
 
-    async def _ensure_indices(self, names: set[str]) -> None:
+    async def prepare(self, docs: list[IndexedDocument]) -> None:
         """Create the monthly indices not known to exist (from the template)."""
-        for name in sorted(names - self._indices):
+        for name in sorted({doc.index for doc in docs} - self._indices):
             try:
                 await self.client.indices.create(index=name)
                 log.info("metrics index created", index=name)
@@ -277,53 +190,6 @@ class MetricsWriter:
                     raise
             self._indices.add(name)
 
-    async def _round(self, docs: list[IndexedDocument]) -> _Outcome:
-        """Send every document once; collect what must be retried."""
-        try:
-            await self._ensure_indices({doc.index for doc in docs})
-        except (TransportError, TimeoutError, OSError) as exc:
-            return _Outcome(retry=docs, reason=f"creating a metrics index: {exc!r}")
-        merged = _Outcome()
-        for chunk in chunks(docs, self.settings.store_bulk_bytes):
-            merged.add(await self._send(chunk))
-        return merged
-
-    async def _send(self, chunk: list[IndexedDocument]) -> _Outcome:
-        try:
-            response = await self.client.bulk(
-                body=b"".join(doc.lines() for doc in chunk),
-                filter_path=FILTER_PATH,
-                request_timeout=self.settings.store_request_timeout,
-            )
-        except TransportError as exc:
-            status = exc.status_code if isinstance(exc.status_code, int) else 0
-            if status in SPLIT_STATUSES:
-                return await self._split(chunk, exc)
-            return _Outcome(retry=chunk, reason=f"http {status}: {exc.error}")
-        except (TimeoutError, OSError) as exc:
-            return _Outcome(retry=chunk, reason=f"request failed: {exc!r}")
-        if not response.get("errors"):
-            return _Outcome(indexed=len(chunk))
-        outcome = _Outcome()
-        for doc, item in zip(chunk, response["items"], strict=True):
-            verdict, error_type, reason = classify_item(item)
-            if verdict == "ok":
-                outcome.indexed += 1
-            elif verdict == "retry":
-                outcome.retry.append(doc)
-                outcome.reason = outcome.reason or f"{error_type}: {reason}"
-                if error_type == "index_not_found_exception":
-                    self._indices.discard(doc.index)  # deleted under us: create it again
-            else:
-                outcome.rejected.append((doc, error_type, reason))
-        return outcome
-
-    async def _split(self, chunk: list[IndexedDocument], exc: TransportError) -> _Outcome:
-        if len(chunk) == 1:
-            reason = f"request refused ({exc.status_code}): {exc.error}"
-            return _Outcome(rejected=[(chunk[0], str(exc.error), reason)])
-        middle = len(chunk) // 2
-        merged = _Outcome()
-        for half in (chunk[:middle], chunk[middle:]):
-            merged.add(await self._send(half))
-        return merged
+    async def index_missing(self, indices: set[str]) -> None:
+        """Deleted under us: created again before the next round."""
+        self._indices -= indices

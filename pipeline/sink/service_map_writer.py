@@ -29,27 +29,30 @@ metrics store calls ``MetricsWriter``:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
-from opensearchpy import AsyncOpenSearch, OpenSearch
-from opensearchpy.exceptions import RequestError, TransportError
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import RequestError
 from prometheus_client import Counter
 
 from pipeline.config.settings import Settings
 from pipeline.sink.batches import DeadLetter
-from pipeline.sink.bulk import FILTER_PATH, SPLIT_STATUSES, Backoff, classify_item
-from pipeline.sink.metrics_writer import IndexedDocument, chunks
-from pipeline.store.client import OrjsonSerializer
+from pipeline.sink.document_store import (
+    DocumentWriter,
+    IndexedDocument,
+    SendDeadLetter,
+    StoreBatchResult,
+    StoreCounters,
+)
 from pipeline.store.indices import service_map_template, store_names
 
 log = structlog.get_logger(__name__)
 
 SETUP_RETRY_SECONDS = 5.0
-STAGE = b"service-map-store"
 # Fields that, when present, are a string or null / an endpoint object or null.
 TEXT_FIELDS = ("kind", "traceGroupName")
 ENDPOINT_FIELDS = ("destination", "target")
@@ -74,10 +77,6 @@ DEAD_LETTERS = Counter(
     "Service-map messages or documents sent to the DLQ, by error type",
     ["reason"],
 )
-
-# Parks what can never be indexed (value, headers); the awaitable it returns settles once
-# Kafka acknowledged it (as for the span sink).
-SendDeadLetter = Callable[[bytes, dict[str, bytes]], Awaitable[Awaitable]]
 
 
 class ServiceMapMessageError(ValueError):
@@ -123,48 +122,24 @@ def parse_service_map_message(value: bytes | None) -> list[dict[str, Any]]:
 
 
 @dataclass
-class ServiceMapBatchResult:
+class ServiceMapBatchResult(StoreBatchResult):
     """Outcome of one batch of service-map messages."""
 
     messages: int = 0
-    indexed: int = 0
     duplicates: int = 0
-    dead: list[DeadLetter] = field(default_factory=list)
-    retry_rounds: int = 0
 
 
-@dataclass
-class _Round:
-    indexed: int = 0
-    retry: list[IndexedDocument] = field(default_factory=list)
-    rejected: list[tuple[IndexedDocument, str, str]] = field(default_factory=list)
-    reason: str = ""
-    index_missing: bool = False
-
-    def add(self, other: _Round) -> None:
-        self.indexed += other.indexed
-        self.retry.extend(other.retry)
-        self.rejected.extend(other.rejected)
-        self.reason = self.reason or other.reason
-        self.index_missing = self.index_missing or other.index_missing
-
-
-class ServiceMapWriter:
+class ServiceMapWriter(DocumentWriter):
     """The service-map store's state: OpenSearch client, index installation, DLQ."""
 
+    name = "service-map"
+    stage = b"service-map-store"
+
     def __init__(self, settings: Settings, send_dead_letter: SendDeadLetter) -> None:
-        self.settings = settings
+        super().__init__(settings, send_dead_letter, StoreCounters(RETRIES, DEAD_LETTERS))
         names = store_names(settings)
         self.index = names.service_map_index
         self.template = names.service_map_template
-        self.send_dead_letter = send_dead_letter
-        self.client = AsyncOpenSearch(
-            hosts=[settings.opensearch_url],
-            timeout=settings.store_request_timeout,
-            max_retries=0,  # retried here, with backoff and forever
-            serializer=OrjsonSerializer(),
-            maxsize=2,
-        )
         self.installed = asyncio.Event()
 
     # --- set-up -------------------------------------------------------------------------
@@ -231,110 +206,20 @@ class ServiceMapWriter:
         """Index one batch of service-map messages (key, value); returns once all settled."""
         await self.installed.wait()
         result = ServiceMapBatchResult()
-        pending = self.documents(messages, result)
-        backoff = Backoff(maximum=self.settings.store_max_backoff)
-        while pending:
-            outcome = await self._round(pending)
-            result.indexed += outcome.indexed
-            for doc, error_type, reason in outcome.rejected:
-                headers = {"document-id": doc.id.encode(), "index": doc.index.encode()}
-                result.dead.append(
-                    DeadLetter(doc.source, error_type, f"{error_type}: {reason}", headers)
-                )
-            pending = outcome.retry
-            if pending:
-                result.retry_rounds += 1
-                RETRIES.inc()
-                if outcome.index_missing:
-                    await self._recreate_index()
-                if on_retry is not None:
-                    on_retry(outcome.reason, result.retry_rounds)
-                if result.retry_rounds == 1 or result.retry_rounds % 10 == 0:
-                    log.warning(
-                        "service-map bulk failed; retrying",
-                        reason=outcome.reason[:500],
-                        attempt=result.retry_rounds,
-                    )
-                await asyncio.sleep(backoff.next())
+        await self.index_documents(self.documents(messages, result), result, on_retry)
         return result
 
     async def settle(self, result: ServiceMapBatchResult) -> None:
         """After a batch: dead letters acknowledged by Kafka, counters."""
-        if result.dead:
-            sent = []
-            for letter in result.dead:
-                headers = {"reason": letter.reason.encode(), "stage": STAGE, **letter.headers}
-                sent.append(await self.send_dead_letter(letter.value, headers))
-                DEAD_LETTERS.labels(letter.kind).inc()
-            await asyncio.gather(*sent)
-            log.error(
-                "service-map messages sent to the dlq",
-                count=len(result.dead),
-                topic=self.settings.topic("dlq"),
-                first_reason=result.dead[0].reason[:500],
-            )
+        await self.send_dead_letters(result)
         MESSAGES.inc(result.messages)
         DOCUMENTS_INDEXED.inc(result.indexed)
         if result.duplicates:
             DUPLICATES.inc(result.duplicates)
 
-    # --- one round of _bulk -------------------------------------------------------------
-
-    async def _recreate_index(self) -> None:
+    async def index_missing(self, indices: set[str]) -> None:
         """The index vanished (deleted by hand): install it again before the next round."""
         try:
             await asyncio.to_thread(self._install)
         except Exception as exc:  # the next round finds out again
             log.warning("service-map index install failed", error=str(exc))
-
-    async def _round(self, docs: list[IndexedDocument]) -> _Round:
-        """Send every document once; collect what must be retried."""
-        merged = _Round()
-        for chunk in chunks(docs, self.settings.store_bulk_bytes):
-            merged.add(await self._send(chunk))
-        return merged
-
-    async def _send(self, chunk: list[IndexedDocument]) -> _Round:
-        try:
-            response = await self.client.bulk(
-                body=b"".join(doc.lines() for doc in chunk),
-                filter_path=FILTER_PATH,
-                request_timeout=self.settings.store_request_timeout,
-            )
-        except TransportError as exc:
-            status = exc.status_code if isinstance(exc.status_code, int) else 0
-            if status in SPLIT_STATUSES:
-                return await self._split(chunk, exc)
-            return _Round(retry=chunk, reason=f"http {status}: {exc.error}")
-        except (TimeoutError, OSError) as exc:
-            return _Round(retry=chunk, reason=f"request failed: {exc!r}")
-        return self.outcome(chunk, response)
-
-    @staticmethod
-    def outcome(chunk: list[IndexedDocument], response: dict) -> _Round:
-        """What a ``_bulk`` response says about each document of ``chunk``."""
-        if not response.get("errors"):
-            return _Round(indexed=len(chunk))
-        outcome = _Round()
-        for doc, item in zip(chunk, response["items"], strict=True):
-            verdict, error_type, reason = classify_item(item)
-            if verdict == "ok":
-                outcome.indexed += 1
-            elif verdict == "retry":
-                outcome.retry.append(doc)
-                outcome.reason = outcome.reason or f"{error_type}: {reason}"
-                if error_type == "index_not_found_exception":
-                    outcome.index_missing = True
-            else:
-                outcome.rejected.append((doc, error_type, reason))
-        return outcome
-
-    async def _split(self, chunk: list[IndexedDocument], exc: TransportError) -> _Round:
-        if len(chunk) == 1:
-            reason = f"request refused ({exc.status_code}): {exc.error}"
-            return _Round(rejected=[(chunk[0], str(exc.error), reason)])
-        middle = len(chunk) // 2
-        merged = _Round()
-        for half in (chunk[:middle], chunk[middle:]):
-            merged.add(await self._send(half))
-        return merged

@@ -11,12 +11,8 @@ import orjson
 import pytest
 
 from pipeline.config.settings import Settings
-from pipeline.sink.metrics_writer import (
-    IndexedDocument,
-    MetricsBatchResult,
-    MetricsWriter,
-    chunks,
-)
+from pipeline.sink.document_store import IndexedDocument, chunks
+from pipeline.sink.metrics_writer import MetricsBatchResult, MetricsWriter
 from pipeline.store.metrics_indices import (
     METRICS_TEMPLATE_FILE,
     index_month,

@@ -15,7 +15,7 @@ from pipeline.metrics.service_map import (
     documents,
 )
 from pipeline.sampler.span_metrics import window_key
-from pipeline.sink.metrics_writer import IndexedDocument
+from pipeline.sink.document_store import BulkOutcome, IndexedDocument
 from pipeline.sink.service_map_writer import (
     ServiceMapBatchResult,
     ServiceMapMessageError,
@@ -209,4 +209,4 @@ def test_a_whole_request_refused_as_malformed_is_split_to_the_culprit(
 
 def test_outcome_of_an_all_ok_response_counts_every_document():
     chunk = [IndexedDocument(INDEX, str(n), b"{}") for n in range(3)]
-    assert ServiceMapWriter.outcome(chunk, {"errors": False}).indexed == 3
+    assert BulkOutcome.of_response(chunk, {"errors": False}).indexed == 3
