@@ -9,14 +9,12 @@ one document per series and window into private monthly indices
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from opensearchpy import OpenSearch
 
 from pipeline.bench.metrics_scrape import scrape
@@ -31,6 +29,7 @@ from pipeline.store.metrics_indices import (
 )
 from pipeline.store.metrics_lifecycle import month_end, run_metrics_lifecycle
 from pipeline.store.setup import ensure_store
+from tests.integration.cleanup import drop_indices, drop_topics
 from tests.integration.sampling_helpers import running_worker
 from tests.unit.sink.windows import WINDOW, S, graph_window, message, red_window
 
@@ -45,22 +44,6 @@ GRAPH_DOCS = 7  # 2 edges x (total, server, client) + 1 failed
 def private(base: Settings, **overrides) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return base.model_copy(update={"store_index_prefix": f"mt-{tag}-", **overrides})
-
-
-def drop(client: OpenSearch, settings: Settings) -> None:
-    prefix = settings.store_index_prefix
-    assert prefix, "never drop the shared store"
-    client.indices.delete(index=f"{prefix}*", ignore_unavailable=True, expand_wildcards="all")
-    client.indices.delete_index_template(name=f"{prefix}*", ignore=404)
-
-
-def drop_topics(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            with contextlib.suppress(Exception):  # already gone: nothing to clean
-                future.result(30)
 
 
 def recent_window_start() -> int:
@@ -106,7 +89,7 @@ def metrics_worker(stack: Settings, opensearch: OpenSearch, tmp_path_factory) ->
             )
             yield worker
     finally:
-        drop(opensearch, settings)
+        drop_indices(opensearch, settings)
         drop_topics(settings)
 
 
@@ -298,4 +281,4 @@ def test_store_init_installs_the_template_and_retention_deletes_old_months(
         assert not opensearch.indices.exists(index=current)
         assert opensearch.indices.exists(index=unrelated)
     finally:
-        drop(opensearch, settings)
+        drop_indices(opensearch, settings)

@@ -10,7 +10,6 @@ index, and its answer is read the way Dashboards reads it.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from opensearchpy import OpenSearch
 
 from pipeline.bench.metrics_scrape import scrape
@@ -28,6 +26,7 @@ from pipeline.local.run import wait_until
 from pipeline.metrics.service_map import IsolatedService, ServiceMapRelationship, documents
 from pipeline.sampler.span_metrics import window_key
 from pipeline.store.indices import store_names
+from tests.integration.cleanup import drop_indices, drop_topics
 from tests.integration.sampling_helpers import running_worker
 
 pytestmark = pytest.mark.integration
@@ -193,26 +192,6 @@ def count(client: OpenSearch, index: str) -> int:
     return int(client.count(index=index)["count"])
 
 
-def drop(client: OpenSearch, settings: Settings) -> None:
-    prefix = settings.store_index_prefix
-    assert prefix, "never drop the shared store"
-    client.indices.delete(index=f"{prefix}*", ignore_unavailable=True, expand_wildcards="all")
-    client.indices.delete_index_template(name=f"{prefix}*", ignore=404)
-
-
-def drop_topics(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            with contextlib.suppress(Exception):  # already gone: nothing to clean
-                future.result(30)
-    groups = admin.delete_consumer_groups([f"{settings.topic_prefix}-worker"], request_timeout=10)
-    for future in groups.values():
-        with contextlib.suppress(Exception):  # never joined, or gone already
-            future.result(10)
-
-
 @pytest.fixture(scope="module")
 def service_map_worker(
     stack: Settings, opensearch: OpenSearch, tmp_path_factory
@@ -235,7 +214,7 @@ def service_map_worker(
             assert wait_until(lambda: opensearch.indices.exists(index=index), "index", 60)
             yield worker
     finally:
-        drop(opensearch, settings)
+        drop_indices(opensearch, settings)
         drop_topics(settings)
 
 

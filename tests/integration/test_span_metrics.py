@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import jsonschema
@@ -91,24 +92,31 @@ def read_raw(
     return out
 
 
+CALLS = "traces.span.metrics.calls"
+
+
+def points(request: ExportMetricsServiceRequest, name: str) -> Iterator:
+    """The data points of metric ``name`` (a Sum's or a Histogram's) in ``request``."""
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    kind = metric.WhichOneof("data")
+                    yield from getattr(metric, kind).data_points
+
+
+def text_attributes(point) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in point.attributes}
+
+
 def calls_per_service(settings: Settings, seconds: float) -> tuple[Counter, list]:
     """Sum of traces.span.metrics.calls per service.name over the red-metrics topic."""
     calls: Counter = Counter()
     keys = []
     for key, request in read_metrics(settings, "red-metrics", seconds):
         keys.append(key)
-        for rm in request.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name != "traces.span.metrics.calls":
-                        continue
-                    for point in metric.sum.data_points:
-                        service = next(
-                            kv.value.string_value
-                            for kv in point.attributes
-                            if kv.key == "service.name"
-                        )
-                        calls[service] += point.as_int
+        for point in points(request, CALLS):
+            calls[text_attributes(point)["service.name"]] += point.as_int
     return calls, keys
 
 
@@ -160,17 +168,12 @@ def service_graph_totals(settings: Settings, seconds: float) -> tuple[Counter, C
     }
     for key, request in read_metrics(settings, "service-graph", seconds):
         keys.append(key)
-        for rm in request.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    counter = wanted.get(metric.name)
-                    if counter is None:
-                        continue
-                    for point in metric.sum.data_points:
-                        attrs = {kv.key: kv.value.string_value for kv in point.attributes}
-                        edge = (attrs["client"], attrs["server"], attrs["connection_type"])
-                        if SG_SERVICES & {edge[0], edge[1]}:
-                            counter[edge] += point.as_int
+        for name, counter in wanted.items():
+            for point in points(request, name):
+                attrs = text_attributes(point)
+                edge = (attrs["client"], attrs["server"], attrs["connection_type"])
+                if SG_SERVICES & {edge[0], edge[1]}:
+                    counter[edge] += point.as_int
     return totals, failed, keys
 
 
@@ -316,14 +319,8 @@ def latest_calls_per_service(settings: Settings, seconds: float) -> Counter:
     latest = dict(read_metrics(settings, "red-metrics", seconds))
     calls: Counter = Counter()
     for request in latest.values():
-        for rm in request.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name != "traces.span.metrics.calls":
-                        continue
-                    for point in metric.sum.data_points:
-                        attrs = {kv.key: kv.value.string_value for kv in point.attributes}
-                        calls[attrs["service.name"]] += point.as_int
+        for point in points(request, CALLS):
+            calls[text_attributes(point)["service.name"]] += point.as_int
     return calls
 
 
@@ -413,24 +410,19 @@ def red_series(settings: Settings, seconds: float) -> dict:
     over partitions, from the red-metrics topic (the last message of each key)."""
     series: dict = {}
     for request in dict(read_metrics(settings, "red-metrics", seconds)).values():
-        for rm in request.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name != "traces.span.metrics.duration":
-                        continue
-                    for point in metric.histogram.data_points:
-                        attrs = {kv.key: kv.value.string_value for kv in point.attributes}
-                        key = (
-                            point.start_time_unix_nano,
-                            attrs["service.name"],
-                            attrs["span.name"],
-                            attrs["status.code"],
-                        )
-                        calls, buckets = series.get(key, (0, [0] * (len(DEFAULT_BOUNDS_MS) + 1)))
-                        series[key] = (
-                            calls + point.count,
-                            [a + b for a, b in zip(buckets, point.bucket_counts, strict=True)],
-                        )
+        for point in points(request, "traces.span.metrics.duration"):
+            attrs = text_attributes(point)
+            key = (
+                point.start_time_unix_nano,
+                attrs["service.name"],
+                attrs["span.name"],
+                attrs["status.code"],
+            )
+            calls, buckets = series.get(key, (0, [0] * (len(DEFAULT_BOUNDS_MS) + 1)))
+            series[key] = (
+                calls + point.count,
+                [a + b for a, b in zip(buckets, point.bucket_counts, strict=True)],
+            )
     return series
 
 
@@ -498,16 +490,11 @@ def test_the_overflow_series_once_a_service_has_too_many(pipeline_settings: Sett
         while time.monotonic() < deadline and sum(series.values()) < 8:
             series = Counter()
             for _key, request in read_metrics(gateway, "red-metrics", 3):
-                for rm in request.resource_metrics:
-                    for sm in rm.scope_metrics:
-                        for metric in sm.metrics:
-                            if metric.name != "traces.span.metrics.calls":
-                                continue
-                            for point in metric.sum.data_points:
-                                attrs = {kv.key: kv.value for kv in point.attributes}
-                                overflow = attrs.get("otel.metric.overflow")
-                                name = "overflow" if overflow and overflow.bool_value else None
-                                series[name or attrs["span.name"].string_value] += point.as_int
+                for point in points(request, CALLS):
+                    attrs = {kv.key: kv.value for kv in point.attributes}
+                    overflow = attrs.get("otel.metric.overflow")
+                    name = "overflow" if overflow and overflow.bool_value else None
+                    series[name or attrs["span.name"].string_value] += point.as_int
     assert sum(series.values()) == 8
     assert series["overflow"] == 5
     assert len(series) == 4  # three named series and the overflow series
