@@ -13,7 +13,7 @@ trace that shows it.
 
 Exact counts across a change of owner: the open windows live in memory, so after each
 tick the sampler takes a :meth:`SpanMetrics.checkpoint` (what the tick changed, as
-compact JSON) and stores it in the same decision-cache batch as the tick's decisions:
+zlib-compressed JSON) and stores it in the same decision-cache batch as the tick's decisions:
 one RocksDB put and one changelog message, so a trace's decision and its counts are
 saved together or not at all. A new owner (after ``kill -9`` or a rebalance) adds up the
 checkpoints it restores (:meth:`SpanMetrics.restore`) and re-counts only what no saved
