@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,9 +31,30 @@ DEMO_RATE = 1_000  # spans/s of demo traffic while `spansieve run` lasts
 DEMO_SECONDS = 7 * 86_400.0
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; a common default
+    elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port free on the loopback interface right now (for private test services)."""
-    with socket.socket() as sock:
+    """A TCP port free on the loopback interface right now (for private test services).
+
+    Chosen at random below the kernel's ephemeral range: a port the kernel hands out (bind
+    to port 0) is one it may also give any outgoing connection, a Kafka client's say,
+    before the service that is to listen on it has started.
+    """
+    low, _high = _ephemeral_range()
+    candidates = range(max(1024, low - 12000), low)
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port_is_free(port):
+            return port
+    with socket.socket() as sock:  # that whole range taken: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
