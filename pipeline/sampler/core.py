@@ -94,6 +94,8 @@ class TraceSampler:
         self.replay_source = replay_source
         self.clock = clock  # wall clock, only for the decision-latency metric
         self._marks: dict[int, ReplayMark] = {}  # last saved, per partition
+        # Per adopted partition: the offset of the next event (see ``_in_order``).
+        self._next_offset: dict[int, int] = {}
         # Per adopted partition: late spans before this offset are in a restored
         # span-metrics checkpoint already (the consumer may read them again).
         self._counted_to: dict[int, int] = {}
@@ -206,6 +208,7 @@ class TraceSampler:
         self.cache.forget(partition)
         self._marks.pop(partition, None)
         self._counted_to.pop(partition, None)
+        self._next_offset.pop(partition, None)
         if self.span_metrics is not None:
             self.span_metrics.forget(partition)
 
@@ -270,11 +273,50 @@ class TraceSampler:
         metrics.TRACES_DECIDED.labels("not_sampled", "").inc()
         self.cache.remember(partition, trace_id, CachedDecision(now, False, ""))
 
+    async def _in_order(self, partition: int, now: float, offset: int) -> bool:
+        """Adopt the partition on its first event; keep its events gapless and once each.
+
+        Faust drops (and acknowledges) a message it fetched under an older consumer
+        generation or while flow control was off, so its offset can be committed although
+        no agent saw it. Every offset of the spans topic carries a message (no transactions,
+        no compaction), so a jump in the offsets is such a message: it is read again from
+        Kafka here before the event goes on. An offset already handled (delivered again
+        after a seek) is skipped. Returns whether the event is to be handled.
+        """
+        await self._ensure_adopted(partition, now, offset)
+        expected = self._next_offset.get(partition, offset)
+        if offset < expected:
+            metrics.EVENTS_REDELIVERED.inc()
+            return False
+        if offset > expected:
+            await self._fill_gap(partition, expected, offset)
+        self._next_offset[partition] = offset + 1
+        return True
+
+    async def _fill_gap(self, partition: int, start: int, end: int) -> None:
+        """Handle offsets [start, end) of the spans topic that the consumer skipped."""
+        metrics.OFFSETS_SKIPPED_BY_CONSUMER.inc(end - start)
+        log.warning(
+            "the consumer skipped messages of the spans topic; reading them again",
+            partition=partition,
+            first=start,
+            end=end,
+        )
+        async for batch in self.replay_source(partition, start, end):
+            for offset, key, value, stamp, header in batch:
+                if key != TICK_KEY and value:  # a skipped tick: the next one decides
+                    await self._handle_spans(partition, value, header, stamp, offset)
+
     async def on_spans(
         self, partition: int, raw: bytes, header: bytes | None, now: float, offset: int
     ) -> None:
         """Buffer a message's spans; ``now`` is its Kafka timestamp (see ``on_tick``)."""
-        await self._ensure_adopted(partition, now, offset)
+        if await self._in_order(partition, now, offset):
+            await self._handle_spans(partition, raw, header, now, offset)
+
+    async def _handle_spans(
+        self, partition: int, raw: bytes, header: bytes | None, now: float, offset: int
+    ) -> None:
         try:
             pieces = self._pieces(raw, header)
         except DecodeError as exc:
@@ -349,7 +391,8 @@ class TraceSampler:
         therefore sees traces go quiet as they did when they were sent, and does not split
         them because it reads them late.
         """
-        await self._ensure_adopted(partition, now, offset)
+        if not await self._in_order(partition, now, offset):
+            return
         self.policies.maybe_reload()
         due = self.buffer.due(
             partition,

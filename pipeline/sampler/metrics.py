@@ -66,3 +66,12 @@ SPAN_METRICS_CPU = Counter(
     "CPU seconds of the sampler's thread spent on span metrics (RED, service graph, "
     "checkpoints, closing windows): their cost, measured where it is paid",
 )
+OFFSETS_SKIPPED_BY_CONSUMER = Counter(
+    "spansieve_sampler_offsets_skipped_by_consumer_total",
+    "Spans-topic offsets the consumer never delivered (Faust drops messages of an older "
+    "consumer generation); read again from Kafka",
+)
+EVENTS_REDELIVERED = Counter(
+    "spansieve_sampler_events_redelivered_total",
+    "Spans-topic events delivered again after a seek, already handled: skipped",
+)

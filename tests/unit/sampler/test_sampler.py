@@ -257,6 +257,30 @@ def test_a_decision_reaches_the_changelog_only_after_its_kept_trace_is_acknowled
     run(scenario)
 
 
+def test_a_message_the_consumer_drops_is_read_again_and_a_redelivered_one_skipped(tmp_path):
+    """Faust drops (and acknowledges) a message fetched under an older generation: the
+    sampler sees the offsets jump and reads the gap from Kafka. A message delivered again
+    after a seek is not handled twice."""
+
+    async def scenario():
+        stack = Stack(tmp_path)
+        failing = TraceMaker(trace_on(0, 2))
+        await stack.export(failing.request(2, root=True))
+        await stack.seconds(1)
+        await stack.export(failing.request(2, error=True))  # the message dropped
+        dropped_offset = len(stack.topic.records[0]) - 1
+        stack.worker.dropped.add((0, dropped_offset))
+        await stack.export(failing.request(1))
+        await stack.seconds(1)
+        assert stack.topic.replays[-1] == (0, dropped_offset, dropped_offset + 1)
+        stack.worker.positions[0] -= 3  # a seek back: three events come again
+        await stack.seconds(6)
+        assert_kept_whole(stack.outputs, failing)  # every span, each once
+        stack.close()
+
+    run(scenario)
+
+
 def test_a_restarted_worker_adopts_its_databases_and_replays_idempotently(tmp_path):
     """The same worker restarts over its own databases; its consumer resumes a little
     before where it stopped (the last commit), so some messages come twice: replayed
