@@ -221,15 +221,20 @@ echo "    trace $trace_id: $answer"
 
 step "waiting for its 3 spans in OpenSearch ($tag-otel-v1-apm-span)"
 spans_stored() {
-  curl -sf "$opensearch/$tag-otel-v1-apm-span/_count?q=traceId:$trace_id" |
-    grep -q '"count":3[,}]'
+  local body
+  body=$(curl -sf "$opensearch/$tag-otel-v1-apm-span/_count?q=traceId:$trace_id") || return 1
+  grep -q '"count":3[,}]' <<<"$body"
 }
 wait_for 90 "all 3 spans searchable" spans_stored
 
 step "the query server finds the trace, and serves its web UI from the wheel"
-curl -sf "http://127.0.0.1:$query_port/api/traces/$trace_id" | grep -q "\"traceID\":\"$trace_id\"" ||
+# Bodies are read whole before grep looks at them: with pipefail, `curl | grep -q` fails
+# when grep exits on its match while curl is still writing (SIGPIPE, curl error 23).
+found=$(curl -sf "http://127.0.0.1:$query_port/api/traces/$trace_id") || found=""
+[[ $found == *"\"traceID\":\"$trace_id\""* ]] ||
   fail "GET /api/traces/$trace_id did not return the trace"
-curl -sf "http://127.0.0.1:$query_port/" | grep -qi "<html" || fail "GET / did not return the UI"
+page=$(curl -sf "http://127.0.0.1:$query_port/") || page=""
+grep -qi "<html" <<<"$page" || fail "GET / did not return the UI"
 curl -sf -o /dev/null "http://127.0.0.1:$query_port/static/app.js" ||
   fail "GET /static/app.js failed"
 echo "    /api/traces/$trace_id, / and /static/app.js answered"
