@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from opensearchpy import OpenSearch
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -153,8 +153,12 @@ def page(chromium: WebDriver, base: str) -> Iterator[WebDriver]:
 
 
 def until(driver: WebDriver, check, what: str) -> Any:
-    """Wait for check(driver) to return something truthy; fail saying what was awaited."""
-    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(check, f"waiting for {what}")
+    """Wait for check(driver) to return something truthy; fail saying what was awaited.
+    An element replaced by the page while check read it counts as "not yet"."""
+    wait = WebDriverWait(
+        driver, WAIT, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return wait.until(check, f"waiting for {what}")
 
 
 RESULTS_JS = """
@@ -251,7 +255,11 @@ def query_of(driver: WebDriver) -> tuple[str, dict[str, list[str]]]:
 
 
 def options(driver: WebDriver, select_id: str) -> list[str]:
-    return [o.get_attribute("value") for o in Select(driver.find_element(By.ID, select_id)).options]
+    """The values of a select's options, read in one script call: the page refills the
+    list while it loads, and element handles read one by one can go stale in between."""
+    return driver.execute_script(
+        "return [...document.getElementById(arguments[0]).options].map(o => o.value)", select_id
+    )
 
 
 def submit(driver: WebDriver, **fields: str) -> None:
