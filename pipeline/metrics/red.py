@@ -234,9 +234,9 @@ class RedAggregator:
 
         ``sides``: two lists that receive, in the same pass, the client-side (CLIENT,
         PRODUCER) and server-side (SERVER, CONSUMER) spans of resources that name their
-        service, as ``(index in spans, service, kind, resource)``: what the service graph
-        pairs (``ServiceGraph.add_sides``), so that it need not walk the spans again. An
-        optional third member, a set, receives the named services.
+        service, as ``(index in spans, service, kind, the resource's serialized bytes)``:
+        what the service graph pairs (``ServiceGraph.add_sides``), so that it need not walk
+        the spans again. An optional third member, a set, receives the named services.
 
         The hot loop: per resource run one serialization of the resource, looked up in a
         cache of (service.name, resource dimension values); per span a handful of field
@@ -303,7 +303,7 @@ class RedAggregator:
                 kind = sp.kind
                 if collect and kind > 1:  # 2 SERVER, 3 CLIENT, 4 PRODUCER, 5 CONSUMER
                     side = clients if kind == 3 or kind == 4 else servers
-                    side.append((i, service, kind, res))  # type: ignore[union-attr]
+                    side.append((i, service, kind, raw))  # type: ignore[union-attr]
                 key = (service, sp.name, kind, codes[i], dims)
                 st = get(key)
                 if st is None:

@@ -484,6 +484,7 @@ class TraceSampler:
                 verdict.sampled,
                 codes=view.status_codes,
                 times=view.times,
+                raw=spans,
             )
             self.span_metrics.cpu_seconds += thread_time() - started
         if verdict.sampled:

@@ -134,10 +134,13 @@ class SpanMetrics:
         kept: bool,
         codes: list[int] | None = None,
         times: list[tuple[int, int]] | None = None,
+        raw: bytes | None = None,
     ) -> None:
         """Count one trace's spans already flattened (the policies' ``TraceView`` did it,
-        and may have read their status codes and times too). Not timed here: the caller
-        adds the time to :attr:`cpu_seconds` (with the reads it makes for this call)."""
+        and may have read their status codes and times too); ``raw``, the trace's protobuf
+        bytes if at hand, lets the service graph skip attribute lookups (see
+        ``ServiceGraph.add_sides``). Not timed here: the caller adds the time to
+        :attr:`cpu_seconds` (with the reads it makes for this call)."""
         held = self._of(partition)
         clients: list[tuple] = []
         servers: list[tuple] = []
@@ -157,7 +160,9 @@ class SpanMetrics:
             times=times,
         )
         if services:
-            held.graph.add_sides(spans, codes, times, clients, servers, trace_id, kept, services)
+            held.graph.add_sides(
+                spans, codes, times, clients, servers, trace_id, kept, services, raw
+            )
 
     def close(self, partition: int, watermark_seconds: float) -> list[tuple[str, bytes, bytes]]:
         """Close the partition's windows ending at or before the watermark (event time).

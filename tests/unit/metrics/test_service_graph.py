@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import timeit
-
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
+from pipeline.metrics.red import RedAggregator
 from pipeline.metrics.service_graph import (
     DEFAULT_LATENCY_BUCKETS_SECONDS,
     EdgeKey,
     ServiceGraph,
 )
+from pipeline.wire.otlp import flat_spans
 
 T0 = 1_700_000_010 * 1_000_000_000  # aligned on a 15 s window
 MS = 1_000_000
@@ -296,15 +296,39 @@ def test_validation():
         ServiceGraph(latency_buckets_seconds=(1.0, 0.5))
 
 
-def test_benchmark_add_trace_smoke():
-    """Micro-benchmark of add_trace on the 11-span three-tier trace (printed with -s)."""
-    td = three_tier()
-    g = ServiceGraph()
-    n = 2000
-    seconds = min(timeit.repeat(lambda: g.add_trace(td, TID, False), number=n, repeat=3))
-    rate = n / seconds
-    print(f"service_graph.add_trace: {rate:,.0f} traces/s (11 spans)")
-    g_off = ServiceGraph(service_map=False)
-    seconds = min(timeit.repeat(lambda: g_off.add_trace(td, TID, False), number=n, repeat=3))
-    print(f"service_graph.add_trace without service map: {n / seconds:,.0f} traces/s")
-    assert rate > 1000  # loose floor; the figure is reported, not asserted tightly
+def sides_of(td: TracesData) -> tuple:
+    """What the sampler hands the graph: flat spans, codes, times and both sides."""
+    spans, runs = flat_spans(td.resource_spans)
+    clients: list = []
+    servers: list = []
+    services: set = set()
+    RedAggregator().add_spans(spans, runs, TID, False, sides=(clients, servers, services))
+    codes = [sp.status.code for sp in spans]
+    times = [(sp.start_time_unix_nano, sp.end_time_unix_nano) for sp in spans]
+    return spans, codes, times, clients, servers, services
+
+
+@pytest.mark.parametrize("db_key", ["db.name", "db.namespace"])
+def test_the_traces_bytes_only_spare_lookups(db_key):
+    """Given the trace's bytes, the graph skips the database-name lookups when no
+    ``db.name`` key is in them (``db.namespace`` contains "db.name" but is another key),
+    with the same edges as without them; on the resource or on the span alike."""
+    on_span = trace(
+        ("api", [span(1, None, K.SPAN_KIND_SERVER, "GET /", 0, 10),
+                 span(2, 1, K.SPAN_KIND_CLIENT, "SELECT", 1, 4, attrs={db_key: "orders"}),
+                 span(3, 1, K.SPAN_KIND_CLIENT, "GET /rates", 5, 9)]),
+    )  # fmt: skip
+    on_resource = trace(("api", [span(2, None, K.SPAN_KIND_CLIENT, "SELECT", 1, 4)]))
+    on_resource.resource_spans[0].resource.attributes.extend(_attrs({db_key: "orders"}))
+    for td in (on_span, on_resource):
+        edges = []
+        for raw in (None, td.SerializeToString()):
+            g = ServiceGraph()
+            spans, codes, times, clients, servers, services = sides_of(td)
+            g.add_sides(spans, codes, times, clients, servers, TID, False, services, raw)
+            edges.append(
+                {k: (v.requests, v.server_seconds.counts) for k, v in only_window(g).edges.items()}
+            )
+        assert edges[0] == edges[1]
+        database = EdgeKey("api", "orders", "database")
+        assert (database in edges[0]) is (db_key == "db.name")
