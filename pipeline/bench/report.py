@@ -75,6 +75,17 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                         "CPU it spent on span metrics / the rest of the same pass",
                     )
                 )
+        if sampler.get("estate_metrics_cost_ratio") is not None:
+            rows.append(
+                (
+                    "sampler",
+                    "estate traces: spans per worker core, metrics off / on",
+                    f"{_rate(sampler['estate_spans_per_core_s'])} / "
+                    f"{_rate(sampler['estate_spans_per_core_s_metrics_on'])}",
+                    f"{sampler['estate_metrics_cost_ratio'] * 100:+.0f} % CPU per span; "
+                    f"worker's own account {sampler['estate_metrics_cost_in_run'] * 100:+.0f} %",
+                )
+            )
         rows.append(
             (
                 "sampler",

@@ -8,7 +8,10 @@ measures resident memory per buffered span. Another saturated pass with span met
 (``span_metrics``: RED + service graph) drains the same messages, preloaded again under a
 fresh topic prefix into a fresh worker exactly as the first pass, so the two figures differ
 only by the setting: ``metrics_cost_ratio`` is the extra worker CPU per span, between the
-cheapest of two interleaved passes of each setting (see ``metrics_on_pass``).
+cheapest of two interleaved passes of each setting (see ``metrics_on_pass``). The same
+pair runs once more on the load generator's estate (``build_estate_messages``): its traces
+have client spans paired with server spans, database calls and messaging, which the
+synthetic traces (server spans only) do not, and the service graph pays for them.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from pipeline.bench.metrics_scrape import scrape
 from pipeline.bench.workload import produce_waiting
 from pipeline.config.settings import Settings
 from pipeline.kafka.topics import ensure_topics
+from pipeline.loadgen import DEFAULT_TOPOLOGY
+from pipeline.loadgen.generator import TraceGenerator, encode_request
+from pipeline.loadgen.topology import load_topology
 from pipeline.local.run import start_component, stop_components, wait_until
 from pipeline.wire.otlp import ExportTraceServiceRequest
-from pipeline.wire.pieces import gateway_messages
+from pipeline.wire.pieces import gateway_messages, header_of, iter_header
 
 SPANS_PER_TRACE = 10
 TRIM_COUNT = "spansieve_worker_heap_trim_seconds_count"
@@ -87,6 +93,47 @@ def build_messages(traces: int, partitions: int, seed: int = 7) -> tuple[list[tu
                 scope.spans.append(span)
             messages.extend(gateway_messages(request.resource_spans, partitions))
     return messages, errors
+
+
+def build_estate_messages(
+    spans: int, partitions: int, seed: int = 3
+) -> tuple[list[tuple], int, int]:
+    """Gateway-shaped messages of about ``spans`` spans of the shipped estate's traces, 20
+    user requests per export request; returns (messages, traces, spans)."""
+    generator = TraceGenerator(load_topology(DEFAULT_TOPOLOGY), seed=seed)
+    start = 1_700_000_000_000_000_000
+    messages: list[tuple] = []
+    trace_ids: set[bytes] = set()
+    batch: list = []
+    made = request = 0
+    while made < spans:
+        batch += generator.generate(start + request * 1_000_000)
+        request += 1
+        if len(batch) >= 20:
+            resource_spans = encode_request(batch).resource_spans
+            batch = []
+            made += sum(len(ss.spans) for rs in resource_spans for ss in rs.scope_spans)
+            for message in gateway_messages(resource_spans, partitions):
+                messages.append(message)
+                header = header_of(message[2]) or b""
+                trace_ids.update(entry[0] for entry in iter_header(header))
+    return messages, len(trace_ids), made
+
+
+def estate_metrics_cost(base: Settings, folder: Path, spans: int) -> dict:
+    """The span-metrics cost pair (see ``metrics_on_pass``) on the estate's traces."""
+    settings = _worker_settings(base, folder / "off", decision_wait=2.0)
+    messages, traces, made = build_estate_messages(spans, settings.partitions)
+    off = saturated_pass(settings, messages, traces)
+    cost = metrics_on_pass(
+        base, folder, messages, traces, {"worker_cpu_s": off["cpu"], "spans": made}
+    )
+    return {
+        "estate_spans": made,
+        "estate_traces": traces,
+        "estate_spans_per_core_s": made / off["cpu"] if off["cpu"] else 0.0,
+        **{f"estate_{key}": value for key, value in cost.items()},
+    }
 
 
 def preload(settings: Settings, messages: list[tuple]) -> None:
@@ -200,6 +247,7 @@ def bench_sampler(
     )
     result["decision_wait_s"] = 2.0
     result.update(metrics_on_pass(base, folder / "throughput-metrics", messages, traces, result))
+    result.update(estate_metrics_cost(base, folder / "estate-metrics", spans))
     result.update(rss_per_span(base, folder / "memory", rss_traces))
     return result
 
