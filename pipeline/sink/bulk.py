@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
@@ -50,6 +51,7 @@ SPLIT_STATUSES = frozenset({400, 413})
 FILTER_PATH = (
     "errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.reason"
 )
+D = TypeVar("D")  # a document of any store: span documents here, derived ones elsewhere
 
 
 @dataclass(slots=True)  # not frozen: its __init__ would cost 0.2 µs more per document
@@ -121,12 +123,15 @@ def _body_bytes(doc: Doc) -> int:
     return len(doc.source) + len(doc.id) + len(doc.routing) + 40
 
 
-def chunked(docs: Iterable[Doc], max_bytes: int) -> Iterator[list[Doc]]:
-    """Group documents lazily into bodies of at most ``max_bytes`` (one doc may exceed it)."""
-    chunk: list[Doc] = []
+def chunked(
+    docs: Iterable[D], max_bytes: int, body_bytes: Callable[[D], int] = _body_bytes
+) -> Iterator[list[D]]:
+    """Group documents lazily into bodies of at most ``max_bytes`` (one doc may exceed
+    it); ``body_bytes`` tells a document's share of a body."""
+    chunk: list[D] = []
     size = 0
     for doc in docs:
-        doc_size = _body_bytes(doc)
+        doc_size = body_bytes(doc)
         if chunk and size + doc_size > max_bytes:
             yield chunk
             chunk, size = [], 0
@@ -151,6 +156,35 @@ def classify_item(item: dict) -> tuple[str, str, str]:
     if status == 429 or status >= 500 or error_type in RETRYABLE_TYPES:
         return "retry", error_type, reason
     return "reject", error_type, reason
+
+
+@dataclass
+class SortedItems(Generic[D]):
+    """A ``_bulk`` response, document by document: how many were indexed, those to send
+    again (with their error type), those refused (error type, reason), and the first
+    retryable error (for logs)."""
+
+    indexed: int = 0
+    retry: list[tuple[D, str]] = field(default_factory=list)
+    rejected: list[tuple[D, str, str]] = field(default_factory=list)
+    reason: str = ""
+
+
+def sort_items(chunk: list[D], response: dict) -> SortedItems[D]:
+    """Sort the documents of ``chunk`` by what the ``_bulk`` response says of each."""
+    if not response.get("errors"):
+        return SortedItems(indexed=len(chunk))
+    out: SortedItems[D] = SortedItems()
+    for doc, item in zip(chunk, response["items"], strict=True):
+        verdict, error_type, reason = classify_item(item)
+        if verdict == "ok":
+            out.indexed += 1
+        elif verdict == "retry":
+            out.retry.append((doc, error_type))
+            out.reason = out.reason or f"{error_type}: {reason}"
+        else:
+            out.rejected.append((doc, error_type, reason))
+    return out
 
 
 class BulkIndexer:
@@ -303,16 +337,10 @@ class BulkIndexer:
 
     @staticmethod
     def _items(chunk: list[Doc], response: dict) -> _Outcome:
-        if not response.get("errors"):
-            return _Outcome(indexed=len(chunk))
-        outcome = _Outcome()
-        for doc, item in zip(chunk, response["items"], strict=True):
-            verdict, error_type, reason = classify_item(item)
-            if verdict == "ok":
-                outcome.indexed += 1
-            elif verdict == "retry":
-                outcome.retry.append(doc)
-                outcome.reason = outcome.reason or f"{error_type}: {reason}"
-            else:
-                outcome.rejected.append(Rejected(doc, error_type, reason))
-        return outcome
+        items = sort_items(chunk, response)
+        return _Outcome(
+            items.indexed,
+            [doc for doc, _ in items.retry],
+            [Rejected(doc, error_type, reason) for doc, error_type, reason in items.rejected],
+            items.reason,
+        )

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from pipeline.config.settings import Settings
 from pipeline.sink.batches import DeadLetter
-from pipeline.sink.bulk import FILTER_PATH, SPLIT_STATUSES, Backoff, classify_item
+from pipeline.sink.bulk import FILTER_PATH, SPLIT_STATUSES, Backoff, chunked, sort_items
 from pipeline.store.client import OrjsonSerializer
 
 log = structlog.get_logger(__name__)
@@ -51,19 +51,11 @@ class IndexedDocument:
 
 def chunks(docs: list[IndexedDocument], max_bytes: int) -> list[list[IndexedDocument]]:
     """Documents grouped into ``_bulk`` bodies of at most ``max_bytes`` (one may exceed it)."""
-    out: list[list[IndexedDocument]] = []
-    chunk: list[IndexedDocument] = []
-    size = 0
-    for doc in docs:
-        doc_size = len(doc.source) + len(doc.index) + len(doc.id) + 40
-        if chunk and size + doc_size > max_bytes:
-            out.append(chunk)
-            chunk, size = [], 0
-        chunk.append(doc)
-        size += doc_size
-    if chunk:
-        out.append(chunk)
-    return out
+    return list(chunked(docs, max_bytes, _body_bytes))
+
+
+def _body_bytes(doc: IndexedDocument) -> int:
+    return len(doc.source) + len(doc.index) + len(doc.id) + 40
 
 
 @dataclass
@@ -95,21 +87,10 @@ class BulkOutcome:
     @classmethod
     def of_response(cls, chunk: list[IndexedDocument], response: dict) -> BulkOutcome:
         """What a ``_bulk`` response says about each document of ``chunk``."""
-        if not response.get("errors"):
-            return cls(indexed=len(chunk))
-        outcome = cls()
-        for doc, item in zip(chunk, response["items"], strict=True):
-            verdict, error_type, reason = classify_item(item)
-            if verdict == "ok":
-                outcome.indexed += 1
-            elif verdict == "retry":
-                outcome.retry.append(doc)
-                outcome.reason = outcome.reason or f"{error_type}: {reason}"
-                if error_type == "index_not_found_exception":
-                    outcome.missing.add(doc.index)
-            else:
-                outcome.rejected.append((doc, error_type, reason))
-        return outcome
+        items = sort_items(chunk, response)
+        missing = {doc.index for doc, kind in items.retry if kind == "index_not_found_exception"}
+        retry = [doc for doc, _ in items.retry]
+        return cls(items.indexed, retry, items.rejected, items.reason, missing)
 
 
 @dataclass(frozen=True)
