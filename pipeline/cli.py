@@ -335,7 +335,8 @@ def loadgen(
     "--stages",
     default="gateway,sampler,sink,query,e2e,metrics",
     show_default=True,
-    help="which stages",
+    help="which stages; also peer: the OpenTelemetry Collector's tail sampler beside ours "
+    "(built from the Go module proxy on first use)",
 )
 @click.option("--quick", is_flag=True, help="short runs (about 3 minutes in all)")
 def bench(

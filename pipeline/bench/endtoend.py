@@ -82,14 +82,20 @@ class Pipeline:
 
 @contextmanager
 def running_pipeline(
-    base: Settings, folder: Path, decision_wait: float, **overrides: object
+    base: Settings,
+    folder: Path,
+    decision_wait: float,
+    policies_text: str | None = None,
+    **overrides: object,
 ) -> Iterator[Pipeline]:
     """A gateway and a sampler+sink worker on private topics and index, ready for load
-    (``overrides``: more settings, e.g. ``span_metrics=True``)."""
+    (``policies_text``: a policy file instead of "keep errors, keep 1 %", with its own
+    decision_wait; ``overrides``: more settings, e.g. ``span_metrics=True`` or
+    ``worker_roles="sampler"``)."""
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     policies = folder / "policies.yaml"
-    policies.write_text(POLICIES.format(wait=decision_wait, percent=KEEP_PERCENT))
+    policies.write_text(policies_text or POLICIES.format(wait=decision_wait, percent=KEEP_PERCENT))
     settings = base.model_copy(
         update={
             "topic_prefix": prefix,
@@ -120,6 +126,8 @@ def running_pipeline(
             adopted = scrape(pipeline.worker_metrics).get(
                 "spansieve_sampler_partitions_adopted_total", 0
             )
+            if "sink" not in settings.worker_roles:
+                return adopted >= settings.partitions
             return adopted >= settings.partitions and client.indices.exists_alias(
                 name=pipeline.span_alias
             )

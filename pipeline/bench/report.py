@@ -182,6 +182,34 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                 f"{fresh['windows']} windows incomplete",
             )
         )
+    peer = results.get("peer")
+    if peer:
+        rows.extend(_peer_rows(peer))
+    return rows
+
+
+def _peer_rows(peer: dict) -> list[tuple[str, str, str, str]]:
+    """Ours (gateway + worker) against the Collector's tail sampler, per fixed rate."""
+    if "skipped" in peer:
+        return [("peer", "Collector tail sampler", "skipped", peer["skipped"])]
+    rows = []
+    for row in peer["rates"]:
+        kafka = row["kafka_cpu_per_10k"]
+        rows.append(
+            (
+                "peer",
+                f"CPU-s per 10 000 spans at {row['rate']:,.0f} spans/s",
+                f"ours {row['ours_cpu_per_10k']:.3f} / peer {row['peer_cpu_per_10k']:.3f}",
+                f"{row['ratio_ours_to_peer']:.2f} x the peer (gateway "
+                f"{row['gateway_cpu_per_10k']:.3f} + worker {row['worker_cpu_per_10k']:.3f}"
+                + (f"; Kafka broker {kafka:.3f} apart" if kafka is not None else "")
+                + f"); RSS ours {row['ours_rss'] / 2**20:,.0f} MiB, peer "
+                f"{row['peer_rss'] / 2**20:,.0f} MiB; refused ours "
+                f"{row['ours_refused_spans']:,}, peer {row['peer_refused_spans']:,}",
+            )
+        )
+    idle = ", ".join(f"{name} {cpu:.2f}" for name, cpu in peer["idle_cpu_s_per_minute"].items())
+    rows.append(("peer", "idle CPU-s per minute", idle, "no traffic, each process"))
     return rows
 
 

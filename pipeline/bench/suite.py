@@ -12,6 +12,7 @@ from rich.console import Console
 from pipeline.bench.endtoend import bench_endtoend
 from pipeline.bench.freshness import bench_freshness
 from pipeline.bench.gateway import bench_gateway
+from pipeline.bench.peer import bench_peer
 from pipeline.bench.query import bench_query
 from pipeline.bench.report import machine
 from pipeline.bench.sampler import bench_sampler
@@ -19,7 +20,9 @@ from pipeline.bench.scale import scale_model
 from pipeline.bench.sink import bench_sink
 from pipeline.config.settings import Settings
 
-STAGES = ("gateway", "sampler", "sink", "query", "e2e", "metrics")
+# "peer" builds the Collector from the Go module proxy (minutes, once): `spansieve bench`
+# runs it only when asked for by name (its --stages default leaves it out).
+STAGES = ("gateway", "sampler", "sink", "query", "e2e", "metrics", "peer")
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,20 @@ class BenchPlan:
     e2e_seconds: float
     burst_seconds: float
     freshness_seconds: float
+    peer_rates: tuple[float, ...]
+    peer_seconds: float
 
     @classmethod
     def of(cls, quick: bool, seconds: float, traces: int) -> BenchPlan:
         if quick:
-            return cls(4.0, min(traces, 10_000), 40_000, 3_000, 3_000, 50, 5_000.0, 20.0, 8.0, 20.0)
+            return cls(
+                4.0, min(traces, 10_000), 40_000, 3_000, 3_000, 50, 5_000.0, 20.0, 8.0, 20.0,
+                (5_000.0, 20_000.0), 10.0,
+            )  # fmt: skip
         return cls(
-            seconds, traces, max(traces, 60_000), 10_000, 10_000, 200, 10_000.0, 60.0, 60.0, 45.0
-        )
+            seconds, traces, max(traces, 60_000), 10_000, 10_000, 200, 10_000.0, 60.0, 60.0, 45.0,
+            (5_000.0, 10_000.0, 20_000.0, 40_000.0), 30.0,
+        )  # fmt: skip
 
 
 def run_bench(settings: Settings, stages: set[str], plan: BenchPlan) -> dict:
@@ -75,4 +84,6 @@ def _run_stage(stage: str, settings: Settings, folder: Path, plan: BenchPlan) ->
         return bench_query(settings, folder, plan.query_traces, plan.query_requests)
     if stage == "metrics":
         return bench_freshness(settings, folder, plan.freshness_seconds)
+    if stage == "peer":
+        return bench_peer(settings, folder, list(plan.peer_rates), plan.peer_seconds)
     return bench_endtoend(settings, folder, plan.e2e_rate, plan.e2e_seconds, plan.burst_seconds)
