@@ -119,6 +119,7 @@ def build_peer(log=print) -> Path | None:
 @contextmanager
 def running_peer(binary: Path, folder: Path) -> Iterator[tuple[psutil.Process, str]]:
     """The peer listening on a private OTLP/HTTP port: (its process, its endpoint)."""
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = folder / "peer.yaml"
@@ -129,7 +130,8 @@ def running_peer(binary: Path, folder: Path) -> Iterator[tuple[psutil.Process, s
         )
     try:
         if not wait_until(lambda: not port_is_free(port), "peer listening", 60):
-            raise RuntimeError(f"the peer did not start; see {folder / 'peer.log'}")
+            log_text = (folder / "peer.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the peer did not start:\n{log_text}")
         yield psutil.Process(child.pid), f"http://127.0.0.1:{port}"
     finally:
         child.terminate()
