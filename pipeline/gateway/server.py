@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+import time
 
 import structlog
 import uvicorn
@@ -81,10 +82,17 @@ def _redactor(settings: Settings):
     return Redactor(load_redaction_config(settings.gateway_redaction))
 
 
-async def _probe_kafka(producer: AsyncProducer) -> None:
-    """Keep ``producer.reachable`` current so requests fail fast while Kafka is down."""
+async def _probe_kafka(producer: AsyncProducer, topic: str) -> None:
+    """Keep ``producer.reachable`` current so requests fail fast while Kafka is down.
+
+    Acknowledgements in the last interval prove Kafka reachable; only a quiet producer
+    asks for metadata (of the spans topic alone).
+    """
     while True:
-        await asyncio.to_thread(producer.probe, 1.0)
+        if time.monotonic() - producer.last_acked > PROBE_INTERVAL:
+            await asyncio.to_thread(producer.probe, 1.0, topic)
+        else:
+            producer.reachable = True
         await asyncio.sleep(PROBE_INTERVAL)
 
 
@@ -125,7 +133,7 @@ async def serve_gateway(settings: Settings) -> None:
         tls=settings.gateway_tls_cert is not None,
         redaction=redactor is not None,
     )
-    prober = asyncio.create_task(_probe_kafka(producer))
+    prober = asyncio.create_task(_probe_kafka(producer, settings.topic("spans")))
     try:
         await asyncio.gather(*(server.serve() for server in http_servers))
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -31,6 +32,9 @@ class AsyncProducer:
             **overrides,
         }
         self.reachable = True
+        # When the broker last acknowledged a message (monotonic seconds): a producer with
+        # recent acks needs no probe to know Kafka is reachable.
+        self.last_acked = 0.0
         config.setdefault("error_cb", self._on_error)
         self._producer = Producer(config)
         self._stopping = threading.Event()
@@ -54,6 +58,8 @@ class AsyncProducer:
         future: asyncio.Future = loop.create_future()
 
         def delivered(err, _msg) -> None:
+            if err is None:
+                self.last_acked = time.monotonic()
             loop.call_soon_threadsafe(_settle, future, err)
 
         self._producer.produce(
@@ -70,10 +76,11 @@ class AsyncProducer:
             self.reachable = False
             log.warning("kafka unreachable", error=err.str())
 
-    def probe(self, timeout: float = 1.0) -> bool:
-        """Ask the cluster for metadata (blocking); updates and returns ``reachable``."""
+    def probe(self, timeout: float = 1.0, topic: str | None = None) -> bool:
+        """Ask the cluster for metadata (blocking), of ``topic`` only if given (a cluster's
+        whole metadata can be thousands of topics); updates and returns ``reachable``."""
         try:
-            self._producer.list_topics(timeout=timeout)
+            self._producer.list_topics(topic, timeout=timeout)
             self.reachable = True
         except KafkaException:
             self.reachable = False
