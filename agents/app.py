@@ -9,6 +9,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from agents.memory import register_memory_trim
 from agents.sampler import register_sampler
 from agents.sink import register_sink
+from agents.transport import Transport
 from pipeline.config.settings import Settings
 
 # aiohttp refuses a charset inside content_type, so not prometheus_client.CONTENT_TYPE_LATEST
@@ -45,6 +46,9 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=256,
         consumer_max_fetch_size=1024**2,
     )
+
+    # Fetches that wait for 256 KiB or 100 ms (see agents.transport).
+    app.transport = Transport(app.conf.broker_consumer, app)
 
     @app.page("/metrics")
     async def prometheus(web, request):
