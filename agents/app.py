@@ -47,7 +47,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=1024**2,
     )
 
-    # Fetches that wait for 256 KiB or 100 ms (see agents.transport).
+    # Fetches that wait for 256 KiB or 250 ms (see agents.transport).
     app.transport = Transport(app.conf.broker_consumer, app)
 
     @app.page("/metrics")

@@ -19,7 +19,7 @@ def test_worker_consumers_wait_for_a_batch(monkeypatch):
     thread = object.__new__(transport._ConsumerThread)
     assert thread._create_worker_consumer(None) is made
     assert made._fetch_min_bytes == transport.FETCH_MIN_BYTES == 256 * 1024
-    assert made._fetch_max_wait_ms == transport.FETCH_MAX_WAIT_MS == 100
+    assert made._fetch_max_wait_ms == transport.FETCH_MAX_WAIT_MS == 250
 
 
 def test_aiokafka_still_reads_the_settings_it_is_given():
