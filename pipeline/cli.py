@@ -250,7 +250,13 @@ def _loadgen_option(*names: str, **kwargs: Any) -> Callable:
 @_loadgen_option("--burst-at", help="burst start into the run, e.g. 30s")
 @_loadgen_option("--burst-duration", help="burst length, e.g. 60s")
 @_loadgen_option("--no-burst", is_flag=True, help="ignore the topology's burst")
-@_loadgen_option("--concurrency", type=int, default=4, show_default=True, help="parallel senders")
+@_loadgen_option(
+    "--concurrency",
+    type=int,
+    default=10,
+    show_default=True,
+    help="parallel senders (10: an OpenTelemetry Collector exporter's default sending queue)",
+)
 @_loadgen_option(
     "--max-retry", type=float, default=30.0, show_default=True, help="seconds to retry a request"
 )

@@ -73,6 +73,20 @@ class Settings(BaseSettings):
     gateway_ack_timeout: float = Field(
         1.0, gt=0, description="seconds to wait for Kafka's ack before a retryable error"
     )
+    gateway_linger: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="seconds the gateway collects concurrent requests' spans before it "
+        "sends them to Kafka, one message per partition (added to each request's latency)",
+    )
+    gateway_batch_max_bytes: int = Field(
+        512 * 1024,
+        gt=0,
+        le=900_000,
+        description="a partition's batched message is sent before the linger ends once "
+        "it would outgrow this (Kafka's default message limit is about 1 MB)",
+    )
 
     worker_web_port: int = Field(6066, description="Faust web port with /metrics")
     worker_roles: str = Field("sampler,sink", description="comma-separated agents to run")

@@ -1,7 +1,9 @@
-"""Transport-independent ingestion: checks, redaction, one Kafka message per partition.
+"""Transport-independent ingestion: checks, redaction, pieces per partition for Kafka.
 
-Each message is laid out as per-trace pieces with an index header (``pipeline.wire.pieces``),
-so the workers store spans without parsing them.
+A request's accepted spans become per-trace pieces, grouped by partition
+(``pipeline.wire.pieces``); the batcher (``pipeline.gateway.batcher``) sends them together
+with the pieces of the requests that arrived within the same linger, one Kafka message per
+partition, indexed so the workers store spans without parsing them.
 
 Both receivers (HTTP and gRPC) hand a parsed export request here and map the outcome or
 the exceptions to their protocol's answers.
@@ -19,10 +21,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import Principal
+from pipeline.gateway.batcher import PartitionBatcher
 from pipeline.gateway.validation import rejection_message, span_problem
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.wire.otlp import ExportTraceServiceRequest, count_spans, service_name
-from pipeline.wire.pieces import PIECES_HEADER, PartitionMessage, split_by_partition
+from pipeline.wire.pieces import PartitionMessage, split_by_partition
 
 
 class KafkaUnavailable(Exception):
@@ -50,7 +53,12 @@ class SpanIngestor:
     def __init__(self, settings: Settings, producer: AsyncProducer, redactor=None) -> None:
         self._producer = producer
         self._redactor = redactor
-        self._topic = settings.topic("spans")
+        self.batcher = PartitionBatcher(
+            producer,
+            settings.topic("spans"),
+            settings.gateway_linger,
+            settings.gateway_batch_max_bytes,
+        )
         self._partitions = settings.partitions
         self._ack_timeout = settings.gateway_ack_timeout
         self._max_spans = settings.gateway_max_spans_per_request
@@ -106,22 +114,14 @@ class SpanIngestor:
     ) -> None:
         started = time.perf_counter()
         self._inflight += body_size
+        # The batch waits up to one linger before it is sent; the ack timeout starts then.
+        timeout = self._ack_timeout + self.batcher.linger
         try:
             try:
-                deliveries = [
-                    self._producer.send(
-                        self._topic,
-                        message.value(),
-                        partition=p,
-                        headers=[(PIECES_HEADER, message.header())],
-                    )
-                    for p, message in groups.items()
-                ]
+                await asyncio.wait_for(asyncio.shield(self.batcher.add(groups)), timeout)
             except BufferError as exc:
                 metrics.SPANS_REJECTED.labels("overloaded").inc(spans)
                 raise Overloaded("the Kafka producer queue is full") from exc
-            try:
-                await asyncio.wait_for(asyncio.gather(*deliveries), self._ack_timeout)
             except Exception as exc:
                 metrics.SPANS_REJECTED.labels("kafka_unavailable").inc(spans)
                 reason = str(exc) or f"no ack within {self._ack_timeout}s"

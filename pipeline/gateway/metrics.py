@@ -16,7 +16,17 @@ REDACTIONS = Counter(
     "spansieve_gateway_redactions_total", "Attribute keys removed and values masked", ["action"]
 )
 DELIVERY_SECONDS = Histogram(
-    "spansieve_gateway_kafka_delivery_seconds", "Time from produce to Kafka acknowledgement"
+    "spansieve_gateway_kafka_delivery_seconds",
+    "Time from a request's spans being batched to Kafka's acknowledgement (includes the linger)",
+)
+BATCHES_SENT = Counter(
+    "spansieve_gateway_batches_sent_total",
+    "Batches of concurrent requests' spans sent to Kafka, by what sent them",
+    ["trigger"],
+)
+MESSAGES_SENT = Counter(
+    "spansieve_gateway_kafka_messages_sent_total",
+    "Spans-topic messages produced (one per partition per batch)",
 )
 PRODUCER_QUEUE = Gauge(
     "spansieve_gateway_producer_queue_messages", "Messages in the Kafka producer's queue"

@@ -139,6 +139,7 @@ async def serve_gateway(settings: Settings) -> None:
     finally:
         prober.cancel()
         await grpc_server.stop(grace=2)
+        ingestor.batcher.flush("shutdown")  # what the last requests left pending
         producer.close()
 
 

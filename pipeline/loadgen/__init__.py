@@ -108,7 +108,7 @@ def run_loadgen(
     mode: Mode = "protobuf",
     transport: Transport = "http",
     burst: Burst | Literal[False] | None = None,
-    concurrency: int = 4,
+    concurrency: int = 10,
     api_key: str | None = None,
     progress: bool = False,
     stop: threading.Event | None = None,

@@ -195,7 +195,7 @@ def run_sdk(
     ledger: Ledger,
     progress: LoadProgress,
     *,
-    concurrency: int = 4,
+    concurrency: int = 10,
     max_retry_seconds: float = 30.0,
     stop: threading.Event | None = None,
 ) -> tuple[float, int]:

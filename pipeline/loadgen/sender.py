@@ -167,7 +167,7 @@ async def replay_paced(
     ledger: Ledger,
     progress: LoadProgress,
     *,
-    concurrency: int = 4,
+    concurrency: int = 10,
     max_retry_seconds: float = 30.0,
     stop: threading.Event | None = None,
 ) -> tuple[float, int]:

@@ -11,8 +11,9 @@ piece; after a restart the index is rebuilt from the keys alone. Protobuf parses
 concatenated pieces as one ``TracesData``, so spans are never re-encoded.
 
 Writes and deletes are collected in one RocksDB write batch per partition and applied
-with ``commit`` (after each Kafka message, after each tick, and before any read): a
-batched write costs about half of a single put or delete from Python.
+with ``commit`` (after each Kafka message, after each tick, and before a read that a
+pending put could answer): a batched write costs about half of a single put or delete
+from Python, and a tick's deletes cost one write instead of one per decided trace.
 
 Durability needs no changelog for pieces: the spans topic itself is the log. Each
 partition's *low-water offset* (the source offset of the oldest piece still buffered) is
@@ -77,6 +78,7 @@ class TraceBuffer:
         self.store = store
         self._indexes: dict[int, PartitionIndex] = {}
         self._batches: dict[int, WriteBatch] = {}  # uncommitted writes, per partition
+        self._unread_puts: set[int] = set()  # partitions whose batch holds puts
         self.traces = 0  # totals over the owned partitions, kept up to date on every change
         self.bytes = 0
 
@@ -92,6 +94,7 @@ class TraceBuffer:
 
     def commit(self, partition: int) -> None:
         """Apply the partition's pending puts and deletes to its database."""
+        self._unread_puts.discard(partition)
         batch = self._batches.pop(partition, None)
         if batch is not None:
             self.db(partition).write(batch)
@@ -141,6 +144,7 @@ class TraceBuffer:
         the spans topic.
         """
         self._batches.pop(partition, None)
+        self._unread_puts.discard(partition)
         index = self._indexes.pop(partition, None)
         if index is not None:
             self.traces -= len(index.traces)
@@ -168,6 +172,7 @@ class TraceBuffer:
             index.traces[trace_id] = state
             return state
         self._batch(partition).put(key, piece)
+        self._unread_puts.add(partition)
         state.keys.append(key)
         state.spans += spans
         state.size += len(piece)
@@ -230,7 +235,8 @@ class TraceBuffer:
         index.size -= state.size
         self.traces -= 1
         self.bytes -= state.size
-        self.commit(partition)  # a piece may still wait in the batch
+        if partition in self._unread_puts:  # a piece of this trace may wait in the batch
+            self.commit(partition)
         spans = b"".join(value for value in self.db(partition).get(state.keys) if value)
         batch = self._batch(partition)
         for key in state.keys:  # point deletes: range tombstones slow every later read

@@ -270,7 +270,7 @@ class TraceSampler:
         if self.span_metrics is not None:
             self.span_metrics.add(partition, TracesData.FromString(taken[1]), trace_id, False)
         metrics.TRACES_OVERSIZED.inc()
-        metrics.TRACES_DECIDED.labels("not_sampled", "").inc()
+        metrics.traces_decided("not_sampled", "").inc()
         self.cache.remember(partition, trace_id, CachedDecision(now, False, ""))
 
     async def _in_order(self, partition: int, now: float, offset: int) -> bool:
@@ -466,10 +466,10 @@ class TraceSampler:
         view = TraceView(data, trace_id, len(spans), raw=spans)
         verdict = self.policies.engine.evaluate(view)
         for policy, decision in verdict.per_policy.items():
-            metrics.POLICY_DECISIONS.labels(policy, decision.value).inc()
+            metrics.policy_decisions(policy, decision.value).inc()
         policy = verdict.policy or ""
         outcome = "sampled" if verdict.sampled else "not_sampled"
-        metrics.TRACES_DECIDED.labels(outcome, policy if verdict.sampled else "").inc()
+        metrics.traces_decided(outcome, policy if verdict.sampled else "").inc()
         metrics.DECISION_LATENCY.observe(max(0.0, self.clock() - state.first_seen))
         self.cache.remember(partition, trace_id, CachedDecision(now, verdict.sampled, policy))
         if self.span_metrics is not None:

@@ -1,5 +1,7 @@
 """Prometheus metrics of the sampler (the worker serves them at /metrics)."""
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 SPANS_RECEIVED = Counter("spansieve_sampler_spans_received_total", "Spans read from Kafka")
@@ -75,3 +77,19 @@ EVENTS_REDELIVERED = Counter(
     "spansieve_sampler_events_redelivered_total",
     "Spans-topic events delivered again after a seek, already handled: skipped",
 )
+
+
+# Every decided trace bumps a labelled series per policy. ``labels()`` takes a lock and
+# builds a key each time (about 1.5 us); the children are looked up once instead.
+
+
+@cache
+def policy_decisions(policy: str, decision: str):
+    """POLICY_DECISIONS' series for one policy and verdict."""
+    return POLICY_DECISIONS.labels(policy, decision)
+
+
+@cache
+def traces_decided(decision: str, policy: str):
+    """TRACES_DECIDED's series for one outcome and deciding policy."""
+    return TRACES_DECIDED.labels(decision, policy)

@@ -1,8 +1,9 @@
 """The spans topic's message layout: per-trace pieces, indexed in a header.
 
-The gateway writes one Kafka message per partition per export request. Its value is a
-serialized ``TracesData`` built as the concatenation of one *piece* per trace: the
-``ResourceSpans`` entries holding that trace's spans. Protobuf merges concatenated
+The gateway writes one Kafka message per partition per flush of its batcher (the pieces
+of the export requests that arrived within one linger, see ``pipeline.gateway.batcher``).
+Its value is a serialized ``TracesData`` built as the concatenation of one *piece* per
+trace: the ``ResourceSpans`` entries holding that trace's spans. Protobuf merges concatenated
 messages, so the value parses as an ordinary ``TracesData`` for any reader. The header
 ``spansieve-pieces`` lists, per piece, the trace id, the piece's length, its span count and
 whether it holds the trace's root span. A worker can then store each trace's piece by
@@ -57,11 +58,25 @@ def _field(tag: bytes, payload: bytes) -> bytes:
 class PartitionMessage:
     """The pieces bound for one partition; ``value()`` and ``header()`` build the message."""
 
-    __slots__ = ("pieces", "spans")
+    __slots__ = ("pieces", "size", "spans")
 
     def __init__(self) -> None:
         self.pieces: dict[bytes, list] = {}  # trace id -> [parts, span count, has root]
         self.spans = 0
+        self.size = 0  # bytes of the value
+
+    def merge(self, other: PartitionMessage) -> None:
+        """Take in ``other``'s pieces (another request's, same partition); ``other`` is spent."""
+        for trace_id, piece in other.pieces.items():
+            mine = self.pieces.get(trace_id)
+            if mine is None:
+                self.pieces[trace_id] = piece
+            else:
+                mine[0].extend(piece[0])
+                mine[1] += piece[1]
+                mine[2] = mine[2] or piece[2]
+        self.spans += other.spans
+        self.size += other.size
 
     def value(self) -> bytes:
         return b"".join(b"".join(parts) for parts, _, _ in self.pieces.values())
@@ -124,6 +139,7 @@ def split_by_partition(
                     piece[1] += len(spans)
                     piece[2] = piece[2] or trace_id in roots
                 message.spans += len(spans)
+                message.size += len(part)
     return messages
 
 
