@@ -199,18 +199,44 @@ def _peer_rows(peer: dict) -> list[tuple[str, str, str, str]]:
             (
                 "peer",
                 f"CPU-s per 10 000 spans at {row['rate']:,.0f} spans/s",
-                f"ours {row['ours_cpu_per_10k']:.3f} / peer {row['peer_cpu_per_10k']:.3f}",
-                f"{row['ratio_ours_to_peer']:.2f} x the peer (gateway "
+                f"ours {row['ours_cpu_per_10k']:.3f} / peer {row['peer_cpu_per_10k']:.3f} / "
+                f"peer over Kafka {row['peer_kafka_cpu_per_10k']:.3f}",
+                f"{row['ratio_ours_to_peer']:.2f} x the peer, "
+                f"{row['ratio_ours_to_peer_kafka']:.2f} x the peer over Kafka (gateway "
                 f"{row['gateway_cpu_per_10k']:.3f} + worker {row['worker_cpu_per_10k']:.3f}"
                 + (f"; Kafka broker {kafka:.3f} apart" if kafka is not None else "")
-                + f"); RSS ours {row['ours_rss'] / 2**20:,.0f} MiB, peer "
-                f"{row['peer_rss'] / 2**20:,.0f} MiB; refused ours "
-                f"{row['ours_refused_spans']:,}, peer {row['peer_refused_spans']:,}",
+                + f"); RSS ours {_mib(row['ours_rss'])}, peer {_mib(row['peer_rss'])}, "
+                f"peer over Kafka {_mib(row['peer_kafka_rss'])}; refused ours "
+                f"{row['ours_refused_spans']:,}, peer {row['peer_refused_spans']:,}, "
+                f"peer over Kafka {row['peer_kafka_refused_spans']:,}",
             )
         )
     idle = ", ".join(f"{name} {cpu:.2f}" for name, cpu in peer["idle_cpu_s_per_minute"].items())
     rows.append(("peer", "idle CPU-s per minute", idle, "no traffic, each process"))
+    sustained = peer.get("sustained", {})
+    if sustained:
+        text = ", ".join(
+            f"{name} {_rate_or_none(result['highest_sustained'])}"
+            for name, result in sustained.items()
+        )
+        tried = max((len(result["tried"]) for result in sustained.values()), default=0)
+        rows.append(
+            (
+                "peer",
+                "highest sustained spans/s",
+                text,
+                f"climbing up to {tried} rates: nothing refused, load kept pace, all read",
+            )
+        )
     return rows
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
+
+
+def _rate_or_none(rate: float | None) -> str:
+    return "none of the ladder" if rate is None else f"{rate:,.0f}"
 
 
 def _e2e_rows(e2e: dict) -> list[tuple[str, str, str, str]]:

@@ -41,17 +41,19 @@ class BenchPlan:
     freshness_seconds: float
     peer_rates: tuple[float, ...]
     peer_seconds: float
+    peer_ladder: tuple[float, ...]
 
     @classmethod
     def of(cls, quick: bool, seconds: float, traces: int) -> BenchPlan:
         if quick:
             return cls(
                 4.0, min(traces, 10_000), 40_000, 3_000, 3_000, 50, 5_000.0, 20.0, 8.0, 20.0,
-                (5_000.0, 20_000.0), 10.0,
+                (5_000.0, 20_000.0), 10.0, (40_000.0, 80_000.0),
             )  # fmt: skip
         return cls(
             seconds, traces, max(traces, 60_000), 10_000, 10_000, 200, 10_000.0, 60.0, 60.0, 45.0,
             (5_000.0, 10_000.0, 20_000.0, 40_000.0), 30.0,
+            (40_000.0, 60_000.0, 80_000.0, 100_000.0, 120_000.0, 160_000.0),
         )  # fmt: skip
 
 
@@ -85,5 +87,7 @@ def _run_stage(stage: str, settings: Settings, folder: Path, plan: BenchPlan) ->
     if stage == "metrics":
         return bench_freshness(settings, folder, plan.freshness_seconds)
     if stage == "peer":
-        return bench_peer(settings, folder, list(plan.peer_rates), plan.peer_seconds)
+        return bench_peer(
+            settings, folder, list(plan.peer_rates), plan.peer_seconds, list(plan.peer_ladder)
+        )
     return bench_endtoend(settings, folder, plan.e2e_rate, plan.e2e_seconds, plan.burst_seconds)

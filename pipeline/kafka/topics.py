@@ -55,3 +55,18 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+
+
+def delete_topics(settings: Settings, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete topics (a benchmark's private ones); missing topics are not an error."""
+    names = list(names)
+    if not names:
+        return
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for topic, future in admin.delete_topics(names, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            log.info("topic already gone", topic=topic)

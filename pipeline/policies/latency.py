@@ -11,10 +11,15 @@ duration_ms is the nanosecond difference truncated toward zero to milliseconds (
 ``Duration.Milliseconds()``). Because the check runs on every prefix, a trace whose first
 spans span 2 s is Sampled by a 1 s..5 s policy even if later spans stretch it to 10 s:
 that is what the collector does.
+
+Without an upper bound and without a 0 start, the running duration only grows from span
+to span, so "Sampled after some span" is "Sampled after the last": the earliest start
+and latest end are then taken with ``min``/``max`` in C instead of a Python loop.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -26,6 +31,7 @@ from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
 _INT64 = 1 << 63
+_END = itemgetter(1)
 
 
 def _go_ms(nanos: int) -> int:
@@ -45,9 +51,15 @@ class Latency(Policy):
 
     def evaluate(self, trace: TraceView) -> Decision:
         lower, upper = self.threshold_ms, self.upper_threshold_ms
+        times = trace.times
+        if upper == 0 and times:
+            first = min(times)[0]
+            if first != 0:  # no "not seen yet" start: the duration only grows
+                last = max(times, key=_END)[1]
+                return SAMPLED if _go_ms(last - first) >= lower else NOT_SAMPLED
         first = 0
         last = 0
-        for start, end in trace.times:
+        for start, end in times:
             if first == 0 or start < first:
                 first = start
             if last == 0 or end > last:
