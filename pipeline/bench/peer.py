@@ -81,24 +81,34 @@ def _tail_sampling() -> str:
 {_indented(POLICIES, 6)}"""
 
 
-def peer_config(http_port: int) -> str:
-    """The Collector configuration of the peer: OTLP/HTTP -> tail_sampling -> nop."""
+def _sampling_collector(receivers: str, receiver: str) -> str:
+    """A Collector configuration: ``receivers`` (YAML) -> tail_sampling -> nop."""
     return f"""\
 receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{http_port}
-processors:
+{receivers}processors:
 {_tail_sampling()}exporters:
   nop: {{}}
 service:
 {_TELEMETRY}  pipelines:
     traces:
-      receivers: [otlp]
+      receivers: [{receiver}]
       processors: [tail_sampling]
       exporters: [nop]
 """
+
+
+def _otlp_http(http_port: int) -> str:
+    return f"""\
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{http_port}
+"""
+
+
+def peer_config(http_port: int) -> str:
+    """The Collector configuration of the peer: OTLP/HTTP -> tail_sampling -> nop."""
+    return _sampling_collector(_otlp_http(http_port), "otlp")
 
 
 def kafka_peer_configs(http_port: int, brokers: str, topic: str, group: str) -> tuple[str, str]:
@@ -112,11 +122,7 @@ def kafka_peer_configs(http_port: int, brokers: str, topic: str, group: str) -> 
     brokers_list = ", ".join(f'"{b}"' for b in brokers.split(","))
     front = f"""\
 receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{http_port}
-exporters:
+{_otlp_http(http_port)}exporters:
   kafka:
     brokers: [{brokers_list}]
     traces:
@@ -134,8 +140,7 @@ service:
       receivers: [otlp]
       exporters: [kafka]
 """
-    back = f"""\
-receivers:
+    kafka_receiver = f"""\
   kafka:
     brokers: [{brokers_list}]
     traces:
@@ -143,16 +148,8 @@ receivers:
       encoding: otlp_proto
     group_id: {group}
     initial_offset: latest
-processors:
-{_tail_sampling()}exporters:
-  nop: {{}}
-service:
-{_TELEMETRY}  pipelines:
-    traces:
-      receivers: [kafka]
-      processors: [tail_sampling]
-      exporters: [nop]
 """
+    back = _sampling_collector(kafka_receiver, "kafka")
     return front, back
 
 

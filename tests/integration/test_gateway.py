@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from pipeline.bench.metrics_scrape import scrape
 from pipeline.config.settings import Settings
 from pipeline.wire.otlp import ExportTraceServiceRequest, ExportTraceServiceResponse
 from pipeline.wire.partitioner import partition_for_trace
@@ -280,3 +281,31 @@ def test_inflight_cap_answers_429_and_metrics_count_outcomes(pipeline_settings: 
         overloaded = 'spansieve_gateway_requests_total{outcome="overloaded",transport="http"}'
         assert f"{overloaded} {codes.count(429)}.0" in text
         assert f"spansieve_gateway_spans_accepted_total {codes.count(200) * 200}.0" in text
+
+
+def test_concurrent_requests_share_one_message_per_partition(gateway: Settings):
+    """Twenty requests sent at once, two of them holding spans of one trace: fewer Kafka
+    messages than requests (unbatched, each would touch several partitions), and the
+    trace arrives whole on its partition. Merging a trace's pieces is unit-tested."""
+    shared_trace = os.urandom(16)
+    requests = [build_request(4) for _ in range(18)]
+    requests += [build_request(3, trace_id=shared_trace) for _ in range(2)]
+    metrics_url = f"http://127.0.0.1:{gateway.gateway_metrics_port}/metrics"
+    before = scrape(metrics_url).get("spansieve_gateway_kafka_messages_sent_total", 0.0)
+
+    async def send_all() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            replies = await asyncio.gather(
+                *(
+                    client.post(http_url(gateway), content=r.SerializeToString(), headers=PROTOBUF)
+                    for r in requests
+                )
+            )
+        return [reply.status_code for reply in replies]
+
+    assert asyncio.run(send_all()) == [200] * len(requests)
+    sent = scrape(metrics_url)["spansieve_gateway_kafka_messages_sent_total"] - before
+    assert sent < len(requests)
+    found = read_spans(gateway, {shared_trace}, expected=6)
+    assert len(found) == 6
+    assert len({partition for partition, _ in found.values()}) == 1

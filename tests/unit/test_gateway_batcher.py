@@ -9,7 +9,7 @@ from pipeline.gateway.batcher import PartitionBatcher
 from pipeline.wire.otlp import TracesData, count_spans, regroup_spans
 from pipeline.wire.pieces import PIECES_HEADER, iter_header, iter_pieces, split_by_partition
 from tests.unit.test_otlp import build_request, span_specs
-from tests.unit.test_pieces import with_roots_and_schema
+from tests.unit.test_pieces import has_root_span, with_roots_and_schema
 
 PARTITIONS = 3
 
@@ -74,12 +74,7 @@ def test_requests_within_one_linger_share_a_message_per_partition(first, second)
         for trace_id, piece, spans, has_root in iter_pieces(value, header):
             data = TracesData.FromString(piece)
             assert spans == count_spans(data)
-            assert has_root == any(
-                not span.parent_span_id
-                for rs in data.resource_spans
-                for ss in rs.scope_spans
-                for span in ss.spans
-            )
+            assert has_root == has_root_span(data)
             found[trace_id] = data
     assert found.keys() == expected.keys()
     for trace_id, data in found.items():

@@ -31,6 +31,15 @@ def with_roots_and_schema(request, root_every: int = 3):
     return request
 
 
+def has_root_span(data: TracesData) -> bool:
+    return any(
+        not span.parent_span_id
+        for rs in data.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    )
+
+
 @given(span_specs)
 @settings(max_examples=200)
 def test_pieces_equal_a_protobuf_regroup_by_trace(specs):
@@ -47,12 +56,7 @@ def test_pieces_equal_a_protobuf_regroup_by_trace(specs):
             assert data == expected[trace_id]
             assert partition == partition_for_trace(trace_id, PARTITIONS)
             assert spans == count_spans(data)
-            assert has_root == any(
-                not span.parent_span_id
-                for rs in data.resource_spans
-                for ss in rs.scope_spans
-                for span in ss.spans
-            )
+            assert has_root == has_root_span(data)
             seen.add(trace_id)
     assert seen == set(expected)
 
