@@ -90,16 +90,19 @@ class PartitionBatcher:
         try:
             deliveries = []
             for partition, message in pending.items():
-                deliveries.append(
-                    self._producer.send(
-                        self._topic,
-                        message.value(),
-                        partition=partition,
-                        headers=[(PIECES_HEADER, message.header())],
+                # One request alone can bring more than a message holds: whole pieces per
+                # message (the gateway refuses a piece too large for one).
+                for chunk in message.chunks(self._max_bytes):
+                    deliveries.append(
+                        self._producer.send(
+                            self._topic,
+                            chunk.value(),
+                            partition=partition,
+                            headers=[(PIECES_HEADER, chunk.header())],
+                        )
                     )
-                )
-                self.messages += 1
-                metrics.MESSAGES_SENT.inc()
+                    self.messages += 1
+                    metrics.MESSAGES_SENT.inc()
         except Exception as exc:  # BufferError (queue full) or a refused message
             for delivery in deliveries:  # their acks come, but the batch failed as a whole
                 delivery.add_done_callback(_retrieve)

@@ -14,7 +14,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import ApiKeyAuth
-from pipeline.gateway.ingest import KafkaUnavailable, Overloaded, SpanIngestor, TooManySpans
+from pipeline.gateway.ingest import (
+    KafkaUnavailable,
+    Overloaded,
+    SpanIngestor,
+    TooManySpans,
+    TraceTooLarge,
+)
 from pipeline.wire.otlp import DecodeError, ExportTraceServiceResponse, parse_export_request
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -35,6 +41,7 @@ def _retryable_details(code: int, message: str) -> tuple[tuple[str, bytes], ...]
 # Ingest failures -> (gRPC status, metric label, google.rpc code when retryable).
 _FAILURES = {
     TooManySpans: (grpc.StatusCode.INVALID_ARGUMENT, "too_many_spans", None),
+    TraceTooLarge: (grpc.StatusCode.INVALID_ARGUMENT, "trace_too_large", None),
     Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded", code_pb2.RESOURCE_EXHAUSTED),
     KafkaUnavailable: (grpc.StatusCode.UNAVAILABLE, "unavailable", code_pb2.UNAVAILABLE),
 }
@@ -63,10 +70,12 @@ class TraceServiceHandler:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP protobuf: {exc}")
         try:
             outcome = await self._ingestor.ingest(request, len(raw), principal)
-        except (TooManySpans, Overloaded, KafkaUnavailable) as exc:
+        except (TooManySpans, TraceTooLarge, Overloaded, KafkaUnavailable) as exc:
             status, label, retry_code = _FAILURES[type(exc)]
             metrics.REQUESTS.labels("grpc", label).inc()
-            retry = _retryable_details(retry_code, str(exc)) if retry_code is not None else None
+            # grpc.aio wants a tuple of trailing metadata, never None (None fails the call
+            # with UNKNOWN instead of the status meant).
+            retry = _retryable_details(retry_code, str(exc)) if retry_code is not None else ()
             await context.abort(status, str(exc), retry)
         metrics.REQUESTS.labels("grpc", "partial" if outcome.rejected else "ok").inc()
         response = ExportTraceServiceResponse()

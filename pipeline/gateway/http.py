@@ -23,6 +23,7 @@ from pipeline.gateway.ingest import (
     Overloaded,
     SpanIngestor,
     TooManySpans,
+    TraceTooLarge,
 )
 from pipeline.wire.otlp import DecodeError, ExportTraceServiceResponse, parse_export_request
 from pipeline.wire.otlp_json import JsonRequestError, parse_json_request, response_json
@@ -147,6 +148,9 @@ def otlp_http_app(settings: Settings, ingestor: SpanIngestor, auth: ApiKeyAuth) 
             return error_response(exc.status, str(exc), content_type)
         except TooManySpans as exc:
             metrics.REQUESTS.labels("http", "too_many_spans").inc()
+            return error_response(413, str(exc), content_type)
+        except TraceTooLarge as exc:
+            metrics.REQUESTS.labels("http", "trace_too_large").inc()
             return error_response(413, str(exc), content_type)
         except Overloaded as exc:
             metrics.REQUESTS.labels("http", "overloaded").inc()

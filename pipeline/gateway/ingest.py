@@ -23,7 +23,7 @@ from pipeline.gateway import metrics
 from pipeline.gateway.auth import Principal
 from pipeline.gateway.batcher import PartitionBatcher
 from pipeline.gateway.validation import rejection_message, span_problem
-from pipeline.kafka.producer import AsyncProducer
+from pipeline.kafka.producer import MAX_MESSAGE_BYTES, AsyncProducer
 from pipeline.wire.otlp import ExportTraceServiceRequest, count_spans, service_name
 from pipeline.wire.pieces import PartitionMessage, split_by_partition
 
@@ -38,6 +38,18 @@ class Overloaded(Exception):
 
 class TooManySpans(Exception):
     """The request holds more spans than allowed (413/INVALID_ARGUMENT)."""
+
+
+class TraceTooLarge(Exception):
+    """One trace's spans in the request exceed a Kafka message (413/INVALID_ARGUMENT).
+
+    Refused before batching: librdkafka would refuse the message, and with it every
+    request batched with this one, on every retry.
+    """
+
+
+# A piece travels whole in one message, with its header entry beside it.
+MAX_PIECE_BYTES = MAX_MESSAGE_BYTES - 4096
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,13 @@ class SpanIngestor:
             return False
 
         groups = split_by_partition(request.resource_spans, self._partitions, accept)
+        for message in groups.values():
+            if message.size > MAX_PIECE_BYTES and message.largest_piece() > MAX_PIECE_BYTES:
+                metrics.SPANS_REJECTED.labels("trace_too_large").inc(total)
+                raise TraceTooLarge(
+                    f"one trace has {message.largest_piece()} bytes of spans in this request; "
+                    f"the limit is {MAX_PIECE_BYTES}: send its spans in smaller requests"
+                )
         rejected = sum(rejections.values())
         for reason, count in rejections.items():
             metrics.SPANS_REJECTED.labels(reason).inc(count)

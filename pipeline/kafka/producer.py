@@ -18,6 +18,11 @@ from pipeline.config.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+# Largest message librdkafka accepts from us (value, key and headers); Kafka's broker and
+# topic defaults (1 048 588 bytes) take it.
+MAX_MESSAGE_BYTES = 1_000_000
+
+
 class AsyncProducer:
     """An idempotent, acks=all confluent-kafka producer whose sends can be awaited."""
 
@@ -29,6 +34,7 @@ class AsyncProducer:
             "compression.type": "lz4",
             "linger.ms": 5,
             "message.timeout.ms": 10_000,
+            "message.max.bytes": MAX_MESSAGE_BYTES,
             **overrides,
         }
         self.reachable = True

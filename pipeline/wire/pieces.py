@@ -78,6 +78,27 @@ class PartitionMessage:
         self.spans += other.spans
         self.size += other.size
 
+    def chunks(self, max_bytes: int) -> list[PartitionMessage]:
+        """This message as messages of at most ``max_bytes`` of value each, whole pieces
+        per message (a piece larger than ``max_bytes`` goes alone)."""
+        if self.size <= max_bytes:
+            return [self]
+        chunks: list[PartitionMessage] = []
+        current: PartitionMessage | None = None
+        for trace_id, piece in self.pieces.items():
+            size = sum(map(len, piece[0]))
+            if current is None or (current.size and current.size + size > max_bytes):
+                current = PartitionMessage()
+                chunks.append(current)
+            current.pieces[trace_id] = piece
+            current.spans += piece[1]
+            current.size += size
+        return chunks
+
+    def largest_piece(self) -> int:
+        """Bytes of the largest piece (a scan: call it only when ``size`` is large)."""
+        return max((sum(map(len, parts)) for parts, _, _ in self.pieces.values()), default=0)
+
     def value(self) -> bytes:
         return b"".join(b"".join(parts) for parts, _, _ in self.pieces.values())
 

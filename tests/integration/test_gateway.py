@@ -202,6 +202,11 @@ def test_too_many_spans(pipeline_settings: Settings):
         reply = httpx.post(http_url(gateway), content=body, headers=PROTOBUF)
         assert reply.status_code == 413
         assert "limit is 10" in status_pb2.Status.FromString(reply.content).message
+        address = f"127.0.0.1:{gateway.gateway_grpc_port}"
+        with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as failure:
+            channel.unary_unary(EXPORT_METHOD)(body, timeout=10)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "limit is 10" in failure.value.details()
 
 
 def test_api_keys_and_service_allow_list(pipeline_settings: Settings, tmp_path):
@@ -309,3 +314,49 @@ def test_concurrent_requests_share_one_message_per_partition(gateway: Settings):
     found = read_spans(gateway, {shared_trace}, expected=6)
     assert len(found) == 6
     assert len({partition for partition, _ in found.values()}) == 1
+
+
+def with_payload(request: ExportTraceServiceRequest, size: int) -> ExportTraceServiceRequest:
+    for span in request.resource_spans[0].scope_spans[0].spans:
+        span.attributes.add(key="payload").value.string_value = "x" * size
+    return request
+
+
+def test_requests_larger_than_a_kafka_message_per_partition_arrive_whole(gateway: Settings):
+    """8 MB of spans of 100 traces: about 1 MB per partition, sent as several messages."""
+    request = ExportTraceServiceRequest()
+    for _ in range(100):
+        request.resource_spans.extend(
+            with_payload(build_request(8, trace_id=os.urandom(16)), 10_000).resource_spans
+        )
+    trace_ids = {rs.scope_spans[0].spans[0].trace_id for rs in request.resource_spans}
+    body = request.SerializeToString()
+    assert len(body) > 8_000_000
+
+    reply = httpx.post(http_url(gateway), content=body, headers=PROTOBUF, timeout=30)
+
+    assert reply.status_code == 200
+    assert len(read_spans(gateway, trace_ids, expected=800, timeout=60)) == 800
+
+
+def test_a_trace_too_large_for_one_message_is_refused_alone(gateway: Settings):
+    huge = with_payload(build_request(120, trace_id=os.urandom(16)), 10_000)  # 1.2 MB
+    small = build_request(2)
+
+    async def send_both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(http_url(gateway), content=r.SerializeToString(), headers=PROTOBUF)
+                    for r in (huge, small)
+                )
+            )
+
+    refused, accepted = asyncio.run(send_both())
+    assert refused.status_code == 413
+    assert "one trace has" in status_pb2.Status.FromString(refused.content).message
+    assert accepted.status_code == 200  # not failed along with it
+    address = f"127.0.0.1:{gateway.gateway_grpc_port}"
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as failure:
+        channel.unary_unary(EXPORT_METHOD)(huge.SerializeToString(), timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT

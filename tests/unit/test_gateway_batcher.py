@@ -139,3 +139,25 @@ def test_a_batch_without_spans_settles_at_once():
         assert batcher.flushes == 0
 
     asyncio.run(scenario())
+
+
+def test_a_partition_message_larger_than_the_limit_goes_as_several():
+    request = build_request([(trace, 0, 0) for trace in range(4) for _ in range(3)])
+    groups = split_by_partition(request.resource_spans, 1, lambda span: True)
+    piece_size = max(
+        len(piece) for _, piece, _, _ in iter_pieces(groups[0].value(), groups[0].header())
+    )
+
+    async def scenario():
+        producer = RecordingProducer()
+        batcher = PartitionBatcher(producer, "spans", linger=0.0, max_bytes=piece_size * 2)
+        outcome = batcher.add(groups)
+        await asyncio.sleep(0.01)
+        producer.ack_all()
+        await outcome
+        return producer.sent
+
+    sent = asyncio.run(scenario())
+    assert len(sent) == 2  # four pieces, two per message
+    assert all(len(value) <= piece_size * 2 for _, value, _ in sent)
+    assert sum(len(list(iter_header(header))) for _, _, header in sent) == 4

@@ -2,6 +2,7 @@
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.wire.otlp import TracesData, count_spans, regroup_spans
 from pipeline.wire.partitioner import partition_for_trace
@@ -110,3 +111,24 @@ def test_header_found_in_pairs_and_mappings():
     assert header_of({PIECES_HEADER: b"h"}) == b"h"
     assert header_of(None) is None
     assert header_of([("other", b"1")]) is None
+
+
+@given(span_specs, st.integers(1, 3000))
+def test_chunks_hold_whole_pieces_within_the_size(specs, max_bytes):
+    request = with_roots_and_schema(build_request(specs))
+    for message in split_by_partition(request.resource_spans, PARTITIONS, lambda s: True).values():
+        chunks = message.chunks(max_bytes)
+        pieces = {}
+        for chunk in chunks:
+            value = chunk.value()
+            assert chunk.size == len(value)
+            assert chunk.size <= max_bytes or len(chunk.pieces) == 1  # a big piece alone
+            assert chunk.spans == sum(
+                spans for _, _, spans, _ in iter_pieces(value, chunk.header())
+            )
+            for trace_id, piece, spans, root in iter_pieces(value, chunk.header()):
+                assert trace_id not in pieces  # a piece is never cut
+                pieces[trace_id] = (piece, spans, root)
+        whole = message.value()
+        assert pieces == {t: (p, n, r) for t, p, n, r in iter_pieces(whole, message.header())}
+        assert message.largest_piece() == max(len(p) for p, _, _ in pieces.values())
