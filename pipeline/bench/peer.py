@@ -343,13 +343,11 @@ class Side:
 
     def __init__(
         self,
-        name: str,
         processes: dict[str, psutil.Process],
         own: tuple[str, ...],
         endpoint: str,
         drained: Callable[[int], bool] | None = None,
     ) -> None:
-        self.name = name
         self.processes = processes  # measured: its own processes and the broker if any
         self.own = own  # the processes its CPU per span counts (the broker is apart)
         self.endpoint = endpoint
@@ -411,9 +409,8 @@ def bench_peer(
         ) as ours,
     ):
         sides = {
-            "peer": Side("peer", {"peer": peer}, ("peer",), endpoint),
+            "peer": Side({"peer": peer}, ("peer",), endpoint),
             "peer_kafka": Side(
-                "peer_kafka",
                 {"front": kafka_peer.front, "back": kafka_peer.back, **apart},
                 ("front", "back"),
                 kafka_peer.endpoint,
@@ -423,7 +420,6 @@ def bench_peer(
                 ),
             ),
             "ours": Side(
-                "ours",
                 {"gateway": ours.gateway, "worker": ours.worker, **apart},
                 ("gateway", "worker"),
                 f"http://127.0.0.1:{ours.settings.gateway_http_port}",

@@ -36,7 +36,6 @@ class PartitionBatcher:
         self._outcome: asyncio.Future | None = None  # settles once the pending batch is acked
         self._timer: asyncio.TimerHandle | None = None
         self.flushes = 0  # batches sent
-        self.messages = 0  # Kafka messages sent
 
     @property
     def linger(self) -> float:
@@ -101,7 +100,6 @@ class PartitionBatcher:
                             headers=[(PIECES_HEADER, chunk.header())],
                         )
                     )
-                    self.messages += 1
                     metrics.MESSAGES_SENT.inc()
         except Exception as exc:  # BufferError (queue full) or a refused message
             for delivery in deliveries:  # their acks come, but the batch failed as a whole

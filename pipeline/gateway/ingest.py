@@ -113,10 +113,13 @@ class SpanIngestor:
 
         groups = split_by_partition(request.resource_spans, self._partitions, accept)
         for message in groups.values():
-            if message.size > MAX_PIECE_BYTES and message.largest_piece() > MAX_PIECE_BYTES:
+            if message.size <= MAX_PIECE_BYTES:  # no piece can be larger: skip the scan
+                continue
+            largest = message.largest_piece()
+            if largest > MAX_PIECE_BYTES:
                 metrics.SPANS_REJECTED.labels("trace_too_large").inc(total)
                 raise TraceTooLarge(
-                    f"one trace has {message.largest_piece()} bytes of spans in this request; "
+                    f"one trace has {largest} bytes of spans in this request; "
                     f"the limit is {MAX_PIECE_BYTES}: send its spans in smaller requests"
                 )
         rejected = sum(rejections.values())
