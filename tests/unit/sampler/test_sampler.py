@@ -10,7 +10,8 @@ from collections import Counter
 
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from pipeline.sampler.decisions import BATCH_PREFIX
+from pipeline.sampler.core import MARK_REFRESH_SECONDS, TICK_KEY
+from pipeline.sampler.decisions import BATCH_PREFIX, LOW_WATER_KEY
 from pipeline.wire.partitioner import partition_for_trace
 from tests.unit.sampler.harness import (
     POLICIES,
@@ -194,6 +195,55 @@ def test_a_new_owner_replays_and_finishes_the_traces_of_the_previous_one(tmp_pat
         assert_kept_whole(b.outputs, decided)  # decided once, by A; never again
         assert b.sampler.cache.lookup(0, fine.trace_id).sampled is False
         assert b.sampler.buffer.counts() == (0, 0)
+        stack.close()
+
+    run(scenario)
+
+
+def marks_saved(worker: Worker, partition: int) -> int:
+    return sum(
+        1 for p, key, _ in worker.decisions.changelog if p == partition and key == LOW_WATER_KEY
+    )
+
+
+def test_an_idle_partition_saves_its_replay_mark_once_a_minute_not_every_tick(tmp_path):
+    """Ticks alone leave the mark where it was (it stays correct, a new owner only re-reads
+    ticks); spans, a decision that moves the low water, or a minute passing save it."""
+
+    async def scenario():
+        stack = Stack(tmp_path)
+        a = stack.worker
+        await stack.seconds(3)  # adopts the partitions: one mark each
+        assert marks_saved(a, 0) == 1
+        await stack.seconds(20)
+        assert marks_saved(a, 0) == 1
+        trace = TraceMaker(trace_on(0, 2))
+        await stack.export(trace.request(2, root=True, error=True))
+        await stack.seconds(1)  # spans handled: saved
+        assert marks_saved(a, 0) == 2
+        saved_at = []  # event time of each save from here on
+        for _ in range(130):
+            before = marks_saved(a, 0)
+            await stack.seconds(1)
+            if marks_saved(a, 0) > before:
+                saved_at.append(stack.clock())
+        assert a.outputs.kept_ids() == [trace.trace_id]
+        # One save when the decision moved the low water, then one a minute.
+        assert len(saved_at) == 3
+        assert saved_at[1] - saved_at[0] == saved_at[2] - saved_at[1] == MARK_REFRESH_SECONDS
+        a.close()
+
+        b = stack.new_worker("worker-b")
+        b.decisions.restore_from(a.decisions.changelog)
+        b.start_at(a.positions)
+        stack.worker = b
+        await stack.seconds(1)
+        # B re-reads from the marks: ticks only, since no piece is buffered.
+        assert stack.topic.replays
+        for partition, start, end in stack.topic.replays:
+            records = stack.topic.records[partition][start:end]
+            assert {record.key for record in records} == {TICK_KEY}
+        assert b.outputs.kept_ids() == [trace.trace_id]  # (shared outputs) not kept again
         stack.close()
 
     run(scenario)
