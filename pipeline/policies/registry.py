@@ -75,6 +75,7 @@ MACHINERY: frozenset[str] = frozenset(
         "decision",
         "engine",
         "limiter",
+        "percentiles",
         "ottl",
         "registry",
         "schema",

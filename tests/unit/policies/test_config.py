@@ -130,6 +130,7 @@ def test_every_policy_type_is_accepted():
         "composite": "{max_total_spans_per_second: 5, policy_order: [s], "
         "composite_sub_policy: [{name: s, type: always_sample}], "
         "rate_allocation: [{policy: s, percent: 50}]}",
+        "latency_percentile": "{percentile: 95, interval: 1m, min_samples: 5, root_only: true}",
     }
     assert set(sections) == set(POLICY_TYPES)
     lines = ["policies:"]
@@ -265,7 +266,7 @@ def test_and_is_allowed_inside_composite_only():
         """
     )
     assert "policy type 'not' is not allowed here" in e.message
-    assert e.message.endswith("ottl_condition, and")
+    assert e.message.endswith("ottl_condition, and, latency_percentile")
 
 
 def test_missing_type():
