@@ -32,6 +32,7 @@ from pipeline.sampler.decisions import DecisionCache
 from pipeline.sampler.policy_source import PolicySource, seconds
 from pipeline.sampler.span_metrics import KIND_RED, KIND_SERVICE_GRAPH, KIND_SERVICE_MAP
 from pipeline.sampler.storage import RdictPartitions
+from pipeline.shared.lazy import LazySharedState
 from pipeline.wire.metrics_json import CONTENT_TYPE_HEADER, CONTENT_TYPES
 from pipeline.wire.pieces import header_of
 
@@ -101,7 +102,8 @@ def build_sampler(app: faust.App, settings: Settings, pieces: RdictPartitions) -
         KIND_SERVICE_GRAPH: raw_topic(app, settings, "service-graph"),
         KIND_SERVICE_MAP: raw_topic(app, settings, "service-map"),
     }
-    policies = PolicySource(settings)
+    # Shared with the other workers through Redis, for policies that pool state.
+    policies = PolicySource(settings, LazySharedState(settings.redis_url, settings.topic_prefix))
 
     async def send_kept(partition: int, trace_id: bytes, value: bytes):
         return await sampled_topic.send(key=trace_id, value=value, partition=partition)

@@ -39,6 +39,7 @@ from pipeline.policies.decision import (
     SAMPLED,
     Decision,
 )
+from pipeline.policies.percentiles import SharedState
 from pipeline.policies.trace import TraceView
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,27 @@ class EngineDecision:
     final: Decision = NOT_SAMPLED  # SAMPLED, NOT_SAMPLED or DROPPED, as the collector
 
 
-def build_policy(p: registry.PolicyModel, clock: Clock = time.monotonic) -> Policy:
+def build_policy(
+    p: registry.PolicyModel, clock: Clock = time.monotonic, shared: SharedState | None = None
+) -> Policy:
     """The evaluator for one configured policy (config model -> Policy), via the registry."""
-    return registry.build_policy(p, clock)
+    return registry.build_policy(p, clock, shared)
 
 
 class PolicyEngine:
     """Evaluates a SamplingConfig's policies against one trace at a time (not thread-safe:
     stateful policies keep budgets; use one engine per worker thread/partition owner)."""
 
-    def __init__(self, config: cfg.SamplingConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: cfg.SamplingConfig,
+        clock: Clock = time.monotonic,
+        shared: SharedState | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         built = [
-            (build_policy(p, clock), registry.policy_type(p.type).evaluated_first)
+            (build_policy(p, clock, shared), registry.policy_type(p.type).evaluated_first)
             for p in config.policies
         ]
         self._setup(built, config.sample_on_first_match)

@@ -18,8 +18,9 @@ Every evaluated trace's durations are counted after the comparison (a trace is c
 with the traffic before it), so the policy is ``stateful``: the engine runs it on every
 trace, also when another policy has decided already.
 
-Percentiles are per worker: each worker counts the traces of its own partitions, which
-are a uniform share of each operation's traffic (partitioning is by trace id).
+Percentiles are the fleet's when the worker shares state through Redis (the worker's
+default; see ``percentiles``): every worker's counts over the interval, pooled under the
+policy's name. Without it, or while Redis is unreachable, each worker uses its own counts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pydantic import Field
 from pipeline.config.models import Duration, StrictModel
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
-from pipeline.policies.percentiles import SlidingPercentiles
+from pipeline.policies.percentiles import DEFAULT_SLOTS, SlidingPercentiles
 from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
@@ -113,7 +114,13 @@ class LatencyPercentilePolicy(PolicyModel):
 
 def build(config: LatencyPercentilePolicy, context: BuildContext) -> LatencyPercentile:
     c = config.latency_percentile
-    percentiles = SlidingPercentiles(c.percentile, c.interval, c.min_samples, context.clock)
+    exchange = None
+    if context.shared is not None:
+        slot_seconds = c.interval / DEFAULT_SLOTS
+        exchange = context.shared.percentile_exchange(config.name, slot_seconds, DEFAULT_SLOTS)
+    percentiles = SlidingPercentiles(
+        c.percentile, c.interval, c.min_samples, context.clock, exchange=exchange
+    )
     return LatencyPercentile(config.name, percentiles, c.root_only, c.threshold_ms)
 
 

@@ -12,8 +12,13 @@ read, and an operation's threshold moves every ``interval / slots`` seconds, not
 every span. An operation with fewer than ``min_samples`` durations in the interval has
 no percentile (``None``) until it has enough.
 
-The counts are plain dicts (key -> bucket index -> count), so that workers can add up
-each other's slots (the shared mode of the adaptive-sampling issue).
+Shared by the fleet: with an ``exchange`` (``pipeline.shared.percentiles`` puts one in
+Redis), each closed slot is handed to it, and percentiles come from the counts of every
+worker's closed slots over the interval (``exchange.fleet()``), so all workers compare a
+span with the same threshold. While the exchange has no fleet view (Redis unreachable,
+or not yet synced) the worker's own slots are used: partitioning by trace id gives each
+worker a uniform share of every operation, so its percentiles estimate the same values
+from fewer samples.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 BUCKETS_PER_DOUBLING = 16
 DEFAULT_SLOTS = 6
@@ -30,6 +36,24 @@ DEFAULT_SLOTS = 6
 OperationKey = tuple[str, str]
 #: key -> bucket index -> count
 Counts = dict[OperationKey, dict[int, int]]
+
+
+class PercentileExchange(Protocol):
+    """Where workers pool their counts; see ``pipeline.shared.percentiles``."""
+
+    def publish(self, counts: Counts) -> None:
+        """Hand over a closed slot's counts (must not block: called while deciding)."""
+
+    def fleet(self) -> Counts | None:
+        """The fleet's counts over the interval, or None when there are none to use."""
+
+
+class SharedState(Protocol):
+    """State shared by all workers (``pipeline.shared.state``), as the policies see it."""
+
+    def percentile_exchange(
+        self, policy: str, slot_seconds: float, slots: int
+    ) -> PercentileExchange: ...
 
 
 def bucket_of(duration_ns: int) -> int:
@@ -67,6 +91,7 @@ class SlidingPercentiles:
         min_samples: int,
         clock: Callable[[], float] = time.monotonic,
         slots: int = DEFAULT_SLOTS,
+        exchange: PercentileExchange | None = None,
     ) -> None:
         if not 0 < percentile < 100:
             raise ValueError("percentile must be between 0 and 100 (exclusive)")
@@ -79,6 +104,8 @@ class SlidingPercentiles:
         self._slots: deque[Counts] = deque([{}], maxlen=slots)
         self._slot_started = clock()
         self._thresholds: dict[OperationKey, float | None] = {}
+        self.exchange = exchange
+        self._fleet: Counts | None = None  # the exchange's view the thresholds came from
 
     @property
     def current(self) -> Counts:
@@ -86,11 +113,17 @@ class SlidingPercentiles:
         return self._slots[-1]
 
     def advance(self) -> None:
-        """Start new slots for the time passed (dropping the oldest); thresholds recomputed."""
-        now = self.clock()
-        passed = int((now - self._slot_started) / self.slot_seconds)
+        """Start new slots for the time passed (dropping the oldest), hand the closed one
+        to the exchange; thresholds are recomputed after a new slot or a new fleet view."""
+        exchange = self.exchange
+        if exchange is not None and exchange.fleet() is not self._fleet:
+            self._fleet = exchange.fleet()
+            self._thresholds.clear()
+        passed = int((self.clock() - self._slot_started) / self.slot_seconds)
         if passed <= 0:
             return
+        if exchange is not None and self.current:
+            exchange.publish(self.current)
         for _ in range(min(passed, self._slots.maxlen or 1)):
             self._slots.append({})
         self._slot_started += passed * self.slot_seconds
@@ -110,7 +143,7 @@ class SlidingPercentiles:
         except KeyError:
             pass
         merged: dict[int, int] = {}
-        for slot in self._slots:
+        for slot in self._slots if self._fleet is None else (self._fleet,):
             for index, count in slot.get(key, {}).items():
                 merged[index] = merged.get(index, 0) + count
         value = None

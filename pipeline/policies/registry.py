@@ -41,6 +41,7 @@ from pydantic_core import CoreSchema
 
 from pipeline.config.models import NonEmptyStr, StrictModel, custom_error
 from pipeline.policies.base import Policy
+from pipeline.policies.percentiles import SharedState
 
 # The collector's types, in the order its README lists them: the order of error messages
 # and of the JSON Schema. A type whose module is not named here comes after them, by name.
@@ -132,10 +133,12 @@ def type_name(model: type[PolicyModel]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BuildContext:
-    """What a ``build`` function gets besides its config: the clock for budgets, and
-    ``build`` for sub-policies."""
+    """What a ``build`` function gets besides its config: the clock for budgets, the
+    state shared by all workers (None: each worker on its own), and ``build`` for
+    sub-policies."""
 
     clock: Clock = time.monotonic
+    shared: SharedState | None = None
 
     def build(self, config: PolicyModel) -> Policy:
         return policy_type(config.type).build(config, self)  # type: ignore[attr-defined]
@@ -224,9 +227,11 @@ def type_names() -> tuple[str, ...]:
     return tuple(t.name for t in policy_types())
 
 
-def build_policy(config: PolicyModel, clock: Clock = time.monotonic) -> Policy:
+def build_policy(
+    config: PolicyModel, clock: Clock = time.monotonic, shared: SharedState | None = None
+) -> Policy:
     """The evaluator for one validated policy config."""
-    return BuildContext(clock).build(config)
+    return BuildContext(clock, shared).build(config)
 
 
 # --------------------------------------------------------------------------- slots

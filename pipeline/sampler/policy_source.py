@@ -17,6 +17,7 @@ import structlog
 from pipeline.config.settings import Settings
 from pipeline.policies.config import PolicyConfigError, SamplingConfig, load_policy_file
 from pipeline.policies.engine import PolicyEngine
+from pipeline.policies.percentiles import SharedState
 from pipeline.sampler import metrics
 
 log = structlog.get_logger(__name__)
@@ -67,14 +68,15 @@ def note_keys_without_effect(config: SamplingConfig) -> None:
 class PolicySource:
     """Holds the current config and engine; ``maybe_reload`` picks up a changed file."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: SharedState | None = None) -> None:
         self.path: Path | None = settings.policies
+        self.shared = shared  # state shared by the workers (Redis), for the policies
         self._settings = settings
         self._mtime = self._stat()
         self._next_check = 0.0
         self._reload_requested = False
         self.config = load_policy_file(self.path) if self.path else skeleton_config(settings)
-        self.engine = PolicyEngine(self.config)
+        self.engine = PolicyEngine(self.config, shared=shared)
         note_keys_without_effect(self.config)
 
     def install_sighup(self, loop) -> None:
@@ -109,7 +111,7 @@ class PolicySource:
             log.error("policy reload rejected; previous policies stay in force", error=str(exc))
             return False
         self.config = config
-        self.engine = PolicyEngine(config)
+        self.engine = PolicyEngine(config, shared=self.shared)
         note_keys_without_effect(config)
         metrics.POLICY_RELOADS.labels("applied").inc()
         log.info("policies reloaded", path=str(self.path), policies=len(config.policies))

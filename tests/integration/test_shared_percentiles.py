@@ -1,0 +1,170 @@
+"""latency_percentile's counts pooled in Redis: two workers see one percentile, a Redis
+outage falls back to each worker's own counts, and the pool comes back with Redis."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+
+from pipeline.config.settings import Settings
+from pipeline.local.run import free_port, wait_until
+from pipeline.policies.percentiles import SlidingPercentiles, bucket_of
+from pipeline.shared.health import REDIS_ERRORS, REDIS_FALLBACK, RedisHealth
+from pipeline.shared.percentiles import RedisPercentileExchange
+from pipeline.shared.state import RedisSharedState
+
+MS = 1_000_000
+KEY = ("checkout", "POST /orders")
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FixedView:
+    """An exchange whose fleet view is given (what a sync returned)."""
+
+    def __init__(self, view: dict) -> None:
+        self.view = view
+
+    def publish(self, counts: dict) -> None:
+        pass
+
+    def fleet(self) -> dict:
+        return self.view
+
+
+def counts_of(durations_ms: list[float]) -> dict:
+    buckets: dict[int, int] = {}
+    for ms in durations_ms:
+        index = bucket_of(int(ms * MS))
+        buckets[index] = buckets.get(index, 0) + 1
+    return {KEY: buckets}
+
+
+def test_two_workers_pool_their_counts_into_one_percentile(stack: Settings):
+    """Worker A sees only 10 ms durations and B only 1 s ones (as two partitions might
+    early on): once pooled, both compare with the same p50, which neither has alone."""
+    prefix = f"it-{uuid.uuid4().hex[:8]}"
+    wall = Clock()
+    health = RedisHealth("latency_percentile", "own counts")
+    exchanges = [
+        RedisPercentileExchange(
+            redis.Redis.from_url(stack.redis_url), prefix, 10.0, 6, health, clock=wall
+        )
+        for _ in range(2)
+    ]
+    try:
+        a, b = exchanges
+        a.sync(counts_of([10.0] * 100))
+        pooled = b.sync(counts_of([1000.0] * 100))
+        assert sum(pooled[KEY].values()) == 200
+        local = SlidingPercentiles(50.0, 60.0, 10, Clock(), exchange=None)
+        for index, count in counts_of([10.0] * 100)[KEY].items():
+            local.current.setdefault(KEY, {})[index] = count
+        assert local.threshold(KEY) == pytest.approx(10 * MS, rel=0.05)
+        shared = SlidingPercentiles(50.0, 60.0, 10, Clock(), exchange=FixedView(pooled))
+        shared.advance()
+        assert 10 * MS < shared.threshold(KEY) <= 1000 * MS * 1.05
+        # Slots age out: 7 slots later the pooled hash is out of the interval.
+        wall.now += 70.0
+        assert a.sync({}) == {}
+        ttl = redis.Redis.from_url(stack.redis_url).ttl(f"{prefix}:{1_000_000 // 10 - 1}")
+        assert 0 < ttl <= 81
+    finally:
+        for exchange in exchanges:
+            exchange.close()
+
+
+def test_closed_slots_reach_the_pool_through_the_background_thread(stack: Settings):
+    """What the policy does: ``advance`` hands a closed slot over and later reads the
+    fleet view the thread fetched; no call waits on Redis."""
+    state = RedisSharedState(stack.redis_url, f"it-{uuid.uuid4().hex[:8]}")
+    clock = Clock()
+    try:
+        exchange = state.percentile_exchange("slow", 1.0, 6)
+        assert state.percentile_exchange("slow", 1.0, 6) is exchange  # kept across reloads
+        percentiles = SlidingPercentiles(99.0, 6.0, 10, clock, exchange=exchange)
+        for _ in range(50):
+            percentiles.record(KEY, 20 * MS)
+        clock.now += 1.0
+        percentiles.advance()  # the slot closes: published, synced in the background
+        assert wait_until(lambda: exchange.fleet() is not None, "pooled view", 10)
+        percentiles.advance()
+        assert percentiles.threshold(KEY) == pytest.approx(20 * MS, rel=0.05)
+    finally:
+        state.close()
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen]:
+    """A redis-server of this test's own (the stack's stays up for the other tests)."""
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is part of the local stack"
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        assert wait_until(lambda: _answers(client), "private redis", 10)
+        yield server
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_an_outage_falls_back_to_own_counts_once_logged_and_the_pool_returns(tmp_path):
+    port = free_port()
+    feature = f"latency_percentile-{uuid.uuid4().hex[:6]}"  # a label of this test's own
+    health = RedisHealth(feature, "own counts")
+    client = redis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=1.0)
+    exchange = RedisPercentileExchange(client, "it-outage", 1.0, 6, health)
+    clock = Clock()
+    percentiles = SlidingPercentiles(50.0, 6.0, 10, clock, exchange=exchange)
+
+    def close_slot(duration_ms: float) -> None:
+        for _ in range(20):
+            percentiles.record(KEY, int(duration_ms * MS))
+        clock.now += 1.0
+        percentiles.advance()
+
+    try:
+        with private_redis(port) as server:
+            close_slot(100.0)
+            assert wait_until(lambda: exchange.fleet() is not None, "pooled view", 10)
+            server.kill()
+            server.wait()
+            close_slot(100.0)
+            assert wait_until(lambda: health.down, "fallback", 10)
+            assert exchange.fleet() is None
+            percentiles.advance()
+            # Own counts decide meanwhile: the two local slots, 100 ms each.
+            assert percentiles.threshold(KEY) == pytest.approx(100 * MS, rel=0.05)
+            close_slot(100.0)  # a second failure: counted, not logged again
+            assert wait_until(
+                lambda: REDIS_ERRORS.labels(feature)._value.get() >= 2, "errors counted", 10
+            )
+            assert REDIS_FALLBACK.labels(feature)._value.get() == 1
+        with private_redis(port):
+            close_slot(100.0)
+            assert wait_until(lambda: not health.down, "back to the pool", 10)
+            assert REDIS_FALLBACK.labels(feature)._value.get() == 0
+            assert exchange.fleet() is not None
+    finally:
+        exchange.close()
