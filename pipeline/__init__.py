@@ -8,6 +8,7 @@ Shared foundations (import nothing of the stages):
   wire/      OTLP codecs, per-trace pieces, the partitioner (pure: no Kafka, no HTTP)
   kafka/     Kafka plumbing: topic creation, an awaitable producer, range re-reads
   store/     the OpenSearch trace store: document field names, templates, setup, lifecycle
+  shared/    state shared by all workers through Redis (pooled percentiles), with fallback
 
 Stages, in the order spans meet them:
   gateway/   OTLP/gRPC and OTLP/HTTP in, auth, validation, redaction, Kafka out

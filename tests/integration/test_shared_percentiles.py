@@ -3,8 +3,10 @@ outage falls back to each worker's own counts, and the pool comes back with Redi
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +18,16 @@ from pipeline.config.settings import Settings
 from pipeline.local.run import free_port, wait_until
 from pipeline.policies.percentiles import SlidingPercentiles, bucket_of
 from pipeline.shared.health import REDIS_ERRORS, REDIS_FALLBACK, RedisHealth
-from pipeline.shared.percentiles import RedisPercentileExchange
+from pipeline.shared.percentiles import FEATURE, RedisPercentileExchange
 from pipeline.shared.state import RedisSharedState
+from tests.integration.sampling_helpers import (
+    decided_total,
+    make_span,
+    post,
+    request_of,
+    sampling_pipeline,
+    worker_metrics,
+)
 
 MS = 1_000_000
 KEY = ("checkout", "POST /orders")
@@ -168,3 +178,59 @@ def test_an_outage_falls_back_to_own_counts_once_logged_and_the_pool_returns(tmp
             assert exchange.fleet() is not None
     finally:
         exchange.close()
+
+
+PERCENTILE_POLICIES = """\
+decision_wait: 1s
+policies:
+  - name: slow-for-its-operation
+    type: latency_percentile
+    latency_percentile: {percentile: 99, interval: 6s, min_samples: 50, root_only: true}
+"""
+POLICY = "slow-for-its-operation"
+
+
+def orders(count: int, duration_ms: int = 10):
+    spans = [
+        make_span(os.urandom(16), name="POST /orders", duration_ms=duration_ms)
+        for _ in range(count)
+    ]
+    return request_of({"checkout": spans})
+
+
+def kept_by_policy(workers) -> float:
+    label = f'spansieve_sampler_traces_decided_total{{outcome="sampled",policy="{POLICY}"}}'
+    return sum(worker_metrics(settings).get(label, 0.0) for settings, _ in workers)
+
+
+def test_two_worker_processes_pool_the_policys_counts_in_redis(pipeline_settings, tmp_path):
+    """Real gateway and two workers: both add their counts to the policy's Redis hashes
+    (more traces pooled than either worker decided), neither falls back, and a trace far
+    slower than the operation's p99 is the only one the policy keeps."""
+    with sampling_pipeline(pipeline_settings, tmp_path, PERCENTILE_POLICIES, workers=2) as (
+        gateway,
+        workers,
+    ):
+        client = redis.Redis.from_url(gateway.redis_url)
+        pattern = f"{gateway.topic_prefix}:latency-percentile:{POLICY}:1s:*"
+
+        def pooled() -> int:
+            return sum(int(v) for key in client.scan_iter(pattern) for v in client.hvals(key))
+
+        deadline = time.monotonic() + 90
+        # A worker hands a slot over when it decides a trace after the slot ended, so
+        # traces keep coming until the pool holds at least 300 of them.
+        while pooled() < 300 and time.monotonic() < deadline:
+            post(gateway, orders(50))
+            time.sleep(1.0)
+        decided = [decided_total(settings) for settings, _ in workers]
+        assert all(count > 0 for count in decided)
+        assert pooled() > max(decided)  # the pool holds both workers' counts
+        for settings, _ in workers:
+            fallback = worker_metrics(settings)
+            assert fallback[f'spansieve_redis_fallback{{feature="{FEATURE}"}}'] == 0
+        post(gateway, orders(1, duration_ms=2_000))
+        assert wait_until(lambda: kept_by_policy(workers) == 1, "the slow trace kept", 30)
+        post(gateway, orders(50))
+        time.sleep(3)
+        assert kept_by_policy(workers) == 1
