@@ -39,7 +39,7 @@ from pipeline.policies.decision import (
     SAMPLED,
     Decision,
 )
-from pipeline.policies.percentiles import SharedState
+from pipeline.policies.shared import SharedState
 from pipeline.policies.trace import TraceView
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,50 @@ tokens per second, at most ``burst`` tokens, full at the start. ``allow(n)``:
 
 Time comes from an injected clock (seconds, float) so tests are deterministic; it is
 converted to integer nanoseconds like Go's ``time.Time``.
+
+``scope: fleet`` (spansieve's option of rate_limiting and bytes_limiting): the budget is
+the whole fleet's, a bucket in Redis spent from local leases (``pipeline.shared.budgets``)
+instead of one bucket per worker; see :func:`bucket_for`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.policies.shared import Budget, SharedState
+
+Scope = Literal["worker", "fleet"]
+
+
+def scope_field() -> Scope:
+    """The ``scope`` key of a budget policy's section."""
+    return Field(  # type: ignore[return-value]
+        "worker",
+        description=(
+            "worker: each worker has the whole budget (the collector's way, per instance); "
+            "fleet: all workers share one budget through Redis"
+        ),
+    )
+
+
+def bucket_for(
+    scope: Scope,
+    shared: SharedState | None,
+    policy: str,
+    kind: str,
+    rate: float,
+    burst: int,
+    clock: Callable[[], float],
+) -> Budget:
+    """The policy's bucket: its own, or with ``scope: fleet`` the fleet's (a worker's own
+    when it shares no state, e.g. ``spansieve policies check`` or a unit test)."""
+    if scope == "fleet" and shared is not None:
+        return shared.budget(policy, kind, rate, burst)
+    return TokenBucket(rate, burst, clock)
 
 
 class TokenBucket:

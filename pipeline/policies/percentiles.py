@@ -27,33 +27,14 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+
+from pipeline.policies.shared import Counts, PercentileExchange
 
 BUCKETS_PER_DOUBLING = 16
 DEFAULT_SLOTS = 6
 
 #: (service.name, span name)
 OperationKey = tuple[str, str]
-#: key -> bucket index -> count
-Counts = dict[OperationKey, dict[int, int]]
-
-
-class PercentileExchange(Protocol):
-    """Where workers pool their counts; see ``pipeline.shared.percentiles``."""
-
-    def publish(self, counts: Counts) -> None:
-        """Hand over a closed slot's counts (must not block: called while deciding)."""
-
-    def fleet(self) -> Counts | None:
-        """The fleet's counts over the interval, or None when there are none to use."""
-
-
-class SharedState(Protocol):
-    """State shared by all workers (``pipeline.shared.state``), as the policies see it."""
-
-    def percentile_exchange(
-        self, policy: str, slot_seconds: float, slots: int
-    ) -> PercentileExchange: ...
 
 
 def bucket_of(duration_ns: int) -> int:

@@ -41,7 +41,7 @@ from pydantic_core import CoreSchema
 
 from pipeline.config.models import NonEmptyStr, StrictModel, custom_error
 from pipeline.policies.base import Policy
-from pipeline.policies.percentiles import SharedState
+from pipeline.policies.shared import SharedState
 
 # The collector's types, in the order its README lists them: the order of error messages
 # and of the JSON Schema. A type whose module is not named here comes after them, by name.
@@ -80,6 +80,7 @@ MACHINERY: frozenset[str] = frozenset(
         "ottl",
         "registry",
         "schema",
+        "shared",
         "trace",
     }
 )

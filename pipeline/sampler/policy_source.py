@@ -17,7 +17,7 @@ import structlog
 from pipeline.config.settings import Settings
 from pipeline.policies.config import PolicyConfigError, SamplingConfig, load_policy_file
 from pipeline.policies.engine import PolicyEngine
-from pipeline.policies.percentiles import SharedState
+from pipeline.policies.shared import SharedState
 from pipeline.sampler import metrics
 
 log = structlog.get_logger(__name__)

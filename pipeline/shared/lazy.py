@@ -6,26 +6,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pipeline.shared.budgets import LeasedBudget
     from pipeline.shared.percentiles import RedisPercentileExchange
     from pipeline.shared.state import RedisSharedState
 
 
 class LazySharedState:
-    """``policies.percentiles.SharedState``; builds a ``RedisSharedState`` when first asked."""
+    """``policies.shared.SharedState``; builds a ``RedisSharedState`` when first asked."""
 
     def __init__(self, redis_url: str, key_prefix: str) -> None:
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self.state: RedisSharedState | None = None
 
-    def percentile_exchange(
-        self, policy: str, slot_seconds: float, slots: int
-    ) -> RedisPercentileExchange:
+    def connected(self) -> RedisSharedState:
         if self.state is None:
             from pipeline.shared.state import RedisSharedState
 
             self.state = RedisSharedState(self.redis_url, self.key_prefix)
-        return self.state.percentile_exchange(policy, slot_seconds, slots)
+        return self.state
+
+    def percentile_exchange(
+        self, policy: str, slot_seconds: float, slots: int
+    ) -> RedisPercentileExchange:
+        return self.connected().percentile_exchange(policy, slot_seconds, slots)
+
+    def budget(self, policy: str, kind: str, rate: float, burst: int) -> LeasedBudget:
+        return self.connected().budget(policy, kind, rate, burst)
 
     def close(self) -> None:
         if self.state is not None:

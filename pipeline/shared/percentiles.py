@@ -27,7 +27,7 @@ from collections.abc import Callable
 import orjson
 import redis
 
-from pipeline.policies.percentiles import Counts
+from pipeline.policies.shared import Counts
 from pipeline.shared.health import RedisHealth
 
 FEATURE = "latency_percentile"

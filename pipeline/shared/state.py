@@ -1,10 +1,15 @@
 """What a worker hands its policies to share state with the other workers: one Redis
-client, and one exchange per policy that pools (kept across policy reloads)."""
+client, one exchange per policy that pools percentiles and one leased budget per policy
+that spends a fleet's bucket (both kept across policy reloads)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import redis
 
+from pipeline.shared.budgets import FEATURE as BUDGETS
+from pipeline.shared.budgets import Fleet, LeasedBudget
 from pipeline.shared.health import RedisHealth
 from pipeline.shared.percentiles import FEATURE as PERCENTILES
 from pipeline.shared.percentiles import RedisPercentileExchange
@@ -15,7 +20,7 @@ TIMEOUT_SECONDS = 2.0
 
 
 class RedisSharedState:
-    """``policies.percentiles.SharedState`` over Redis; keys start with ``key_prefix``."""
+    """``policies.shared.SharedState`` over Redis; keys start with ``key_prefix``."""
 
     def __init__(self, redis_url: str, key_prefix: str) -> None:
         self.client = redis.Redis.from_url(
@@ -26,6 +31,9 @@ class RedisSharedState:
             PERCENTILES, "each worker's own duration percentiles"
         )
         self._exchanges: dict[tuple[str, float, int], RedisPercentileExchange] = {}
+        self._budgets_health = RedisHealth(BUDGETS, "each worker's fair share of the budget")
+        self._budgets: dict[tuple[str, str], LeasedBudget] = {}
+        self._fleet: Fleet | None = None
 
     def percentile_exchange(
         self, policy: str, slot_seconds: float, slots: int
@@ -42,8 +50,31 @@ class RedisSharedState:
             )
         return exchange
 
+    def budget(self, policy: str, kind: str, rate: float, burst: int) -> LeasedBudget:
+        budget = self._budgets.get((policy, kind))
+        if budget is not None:
+            budget.configure(rate, burst)
+            return budget
+        if self._fleet is None:
+            self._fleet = Fleet(self.client, f"{self.key_prefix}:workers")
+        budget = self._budgets[(policy, kind)] = LeasedBudget(
+            self.client,
+            f"{self.key_prefix}:budget:{policy}:{kind}",
+            rate,
+            burst,
+            self._budgets_health,
+            self._fleet,
+        )
+        return budget
+
     def close(self) -> None:
         for exchange in self._exchanges.values():
             exchange.close()
         self._exchanges.clear()
+        for budget in self._budgets.values():
+            budget.close()
+        self._budgets.clear()
+        if self._fleet is not None:
+            with contextlib.suppress(redis.RedisError):  # else its beats expire
+                self._fleet.leave()
         self.client.close()
