@@ -26,6 +26,10 @@ class Policy(ABC):
     return InvertNotSampled (the only decision that can overturn an earlier Sampled).
     ``reports_sub_policy`` policies (composite) set ``last_sub`` to the sub-policy that
     sampled, and the engine reports the decision as "<policy>/<last_sub>".
+    ``observes_outcome`` policies (adaptive) have ``observe_outcome(trace, sampled,
+    policy)``, through which the engine tells them every trace's final decision (and
+    the policy that made it), also of traces they were not asked about; only at the top
+    level of the policy file.
 
     Each evaluator lives in its policy type's module, next to its config model and the
     ``register(...)`` call that ties them together (see ``registry``).
@@ -34,6 +38,7 @@ class Policy(ABC):
     stateful: bool = False
     may_invert_not_sample: bool = False
     reports_sub_policy: bool = False
+    observes_outcome: bool = False
     last_sub: str | None = None
 
     def __init__(self, name: str) -> None:

@@ -116,6 +116,7 @@ class PolicyEngine:
         self._plan = [
             (p, p.name, p.stateful, getattr(p, "reports_sub_policy", False)) for p in self.policies
         ]
+        self._observers = [p for p in self.policies if getattr(p, "observes_outcome", False)]
 
     def view(
         self, data, trace_id: bytes, size_bytes: int | None = None, raw: bytes | None = None
@@ -129,6 +130,15 @@ class PolicyEngine:
         return TraceView(data, trace_id, size_bytes, keys=self.attribute_keys, raw=raw)
 
     def evaluate(self, trace: TraceView) -> EngineDecision:
+        decision = self._decide(trace)
+        for observer in self._observers:
+            try:
+                observer.observe_outcome(trace, decision.sampled, decision.policy)
+            except Exception:  # as in _decide: a broken policy must not stop the pipeline
+                log.exception("sampling policy %s failed to observe a decision", observer.name)
+        return decision
+
+    def _decide(self, trace: TraceView) -> EngineDecision:
         if trace._keys is None and trace._span_attrs is None and trace._res_attrs is None:
             trace._keys = self.attribute_keys  # index only what the policies read
         per: dict[str, Decision] = {}

@@ -69,6 +69,7 @@ COLLECTOR_ORDER: tuple[str, ...] = (
 # module of the package is a policy type and is imported by ``load_all``.
 MACHINERY: frozenset[str] = frozenset(
     {
+        "adaptive_rates",
         "base",
         "bench",
         "check",

@@ -39,3 +39,7 @@ class SharedState(Protocol):
         """The fleet's bucket of ``rate`` tokens a second, at most ``burst``, for one
         policy (``kind``: what a token is, e.g. "spans" or "bytes")."""
         ...
+
+    def live_workers(self) -> int:
+        """How many workers share the fleet's targets now (last counted; never waits)."""
+        ...

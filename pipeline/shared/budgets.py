@@ -91,6 +91,8 @@ class Fleet:
         self.clock = clock
         self.count = 1  # until Redis has told
         self._beaten_at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def beat(self) -> int:
         """Beat (at most every ``BEAT_SECONDS``) and return the live workers' count."""
@@ -107,7 +109,26 @@ class Fleet:
         return self.count
 
     def leave(self) -> None:
+        self._stop.set()
         self.client.zrem(self.key, self.member)
+
+    def keep_beating(self, health: RedisHealth) -> None:
+        """Beat from a thread of its own, for readers of ``count`` that lease nothing."""
+        if self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.beat()
+                except redis.RedisError as exc:
+                    health.failed(exc)
+                else:
+                    health.succeeded()
+                self._stop.wait(BEAT_SECONDS)
+
+        self._thread = threading.Thread(target=run, name=f"beats {self.key}", daemon=True)
+        self._thread.start()
 
 
 class LeasedBudget:

@@ -34,6 +34,9 @@ class LazySharedState:
     def budget(self, policy: str, kind: str, rate: float, burst: int) -> LeasedBudget:
         return self.connected().budget(policy, kind, rate, burst)
 
+    def live_workers(self) -> int:
+        return self.connected().live_workers()
+
     def close(self) -> None:
         if self.state is not None:
             self.state.close()

@@ -50,20 +50,29 @@ class RedisSharedState:
             )
         return exchange
 
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            self._fleet = Fleet(self.client, f"{self.key_prefix}:workers")
+        return self._fleet
+
+    def live_workers(self) -> int:
+        """The live workers last counted (a background thread beats and counts)."""
+        fleet = self.fleet()
+        fleet.keep_beating(self._budgets_health)
+        return fleet.count
+
     def budget(self, policy: str, kind: str, rate: float, burst: int) -> LeasedBudget:
         budget = self._budgets.get((policy, kind))
         if budget is not None:
             budget.configure(rate, burst)
             return budget
-        if self._fleet is None:
-            self._fleet = Fleet(self.client, f"{self.key_prefix}:workers")
         budget = self._budgets[(policy, kind)] = LeasedBudget(
             self.client,
             f"{self.key_prefix}:budget:{policy}:{kind}",
             rate,
             burst,
             self._budgets_health,
-            self._fleet,
+            self.fleet(),
         )
         return budget
 

@@ -131,6 +131,7 @@ def test_every_policy_type_is_accepted():
         "composite_sub_policy: [{name: s, type: always_sample}], "
         "rate_allocation: [{policy: s, percent: 50}]}",
         "latency_percentile": "{percentile: 95, interval: 1m, min_samples: 5, root_only: true}",
+        "adaptive": "{target_spans_per_second: 100, interval: 5s, floor_traces_per_minute: 2}",
     }
     assert set(sections) == set(POLICY_TYPES)
     lines = ["policies:"]
@@ -266,7 +267,7 @@ def test_and_is_allowed_inside_composite_only():
         """
     )
     assert "policy type 'not' is not allowed here" in e.message
-    assert e.message.endswith("ottl_condition, and, latency_percentile")
+    assert e.message.endswith("ottl_condition, and, latency_percentile")  # not adaptive
 
 
 def test_missing_type():

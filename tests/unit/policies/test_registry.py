@@ -78,7 +78,8 @@ def test_each_model_has_the_collector_shape():
 
 def test_slots():
     nestable = [t.name for t in registry.policy_types() if t.nestable]
-    assert set(nestable) == set(POLICY_TYPES) - {"and", "not", "drop", "composite"}
+    # adaptive must see every trace's outcome, so it stays at the top level
+    assert set(nestable) == set(POLICY_TYPES) - {"and", "not", "drop", "composite", "adaptive"}
     assert registry.slot_types("and_sub_policy") == nestable
     assert registry.slot_types("not_sub_policy") == nestable
     assert registry.slot_types("drop_sub_policy") == nestable

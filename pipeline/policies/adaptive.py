@@ -1,0 +1,120 @@
+"""adaptive (spansieve's own type): keep about ``target_spans_per_second`` spans a second.
+
+Traces that other policies keep (errors, slow traces) come first and count against the
+target; the rest are kept with a probability per root operation (service.name and name
+of the root span, or of the first span when the root has not arrived), recomputed every
+``interval`` from the traffic so the kept volume stays at the target when traffic
+doubles or halves (see ``adaptive_rates``), with a floor of ``floor_traces_per_minute``
+per operation. Whether a trace is kept depends only on its id and its operation's
+probability (the salted FNV-1a hash of the probabilistic policy against ``p x 2^64``),
+so every worker decides the same for the same trace.
+
+The policy never drops what another policy keeps: it only says Sampled or NotSampled,
+and any Sampled keeps the trace. It is told every trace's final decision
+(``observes_outcome``), which is how it counts traffic and what others kept; for that it
+must be a top-level policy (not nestable). The target is the fleet's: each worker aims
+at ``target / live workers`` (live workers from the shared state, else 1).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.config.models import Duration, StrictModel
+from pipeline.policies.adaptive_rates import AdaptiveRates, Operation
+from pipeline.policies.base import Policy
+from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.probabilistic import MAX_UINT64, fnv1a_64, salt_state
+from pipeline.policies.registry import BuildContext, PolicyModel, register
+from pipeline.policies.trace import TraceView
+
+UNKNOWN_SERVICE = "unknown_service"
+
+
+def root_operation(trace: TraceView) -> Operation:
+    """(service.name, span name) of the root span, else of the first span."""
+    spans = trace.spans
+    chosen = 0
+    for i, span in enumerate(spans):
+        if not span.parent_span_id:
+            chosen = i
+            break
+    if not spans:
+        return (UNKNOWN_SERVICE, "")
+    for resource, first, last in trace.resource_runs:
+        if first <= chosen < last:
+            for kv in resource.attributes:
+                if kv.key == "service.name":
+                    return (kv.value.string_value or UNKNOWN_SERVICE, spans[chosen].name)
+            break
+    return (UNKNOWN_SERVICE, spans[chosen].name)
+
+
+class Adaptive(Policy):
+    stateful = True
+    observes_outcome = True
+
+    def __init__(self, name: str, rates: AdaptiveRates, hash_salt: str = "") -> None:
+        super().__init__(name)
+        self.rates = rates
+        self._salt = salt_state(hash_salt)
+        self._thresholds: dict[float, int] = {}
+        self._last: tuple[bytes, Operation] | None = None  # evaluate's trace, for observe
+
+    def _operation(self, trace: TraceView) -> Operation:
+        last = self._last
+        if last is not None and last[0] == trace.trace_id:
+            return last[1]
+        operation = root_operation(trace)
+        self._last = (trace.trace_id, operation)
+        return operation
+
+    def evaluate(self, trace: TraceView) -> Decision:
+        probability = self.rates.probability(self._operation(trace))
+        threshold = self._thresholds.get(probability)
+        if threshold is None:
+            if len(self._thresholds) > 10_000:
+                self._thresholds.clear()
+            threshold = self._thresholds[probability] = int(probability * MAX_UINT64)
+        return SAMPLED if fnv1a_64(trace.trace_id, self._salt) <= threshold else NOT_SAMPLED
+
+    def observe_outcome(self, trace: TraceView, sampled: bool, policy: str | None) -> None:
+        kept_by_other = sampled and policy != self.name
+        self.rates.observe(self._operation(trace), trace.span_count, kept_by_other)
+
+
+class AdaptiveCfg(StrictModel):
+    """Keep about a target of spans a second: other policies' traces first, then a
+    probability per root operation recomputed every interval."""
+
+    target_spans_per_second: float = Field(
+        gt=0, description="kept spans a second for the whole fleet, all policies together"
+    )
+    interval: Duration = Field(10.0, gt=0, description="how often probabilities are recomputed")
+    floor_traces_per_minute: float = Field(
+        1.0, ge=0, description="traces of each root operation kept a minute at least"
+    )
+    hash_salt: str = Field("", description="as the probabilistic policy; empty = its default")
+
+
+class AdaptivePolicy(PolicyModel):
+    type: Literal["adaptive"]
+    adaptive: AdaptiveCfg
+
+
+def build(config: AdaptivePolicy, context: BuildContext) -> Adaptive:
+    c = config.adaptive
+    shared = context.shared
+    rates = AdaptiveRates(
+        c.target_spans_per_second,
+        c.interval,
+        c.floor_traces_per_minute,
+        context.clock,
+        workers=shared.live_workers if shared is not None else (lambda: 1),
+    )
+    return Adaptive(config.name, rates, c.hash_salt)
+
+
+register(AdaptivePolicy, build, nestable=False)
