@@ -199,7 +199,7 @@ def orders(count: int, duration_ms: int = 10):
 
 
 def kept_by_policy(workers) -> float:
-    label = f'spansieve_sampler_traces_decided_total{{outcome="sampled",policy="{POLICY}"}}'
+    label = f'spansieve_sampler_traces_decided_total{{decision="sampled",policy="{POLICY}"}}'
     return sum(worker_metrics(settings).get(label, 0.0) for settings, _ in workers)
 
 
