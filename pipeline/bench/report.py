@@ -75,6 +75,16 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                         "CPU it spent on span metrics / the rest of the same pass",
                     )
                 )
+        if sampler.get("adaptive_cost_ratio") is not None:
+            rows.append(
+                (
+                    "sampler",
+                    "spans per worker core, latency_percentile + adaptive",
+                    _rate(sampler["spans_per_core_s_adaptive"]),
+                    f"{sampler['adaptive_cost_ratio'] * 100:+.0f} % CPU per span against "
+                    "latency > 800 ms + 1 %, best of 2 interleaved passes each (budget 15 %)",
+                )
+            )
         if sampler.get("estate_metrics_cost_ratio") is not None:
             rows.append(
                 (

@@ -11,7 +11,10 @@ only by the setting: ``metrics_cost_ratio`` is the extra worker CPU per span, be
 cheapest of two interleaved passes of each setting (see ``metrics_on_pass``). The same
 pair runs once more on the load generator's estate (``build_estate_messages``): its traces
 have client spans paired with server spans, database calls and messaging, which the
-synthetic traces (server spans only) do not, and the service graph pays for them.
+synthetic traces (server spans only) do not, and the service graph pays for them. A last
+pair compares the plain policies (errors, latency > 800 ms, 1 %) with the same intent in
+spansieve's own types (errors, latency_percentile p99 pooled in Redis, adaptive target):
+``adaptive_cost_ratio``.
 """
 
 from __future__ import annotations
@@ -173,18 +176,30 @@ def consume_batch(consumer: Consumer):
     return [m for m in consumer.consume(1000, timeout=1.0) if not m.error()]
 
 
+PLAIN_POLICIES = (
+    "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n"
+    "  - {name: slow, type: latency, latency: {threshold_ms: 800}}\n"
+    "  - {name: baseline, type: probabilistic, probabilistic: {sampling_percentage: 1}}\n"
+)
+# The same intent with spansieve's own types: slow for its operation (pooled in Redis),
+# and a kept-volume target instead of a fixed share.
+ADAPTIVE_POLICIES = (
+    "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n"
+    "  - {name: slow, type: latency_percentile, latency_percentile: {percentile: 99}}\n"
+    "  - {name: baseline, type: adaptive, adaptive: {target_spans_per_second: 2000}}\n"
+)
+
+
 def _worker_settings(
-    base: Settings, folder: Path, decision_wait: float, span_metrics: bool = False
+    base: Settings,
+    folder: Path,
+    decision_wait: float,
+    span_metrics: bool = False,
+    policies_text: str = PLAIN_POLICIES,
 ) -> Settings:
     folder.mkdir(parents=True, exist_ok=True)
     policies = folder / "policies.yaml"
-    policies.write_text(
-        f"decision_wait: {decision_wait}\n"
-        "policies:\n"
-        "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n"
-        "  - {name: slow, type: latency, latency: {threshold_ms: 800}}\n"
-        "  - {name: baseline, type: probabilistic, probabilistic: {sampling_percentage: 1}}\n"
-    )
+    policies.write_text(f"decision_wait: {decision_wait}\npolicies:\n{policies_text}")
     return base.model_copy(
         update={
             "topic_prefix": f"bench-{uuid.uuid4().hex[:8]}",
@@ -247,35 +262,52 @@ def bench_sampler(
     )
     result["decision_wait_s"] = 2.0
     result.update(metrics_on_pass(base, folder / "throughput-metrics", messages, traces, result))
+    result.update(
+        adaptive_policies_pass(base, folder / "throughput-adaptive", messages, traces, result)
+    )
     result.update(estate_metrics_cost(base, folder / "estate-metrics", spans))
     result.update(rss_per_span(base, folder / "memory", rss_traces))
     return result
 
 
-def metrics_on_pass(
-    base: Settings, folder: Path, messages: list[tuple], traces: int, off: dict
-) -> dict:
-    """The saturated pass with ``span_metrics`` on, against the off pass in ``off``.
+def interleaved_passes(
+    base: Settings,
+    folder: Path,
+    messages: list[tuple],
+    traces: int,
+    first_off_cpu: float,
+    variant: dict,
+) -> tuple[list[dict], list[float]]:
+    """Saturated passes with the ``variant`` settings against passes without (the first
+    of which ran already, ``first_off_cpu``): (variant passes, off CPU seconds).
 
     A pass of this size spends a few CPU-seconds, and a shared machine moves that by
     10-20 %: so the pair is run twice, interleaved (off, on, off, on, each on fresh
-    topics and a fresh worker), and the ratio is taken between the cheapest pass of each
-    setting.
+    topics and a fresh worker), and costs are taken between the cheapest pass of each.
     """
-    on_cpu: list[float] = []
-    in_run: list[float] = []
-    off_cpu = [off["worker_cpu_s"]]
-    walls: list[float] = []
+    on_passes: list[dict] = []
+    off_cpu = [first_off_cpu]
     for round_number in range(2):
         if round_number:
             again = _worker_settings(base, folder / f"off-{round_number}", decision_wait=2.0)
             off_cpu.append(saturated_pass(again, messages, traces)["cpu"])
         settings = _worker_settings(
-            base, folder / f"on-{round_number}", decision_wait=2.0, span_metrics=True
+            base, folder / f"on-{round_number}", decision_wait=2.0, **variant
         )
-        on = saturated_pass(settings, messages, traces)
-        on_cpu.append(on["cpu"])
-        walls.append(on["wall"])
+        on_passes.append(saturated_pass(settings, messages, traces))
+    return on_passes, off_cpu
+
+
+def metrics_on_pass(
+    base: Settings, folder: Path, messages: list[tuple], traces: int, off: dict
+) -> dict:
+    """The passes with ``span_metrics`` on against those off (see ``interleaved_passes``)."""
+    on_passes, off_cpu = interleaved_passes(
+        base, folder, messages, traces, off["worker_cpu_s"], {"span_metrics": True}
+    )
+    on_cpu = [on["cpu"] for on in on_passes]
+    in_run = []
+    for on in on_passes:
         spent = on["final"].get(f"{SPAN_METRICS_CPU}:sum", 0.0)
         in_run.append(spent / (on["cpu"] - spent) if on["cpu"] > spent else float("nan"))
     best_on, best_off = min(on_cpu), min(off_cpu)
@@ -285,13 +317,30 @@ def metrics_on_pass(
         # of the same pass): free of the noise between two worker processes.
         "metrics_cost_in_run": min(in_run),
         "metrics_cost_in_run_passes": in_run,
-        "wall_s_metrics_on": min(walls),
+        "wall_s_metrics_on": min(on["wall"] for on in on_passes),
         "worker_cpu_s_metrics_on": best_on,
         "worker_cpu_s_metrics_off_best": best_off,
         "worker_cpu_s_metrics_on_passes": on_cpu,
         "worker_cpu_s_metrics_off_passes": off_cpu,
         "spans_per_core_s_metrics_on": rate,
         "metrics_cost_ratio": best_on / best_off - 1 if best_off else float("nan"),
+    }
+
+
+def adaptive_policies_pass(
+    base: Settings, folder: Path, messages: list[tuple], traces: int, off: dict
+) -> dict:
+    """The passes with ``ADAPTIVE_POLICIES`` (latency_percentile pooled in Redis, adaptive)
+    against the plain ones (see ``interleaved_passes``)."""
+    on_passes, off_cpu = interleaved_passes(
+        base, folder, messages, traces, off["worker_cpu_s"], {"policies_text": ADAPTIVE_POLICIES}
+    )
+    best_on, best_off = min(on["cpu"] for on in on_passes), min(off_cpu)
+    return {
+        "spans_per_core_s_adaptive": off["spans"] / best_on if best_on else 0.0,
+        "worker_cpu_s_adaptive_passes": [on["cpu"] for on in on_passes],
+        "worker_cpu_s_plain_passes": off_cpu,
+        "adaptive_cost_ratio": best_on / best_off - 1 if best_off else float("nan"),
     }
 
 

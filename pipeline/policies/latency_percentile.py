@@ -64,30 +64,21 @@ class LatencyPercentile(Policy):
     def evaluate(self, trace: TraceView) -> Decision:
         percentiles = self.percentiles
         percentiles.advance()
-        threshold = percentiles.threshold
-        record = percentiles.record
-        floor = self.floor_ns
         spans = trace.spans
         times = trace.times
+        keys: list[tuple[str, str]] = []
+        durations: list[int] = []
+        add_key = keys.append
+        add_duration = durations.append
         root_only = self.root_only
-        slow = False
         for resource, first, last in trace.resource_runs:
             service = _service_name(resource)
-            for i in range(first, last):
-                span = spans[i]
+            for span, (start, end) in zip(spans[first:last], times[first:last], strict=True):
                 if root_only and span.parent_span_id:
                     continue
-                start, end = times[i]
-                duration = end - start if end > start else 0
-                key = (service, span.name)
-                limit = threshold(key)
-                if (
-                    not slow
-                    and duration >= floor
-                    and ((limit is None and floor > 0) or (limit is not None and duration > limit))
-                ):
-                    slow = True
-                record(key, duration)
+                add_key((service, span.name))
+                add_duration(end - start if end > start else 0)
+        slow = percentiles.slower_than_usual(keys, durations, self.floor_ns)
         return SAMPLED if slow else NOT_SAMPLED
 
 

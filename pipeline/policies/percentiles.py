@@ -1,13 +1,14 @@
 """Running duration percentiles per (service, operation), over a sliding interval.
 
 What the ``latency_percentile`` policy compares a span with. Durations are counted in
-log-scale buckets, 16 per doubling (each bucket about 4.4 % wide, the OpenTelemetry
-exponential histogram at scale 4), in ``slots`` time slots that together cover
-``interval`` seconds: the oldest slot is dropped as a new one starts, so the percentile
-follows the traffic of the last interval.
+log-linear buckets (as HdrHistogram does): each doubling of nanoseconds is cut into 16
+equal buckets, so a bucket is 3-6 % of its lower bound wide, and the index comes from
+integer bit operations (no logarithm). Counts are kept in ``slots`` time slots that
+together cover ``interval`` seconds: the oldest slot is dropped as a new one starts, so
+the percentile follows the traffic of the last interval.
 
-A percentile is computed from the counts of every slot, interpolated inside its bucket
-(log-linear), and cached per key until the next slot starts: a lookup costs one dict
+A percentile is computed from the counts of every slot, interpolated linearly inside
+its bucket, and cached per key until the next slot starts: a lookup costs one dict
 read, and an operation's threshold moves every ``interval / slots`` seconds, not with
 every span. An operation with fewer than ``min_samples`` durations in the interval has
 no percentile (``None``) until it has enough.
@@ -23,14 +24,15 @@ from fewer samples.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
 
 from pipeline.policies.shared import Counts, PercentileExchange
 
-BUCKETS_PER_DOUBLING = 16
+SUB_BUCKETS = 16  # buckets per doubling
+_LINEAR = 2 * SUB_BUCKETS  # durations below this (ns) each have a bucket of their own
+_SHIFT = SUB_BUCKETS.bit_length()  # 5: keeps the 5 top bits, 16..31
 DEFAULT_SLOTS = 6
 
 #: (service.name, span name)
@@ -38,15 +40,20 @@ OperationKey = tuple[str, str]
 
 
 def bucket_of(duration_ns: int) -> int:
-    """The bucket holding a duration: [2^(i/16), 2^((i+1)/16)) ns; 0 and 1 ns in bucket 0."""
-    if duration_ns <= 1:
-        return 0
-    return int(math.log2(duration_ns) * BUCKETS_PER_DOUBLING)
+    """The index of the bucket holding a duration (negative durations count as 0)."""
+    if duration_ns < _LINEAR:
+        return duration_ns if duration_ns > 0 else 0
+    shift = duration_ns.bit_length() - _SHIFT
+    return shift * SUB_BUCKETS + (duration_ns >> shift)
 
 
-def bucket_bound(index: float) -> float:
-    """The lower bound (ns) of bucket ``index``; a fractional index interpolates."""
-    return 2.0 ** (index / BUCKETS_PER_DOUBLING)
+def bucket_bounds(index: int) -> tuple[int, int]:
+    """[lower, upper) in ns of bucket ``index``."""
+    if index < _LINEAR:
+        return index, index + 1
+    shift = index // SUB_BUCKETS - 1
+    top = index - shift * SUB_BUCKETS
+    return top << shift, (top + 1) << shift
 
 
 def percentile_of(buckets: dict[int, int], percentile: float) -> float:
@@ -57,9 +64,13 @@ def percentile_of(buckets: dict[int, int], percentile: float) -> float:
     for index in sorted(buckets):
         count = buckets[index]
         if below + count >= rank:
-            return bucket_bound(index + (rank - below) / count)
+            lower, upper = bucket_bounds(index)
+            return lower + (upper - lower) * (rank - below) / count
         below += count
-    return bucket_bound(max(buckets) + 1)  # pragma: no cover - rank <= total
+    return float(bucket_bounds(max(buckets))[1])  # pragma: no cover - rank <= total
+
+
+_MISSING = object()
 
 
 class SlidingPercentiles:
@@ -111,11 +122,37 @@ class SlidingPercentiles:
         self._thresholds.clear()
 
     def record(self, key: OperationKey, duration_ns: int) -> None:
-        buckets = self.current.get(key)
-        if buckets is None:
-            buckets = self.current[key] = {}
-        index = bucket_of(duration_ns)
-        buckets[index] = buckets.get(index, 0) + 1
+        self.slower_than_usual([key], [duration_ns], floor_ns=float("inf"))
+
+    def slower_than_usual(
+        self, keys: list[OperationKey], durations_ns: list[int], floor_ns: float = 0.0
+    ) -> bool:
+        """Whether some duration is above its key's percentile and at least ``floor_ns``
+        (below ``min_samples``: at least a non-zero floor), counting every duration.
+
+        The policy's hot path, one call a trace: cached thresholds and bucket counts are
+        read in one loop, without a call per span.
+        """
+        cached = self._thresholds
+        current = self.current
+        missing = _MISSING
+        slow = False
+        for key, duration in zip(keys, durations_ns, strict=True):
+            if not slow and duration >= floor_ns:
+                limit = cached.get(key, missing)
+                if limit is missing:
+                    limit = self.threshold(key)
+                slow = duration > limit if limit is not None else floor_ns > 0
+            if duration < _LINEAR:
+                index = duration if duration > 0 else 0
+            else:
+                shift = duration.bit_length() - _SHIFT
+                index = shift * SUB_BUCKETS + (duration >> shift)
+            buckets = current.get(key)
+            if buckets is None:
+                buckets = current[key] = {}
+            buckets[index] = buckets.get(index, 0) + 1
+        return slow
 
     def threshold(self, key: OperationKey) -> float | None:
         """The operation's percentile in ns, or None below ``min_samples`` durations."""

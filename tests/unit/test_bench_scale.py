@@ -94,6 +94,19 @@ def test_span_metrics_row_shows_the_extra_cpu_per_span():
     assert row[2] == "+12 % CPU"
 
 
+def test_adaptive_policies_row_shows_their_cost_against_the_plain_ones():
+    results = {
+        "sampler": {
+            **RESULTS["sampler"],
+            "spans_per_core_s_adaptive": 90_000.0,
+            "adaptive_cost_ratio": 0.05,
+        }
+    }
+    row = next(row for row in summary_rows(results) if "adaptive" in row[1])
+    assert row[2] == "90,000 spans/s"
+    assert row[3].startswith("+5 % CPU per span against latency > 800 ms + 1 %")
+
+
 def test_structure_row_lists_the_largest_first():
     row = next(row for row in summary_rows(RESULTS) if row[1] == "bytes per span by structure")
     assert row[2:] == ("50 / 40 / 30", "stored fields / terms / other")
