@@ -17,8 +17,10 @@ from the traffic of the interval that just ended, in spans a second:
 Computed from measured traffic (not nudged step by step as Jaeger's adaptive sampler
 does), the kept volume is back at the target one interval after traffic doubles or halves.
 An operation not seen in the last interval gets the average probability (budget over
-traffic). Before the first interval has ended the probability is 1, and that first
-interval is cut to ``FIRST_INTERVAL_SECONDS`` so a start keeps everything only briefly.
+traffic). Before the first interval has ended nothing is known, and every operation
+gets ``INITIAL_PROBABILITY`` (0.001, Jaeger's default sampling probability): a worker
+that starts on a backlog must not keep everything while it learns. That first interval
+is cut to ``FIRST_INTERVAL_SECONDS``.
 
 ``target`` is the whole fleet's: a worker that counts only its own traffic aims at its
 share, ``target / workers`` (``workers()``: the live workers, 1 without shared state).
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 
 FIRST_INTERVAL_SECONDS = 1.0
+INITIAL_PROBABILITY = 0.001
 
 #: (service.name, root span name)
 Operation = tuple[str, str]
@@ -69,7 +72,7 @@ class AdaptiveRates:
         self.clock = clock
         self.workers = workers
         self.probabilities: dict[Operation, float] = {}
-        self.default = 1.0  # for operations without a probability of their own
+        self.default = INITIAL_PROBABILITY  # for operations without a probability of their own
         self._started = clock()
         self._length = min(interval, FIRST_INTERVAL_SECONDS)
         # Per operation: [traces, spans] that no other policy kept; and the spans of

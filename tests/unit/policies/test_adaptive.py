@@ -95,8 +95,7 @@ def per_interval(kept: list, interval: int = 10) -> list[float]:
 def test_the_kept_volume_returns_to_the_target_after_traffic_doubles_and_halves():
     """540 spans/s offered, target 300: then x2, then x0.5 (back to 540). From the third
     interval after each step every interval is within 10 % of the target, and no error
-    trace is ever dropped. (The first interval after a start keeps everything for one
-    second only.)"""
+    trace is ever dropped. (The first second after a start keeps 0.1 % of the rest.)"""
     clock = FakeClock()
     rng = random.Random(11)
     engine = PolicyEngine(load_policy_text(POLICIES), clock=clock)
