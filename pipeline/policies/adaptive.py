@@ -28,9 +28,7 @@ from pipeline.policies.base import Policy
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED, Decision
 from pipeline.policies.probabilistic import MAX_UINT64, fnv1a_64, salt_state
 from pipeline.policies.registry import BuildContext, PolicyModel, register
-from pipeline.policies.trace import TraceView
-
-UNKNOWN_SERVICE = "unknown_service"
+from pipeline.policies.trace import UNKNOWN_SERVICE, TraceView
 
 
 def root_operation(trace: TraceView) -> Operation:
@@ -43,13 +41,10 @@ def root_operation(trace: TraceView) -> Operation:
             break
     if not spans:
         return (UNKNOWN_SERVICE, "")
-    for resource, first, last in trace.resource_runs:
+    for (_, first, last), service in zip(trace.resource_runs, trace.run_services, strict=True):
         if first <= chosen < last:
-            for kv in resource.attributes:
-                if kv.key == "service.name":
-                    return (kv.value.string_value or UNKNOWN_SERVICE, spans[chosen].name)
-            break
-    return (UNKNOWN_SERVICE, spans[chosen].name)
+            return (service, spans[chosen].name)
+    return (UNKNOWN_SERVICE, spans[chosen].name)  # pragma: no cover - runs cover the spans
 
 
 class Adaptive(Policy):

@@ -36,15 +36,6 @@ from pipeline.policies.percentiles import DEFAULT_SLOTS, SlidingPercentiles
 from pipeline.policies.registry import BuildContext, PolicyModel, register
 from pipeline.policies.trace import TraceView
 
-UNKNOWN_SERVICE = "unknown_service"
-
-
-def _service_name(resource) -> str:
-    for kv in resource.attributes:
-        if kv.key == "service.name":
-            return kv.value.string_value or UNKNOWN_SERVICE
-    return UNKNOWN_SERVICE
-
 
 class LatencyPercentile(Policy):
     stateful = True
@@ -71,8 +62,7 @@ class LatencyPercentile(Policy):
         add_key = keys.append
         add_duration = durations.append
         root_only = self.root_only
-        for resource, first, last in trace.resource_runs:
-            service = _service_name(resource)
+        for (_, first, last), service in zip(trace.resource_runs, trace.run_services, strict=True):
             for span, (start, end) in zip(spans[first:last], times[first:last], strict=True):
                 if root_only and span.parent_span_id:
                     continue

@@ -35,6 +35,28 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, TracesDa
 from pipeline.wire.otlp import ResourceRun, flat_spans
 
 AttrMap = dict[str, AnyValue]
+UNKNOWN_SERVICE = "unknown_service"
+
+# A resource's serialized bytes -> its service.name: a deployment has a few hundred
+# distinct resources, and serializing one is cheaper than walking its attributes.
+_SERVICES: dict[bytes, str] = {}
+_SERVICES_MAX = 4096
+
+
+def service_of(resource) -> str:
+    """The resource's service.name ("unknown_service" without one), cached."""
+    raw = resource.SerializeToString()
+    service = _SERVICES.get(raw)
+    if service is None:
+        service = UNKNOWN_SERVICE
+        for kv in resource.attributes:
+            if kv.key == "service.name":
+                service = kv.value.string_value or UNKNOWN_SERVICE
+                break
+        if len(_SERVICES) >= _SERVICES_MAX:
+            _SERVICES.clear()
+        _SERVICES[raw] = service
+    return service
 
 
 def _varint_len(n: int) -> int:
@@ -56,6 +78,7 @@ class TraceView:
         "_raw",
         "_res_attrs",
         "_resource_spans",
+        "_run_services",
         "_runs",
         "_size_bytes",
         "_span_attrs",
@@ -85,6 +108,7 @@ class TraceView:
         self._data = data if isinstance(data, TracesData) else None
         self._spans: list[Span] | None = None
         self._runs: list[ResourceRun] | None = None
+        self._run_services: list[str] | None = None
         self._times: list[tuple[int, int]] | None = None
         self._status_codes: list[int] | None = None
         self._span_attrs: list[AttrMap] | None = None
@@ -133,6 +157,13 @@ class TraceView:
         if self._runs is None:
             self._spans, self._runs = flat_spans(self._resource_spans)
         return self._runs
+
+    @property
+    def run_services(self) -> list[str]:
+        """The service.name of each of ``resource_runs`` (computed once per trace)."""
+        if self._run_services is None:
+            self._run_services = [service_of(run[0]) for run in self.resource_runs]
+        return self._run_services
 
     @property
     def span_count(self) -> int:
