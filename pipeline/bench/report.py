@@ -24,6 +24,16 @@ def write_json(path: Path, results: dict) -> None:
     path.write_bytes(orjson.dumps({"machine": machine(), **results}, option=orjson.OPT_INDENT_2))
 
 
+def _cost_row(variant: str, rate: float, cost: float, against: str) -> tuple[str, ...]:
+    """A sampler row: spans per worker core with ``variant``, and its extra CPU per span."""
+    return (
+        "sampler",
+        f"spans per worker core, {variant}",
+        _rate(rate),
+        f"{cost * 100:+.0f} % CPU per span{against}",
+    )
+
+
 def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
     """(stage, measure, value, against) rows of the one-table summary; missing stages skipped."""
     rows: list[tuple[str, str, str, str]] = []
@@ -58,12 +68,11 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
         )
         if sampler.get("spans_per_core_s_metrics_on") is not None:
             rows.append(
-                (
-                    "sampler",
-                    "spans per worker core, span metrics on",
-                    _rate(sampler["spans_per_core_s_metrics_on"]),
-                    f"{sampler['metrics_cost_ratio'] * 100:+.0f} % CPU per span, best of 2 "
-                    "interleaved passes each (issue budget 15 %)",
+                _cost_row(
+                    "span metrics on",
+                    sampler["spans_per_core_s_metrics_on"],
+                    sampler["metrics_cost_ratio"],
+                    ", best of 2 interleaved passes each (issue budget 15 %)",
                 )
             )
             if sampler.get("metrics_cost_in_run") is not None:
@@ -77,12 +86,12 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                 )
         if sampler.get("adaptive_cost_ratio") is not None:
             rows.append(
-                (
-                    "sampler",
-                    "spans per worker core, latency_percentile + adaptive",
-                    _rate(sampler["spans_per_core_s_adaptive"]),
-                    f"{sampler['adaptive_cost_ratio'] * 100:+.0f} % CPU per span against "
-                    "latency > 800 ms + 1 %, best of 2 interleaved passes each (budget 15 %)",
+                _cost_row(
+                    "latency_percentile + adaptive",
+                    sampler["spans_per_core_s_adaptive"],
+                    sampler["adaptive_cost_ratio"],
+                    " against latency > 800 ms + 1 %, best of 2 interleaved passes each"
+                    " (budget 15 %)",
                 )
             )
         if sampler.get("estate_metrics_cost_ratio") is not None:
