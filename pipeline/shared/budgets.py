@@ -12,8 +12,10 @@ What a lease costs the fleet: a worker holds at most about one chunk it has not 
 up to ``rate x LEASE_SECONDS`` tokens (a quarter of a second's budget) sit with workers
 whose traffic stopped.
 
-Live workers: each worker's lease thread beats into a sorted set (member: worker id,
-score: time of the beat); workers silent for ``WORKER_TTL_SECONDS`` no longer count.
+Live workers: each worker beats into a sorted set (member: worker id, score: time of the
+beat), from its lease threads or, for policies that only read the count (adaptive), from
+a thread of its own (``Fleet.keep_beating``, whose failures count under the budgets'
+feature); workers silent for ``WORKER_TTL_SECONDS`` no longer count.
 
 Redis unreachable: the worker falls back to a bucket of its own holding its fair share
 (``rate`` and ``burst`` divided by the live workers last counted, 1 if never counted),
