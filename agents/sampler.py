@@ -146,6 +146,7 @@ def register_sampler(app: faust.App, settings: Settings) -> None:
     spans_topic = raw_topic(app, settings, "spans")
     pieces = RdictPartitions(pieces_folder(app))
     sampler = build_sampler(app, settings, pieces)
+    REGISTRY.register(sampler_metrics.AdaptiveCollector(lambda: sampler.policies.engine))
     if sampler.span_metrics is not None:  # cumulative series on the worker's /metrics
         collector = SpanMetricsCollector()
         REGISTRY.register(collector)

@@ -77,7 +77,7 @@ class Adaptive(Policy):
 
     def observe_outcome(self, trace: TraceView, sampled: bool, policy: str | None) -> None:
         kept_by_other = sampled and policy != self.name
-        self.rates.observe(self._operation(trace), trace.span_count, kept_by_other)
+        self.rates.observe(self._operation(trace), trace.span_count, kept_by_other, sampled)
 
 
 class AdaptiveCfg(StrictModel):

@@ -79,17 +79,25 @@ class AdaptiveRates:
         # traces other policies kept, all this interval.
         self._rest: dict[Operation, list[int]] = {}
         self._must_spans = 0
-        #: what the last interval measured, spans a second (for /metrics and tests)
+        self._kept_spans = 0  # spans of traces kept, by any policy
+        #: what the last interval measured, spans a second (for /metrics and tests): kept
+        #: by other policies, offered otherwise, kept in all
         self.last_must = 0.0
         self.last_rest = 0.0
+        self.last_kept = 0.0
+        self.last_rest_by_operation: dict[Operation, float] = {}
 
     def probability(self, operation: Operation) -> float:
         self.advance()
         return self.probabilities.get(operation, self.default)
 
-    def observe(self, operation: Operation, spans: int, kept_by_other: bool) -> None:
-        """Count one decided trace: its root operation, spans, and whether a policy
-        other than the adaptive one kept it."""
+    def observe(
+        self, operation: Operation, spans: int, kept_by_other: bool, kept: bool = False
+    ) -> None:
+        """Count one decided trace: its root operation, spans, whether a policy other
+        than the adaptive one kept it, and whether it was kept at all."""
+        if kept or kept_by_other:
+            self._kept_spans += spans
         if kept_by_other:
             self._must_spans += spans
             return
@@ -112,6 +120,7 @@ class AdaptiveRates:
         self._length = self.interval
         self._rest = {}
         self._must_spans = 0
+        self._kept_spans = 0
 
     def recompute(self, elapsed: float) -> None:
         """Probabilities from the counts of the ``elapsed`` seconds just ended."""
@@ -131,3 +140,5 @@ class AdaptiveRates:
         self.default = min(1.0, budget / rest) if rest > 0 else 1.0
         self.last_must = must
         self.last_rest = rest
+        self.last_kept = self._kept_spans / elapsed
+        self.last_rest_by_operation = demand

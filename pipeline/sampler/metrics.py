@@ -1,8 +1,11 @@
 """Prometheus metrics of the sampler (the worker serves them at /metrics)."""
 
+from collections.abc import Callable
 from functools import cache
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 SPANS_RECEIVED = Counter("spansieve_sampler_spans_received_total", "Spans read from Kafka")
 TRACES_DECIDED = Counter(
@@ -93,3 +96,53 @@ def policy_decisions(policy: str, decision: str):
 def traces_decided(decision: str, policy: str):
     """TRACES_DECIDED's series for one outcome and deciding policy."""
     return TRACES_DECIDED.labels(decision, policy)
+
+
+#: per-operation probability series exposed per adaptive policy: the busiest operations
+ADAPTIVE_OPERATIONS_EXPOSED = 50
+
+
+class AdaptiveCollector(Collector):
+    """The adaptive policies' state at scrape time: target, what the last interval kept
+    and offered, and the probabilities of its busiest operations (at most
+    ``ADAPTIVE_OPERATIONS_EXPOSED`` per policy, so the series stay bounded). Redis
+    fallback is ``spansieve_redis_fallback`` (``pipeline.shared.health``)."""
+
+    def __init__(self, engine_of: Callable[[], object]) -> None:
+        self.engine_of = engine_of  # the current engine (policies are reloaded)
+
+    def collect(self):
+        target = GaugeMetricFamily(
+            "spansieve_adaptive_target_spans_per_second",
+            "The adaptive policy's target for the whole fleet",
+            labels=["policy"],
+        )
+        kept = GaugeMetricFamily(
+            "spansieve_adaptive_kept_spans_per_second",
+            "Spans kept by all policies in the last interval, this worker",
+            labels=["policy"],
+        )
+        offered = GaugeMetricFamily(
+            "spansieve_adaptive_offered_spans_per_second",
+            "Spans of traces no other policy kept in the last interval, this worker",
+            labels=["policy"],
+        )
+        probability = GaugeMetricFamily(
+            "spansieve_adaptive_probability",
+            "Sampling probability of a root operation (the busiest ones)",
+            labels=["policy", "service", "operation"],
+        )
+        for policy in getattr(self.engine_of(), "policies", []):
+            rates = getattr(policy, "rates", None)
+            if rates is None:
+                continue
+            target.add_metric([policy.name], rates.target)
+            kept.add_metric([policy.name], rates.last_kept)
+            offered.add_metric([policy.name], rates.last_rest)
+            busiest = sorted(
+                rates.last_rest_by_operation.items(), key=lambda item: item[1], reverse=True
+            )[:ADAPTIVE_OPERATIONS_EXPOSED]
+            for (service, operation), _ in busiest:
+                value = rates.probabilities.get((service, operation), rates.default)
+                probability.add_metric([policy.name, service, operation], value)
+        yield from (target, kept, offered, probability)
