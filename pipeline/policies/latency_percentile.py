@@ -100,7 +100,7 @@ def build(config: LatencyPercentilePolicy, context: BuildContext) -> LatencyPerc
         slot_seconds = c.interval / DEFAULT_SLOTS
         exchange = context.shared.percentile_exchange(config.name, slot_seconds, DEFAULT_SLOTS)
     percentiles = SlidingPercentiles(
-        c.percentile, c.interval, c.min_samples, context.clock, exchange=exchange
+        c.percentile, c.interval, c.min_samples, context.clock, DEFAULT_SLOTS, exchange
     )
     return LatencyPercentile(config.name, percentiles, c.root_only, c.threshold_ms)
 

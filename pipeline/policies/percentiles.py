@@ -108,9 +108,11 @@ class SlidingPercentiles:
         """Start new slots for the time passed (dropping the oldest), hand the closed one
         to the exchange; thresholds are recomputed after a new slot or a new fleet view."""
         exchange = self.exchange
-        if exchange is not None and exchange.fleet() is not self._fleet:
-            self._fleet = exchange.fleet()
-            self._thresholds.clear()
+        if exchange is not None:
+            fleet = exchange.fleet()
+            if fleet is not self._fleet:
+                self._fleet = fleet
+                self._thresholds.clear()
         passed = int((self.clock() - self._slot_started) / self.slot_seconds)
         if passed <= 0:
             return
@@ -143,6 +145,7 @@ class SlidingPercentiles:
                 if limit is missing:
                     limit = self.threshold(key)
                 slow = duration > limit if limit is not None else floor_ns > 0
+            # bucket_of(duration), inlined: a call per span costs more than the rest
             if duration < _LINEAR:
                 index = duration if duration > 0 else 0
             else:

@@ -20,6 +20,7 @@ from pipeline.policies.registry import build_policy
 from .helpers import FakeClock, span, view
 
 MS = 1_000_000
+KEY = ("api", "get")
 
 
 def policy(clock, *, percentile=99.0, interval=60.0, min_samples=100, **kwargs):
@@ -43,6 +44,16 @@ def test_a_duration_lies_in_its_bucket_of_at_most_a_sixteenth_of_its_value(durat
     assert lower <= duration < upper
     assert bucket_bounds(index + 1)[0] == upper  # buckets tile the line
     assert upper - lower <= max(1, lower / 16)
+
+
+@given(st.lists(st.integers(min_value=-5, max_value=2**50), max_size=50))
+def test_the_hot_path_counts_each_duration_in_bucket_of(durations):
+    p = SlidingPercentiles(99.0, 60.0, 1, FakeClock())
+    p.slower_than_usual([KEY] * len(durations), durations)
+    expected: dict[int, int] = {}
+    for d in durations:
+        expected[bucket_of(d)] = expected.get(bucket_of(d), 0) + 1
+    assert p.current.get(KEY, {}) == expected
 
 
 @given(st.lists(st.integers(min_value=1_000, max_value=10**11), min_size=200, max_size=2000))
