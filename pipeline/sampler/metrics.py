@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pipeline.policies.adaptive import Adaptive
+from pipeline.policies.engine import PolicyEngine
+
 SPANS_RECEIVED = Counter("spansieve_sampler_spans_received_total", "Spans read from Kafka")
 TRACES_DECIDED = Counter(
     "spansieve_sampler_traces_decided_total",
@@ -108,7 +111,7 @@ class AdaptiveCollector(Collector):
     ``ADAPTIVE_OPERATIONS_EXPOSED`` per policy, so the series stay bounded). Redis
     fallback is ``spansieve_redis_fallback`` (``pipeline.shared.health``)."""
 
-    def __init__(self, engine_of: Callable[[], object]) -> None:
+    def __init__(self, engine_of: Callable[[], PolicyEngine]) -> None:
         self.engine_of = engine_of  # the current engine (policies are reloaded)
 
     def collect(self):
@@ -132,10 +135,10 @@ class AdaptiveCollector(Collector):
             "Sampling probability of a root operation (the busiest ones)",
             labels=["policy", "service", "operation"],
         )
-        for policy in getattr(self.engine_of(), "policies", []):
-            rates = getattr(policy, "rates", None)
-            if rates is None:
+        for policy in self.engine_of().policies:
+            if not isinstance(policy, Adaptive):
                 continue
+            rates = policy.rates
             target.add_metric([policy.name], rates.target)
             kept.add_metric([policy.name], rates.last_kept)
             offered.add_metric([policy.name], rates.last_rest)
