@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh machine for spansieve: checks Java and Maven, installs Debian's
 # redis-server (and with --browser chromium and chromium-driver, the headless browser of
-# tests/browser) if missing, and builds the virtual environment with the package and its
-# dev extras.
+# tests/browser, and the Node packages of tests/sdk) if missing, and builds the virtual
+# environment with the package and its dev extras.
 # Idempotent: a second run only re-installs when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,18 @@ fi
 if [ "${1:-}" = "--browser" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
   echo "installing chromium and chromium-driver (Debian packages, for the browser tests)"
   apt_install chromium chromium-driver
+fi
+
+# The real OpenTelemetry JS sampler that tests/integration/test_query_sampling.py drives
+# (tests/sdk/, versions pinned by its lockfile); test-only, like the browser.
+sdk=tests/sdk
+if [ "${1:-}" = "--browser" ]; then
+  if ! need npm; then
+    echo "warning: npm not found: the SDK sampler test will fail (apt-get install -y nodejs npm)" >&2
+  elif [ ! -d "$sdk/node_modules" ] || [ "$sdk/package-lock.json" -nt "$sdk/node_modules/.package-lock.json" ]; then
+    echo "installing the Node SDK test packages (npm ci --prefix $sdk)"
+    npm ci --prefix "$sdk" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
 fi
 
 python=${PYTHON:-python3}

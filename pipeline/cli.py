@@ -204,6 +204,8 @@ def worker(**overrides: Any) -> None:
 @settings_options(
     "opensearch_url",
     "store_index_prefix",
+    "redis_url",
+    "topic_prefix",
     "query_host",
     "query_port",
     "query_max_traces",
@@ -211,7 +213,8 @@ def worker(**overrides: Any) -> None:
     "query_dependencies_max_spans",
 )
 def query(**overrides: Any) -> None:
-    """Jaeger-compatible query API on :16686 (/api/services, /api/traces, ...) over the store."""
+    """Jaeger-compatible query API on :16686 (/api/services, /api/traces, ...) over the store;
+    /api/sampling serves the adaptive policies' rates (Redis, keys under topic_prefix)."""
     from pipeline.query import run_query
 
     run_query(load_settings(overrides))

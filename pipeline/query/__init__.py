@@ -3,11 +3,13 @@
 * ``app``: the Starlette app (routes, metrics); ``params``: query parameters;
 * ``search``: OpenSearch request bodies and reads; ``jaeger``: documents -> Jaeger JSON;
 * ``skew``: clock-skew correction; ``dependencies``: service calls of a window;
+* ``sampling``: Jaeger remote-sampling strategies from the adaptive rates in Redis;
 * ``ui/``: the web UI's static files (package data).
 
-This module runs the app with uvicorn next to one AsyncOpenSearch client, which it closes
-on the way out. May import ``config``, ``store`` (field names, the serializer), Starlette
-and opensearch-py; never ``sink`` or ``agents``.
+This module runs the app with uvicorn next to one AsyncOpenSearch client and one asyncio
+Redis client, which it closes on the way out. May import ``config``, ``store`` (field
+names, the serializer), Starlette, opensearch-py and redis; never ``sink``, ``shared``
+or ``agents``.
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ async def serve_query(settings: Settings) -> None:
         url=f"http://{settings.query_host}:{settings.query_port}/api/services",
         span_alias=store_names(settings).span_alias,
         opensearch=settings.opensearch_url,
+        sampling_rates=app.state.rates.pattern,
     )
     try:
         await uvicorn.Server(config).serve()
     finally:
         await client.close()
+        await app.state.rates.close()
 
 
 def run_query(settings: Settings) -> None:

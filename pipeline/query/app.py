@@ -1,9 +1,10 @@
 """The query server's HTTP routes: Jaeger's ``/api/...``, ``/healthz``, ``/metrics`` and the
 web UI (``/``, ``/search``, ``/trace/{id}``: one page, its assets under ``/static``).
 
-Handlers only parse (``params``), read (``search.SpanReader``) and shape (``jaeger``,
-``dependencies``). A bad parameter is HTTP 400 and an unreachable OpenSearch 503, both
-in Jaeger's envelope with ``errors`` filled, so clients show the message.
+Handlers only parse (``params``), read (``search.SpanReader``, ``sampling.RatesSource``)
+and shape (``jaeger``, ``dependencies``, ``sampling``). A bad parameter is HTTP 400 and
+an unreachable OpenSearch 503, both in Jaeger's envelope with ``errors`` filled, so
+clients show the message. ``/api/sampling`` never fails for Redis: it falls back.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from pipeline.query.params import (
     parse_dependencies_window,
     parse_trace_query,
     raw_param,
+    sampling_service,
     span_kind_param,
 )
+from pipeline.query.sampling import RatesSource, strategy
 from pipeline.query.search import SpanReader
 from pipeline.query.skew import adjust_clock_skew
 from pipeline.store.indices import store_names
@@ -66,6 +69,17 @@ OPENSEARCH_ERRORS = Counter(
 DEPENDENCIES_CAPPED = Counter(
     "spansieve_query_dependencies_capped_total",
     "Dependency requests answered from the first query_dependencies_max_spans spans",
+)
+SAMPLING_STRATEGIES = Counter(
+    "spansieve_query_sampling_strategies_total",
+    "Remote-sampling strategies served to SDKs, by source (adaptive or fallback)",
+    ["source"],
+)
+SAMPLING_FALLBACK = Counter(
+    "spansieve_query_sampling_fallback_total",
+    "Remote-sampling strategies that sample everything for want of an adaptive rates "
+    "table, by reason (no_table, redis_unreachable, bad_table)",
+    ["reason"],
 )
 PARTIAL = 206  # code of an envelope error that reports a partial answer
 
@@ -229,6 +243,17 @@ async def dependencies(request: Request) -> Response:
     return JsonResponse(envelope(links, errors=notes))
 
 
+async def sampling(request: Request) -> Response:
+    """Jaeger's remote-sampling strategy for one service (the SDK's poll), from the
+    adaptive policies' rates; the fallback samples everything when there are none."""
+    service = sampling_service(_pairs(request))
+    lookup = await request.app.state.rates.current()
+    if lookup.fallback is not None:
+        SAMPLING_FALLBACK.labels(lookup.fallback).inc()
+    SAMPLING_STRATEGIES.labels("fallback" if lookup.table is None else "adaptive").inc()
+    return JsonResponse(strategy(lookup.table, service))
+
+
 async def healthz(request: Request) -> Response:
     try:
         if await _reader(request).reachable():
@@ -283,7 +308,9 @@ class UiAssets(StaticFiles):
 
 
 def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
-    """The Jaeger-compatible API over the span alias of ``settings`` (its prefix too)."""
+    """The Jaeger-compatible API over the span alias of ``settings`` (its prefix too);
+    sampling strategies from the rates under ``settings.topic_prefix`` in Redis (its
+    client is ``app.state.rates``, for the caller to close)."""
     app = Starlette(
         routes=[
             Route("/api/services", services),
@@ -294,6 +321,7 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
             Route("/api/traces", traces),
             Route("/api/traces/{trace_id}", trace),
             Route("/api/dependencies", dependencies),
+            Route("/api/sampling", sampling),
             Route("/healthz", healthz),
             Route("/metrics", prometheus),
             Route("/", web_ui),
@@ -306,4 +334,5 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
     )
     app.state.settings = settings
     app.state.reader = SpanReader(client, store_names(settings).span_alias)
+    app.state.rates = RatesSource.from_url(settings.redis_url, settings.topic_prefix)
     return app

@@ -227,3 +227,15 @@ def parse_dependencies_window(pairs: Sequence[tuple[str, str]], now_ms: int) -> 
         raise ParamError("endTs", f"{end_ms} must not be negative")
     start_ms = max(end_ms - lookback_ms, 0)
     return start_ms * NANOS_PER_MILLI, end_ms * NANOS_PER_MILLI
+
+
+def sampling_service(pairs: Sequence[tuple[str, str]]) -> str:
+    """The ``service`` of a remote-sampling request, exactly as the SDK sent its
+    ``service.name``. Required once, as by Jaeger's collector: an SDK without it would
+    sample every operation at the default probability and nobody would notice."""
+    values = [value for key, value in pairs if key == "service"]
+    if len(values) > 1:
+        raise ParamError("service", f"given {len(values)} times; expected once")
+    if not values or not values[0].strip():
+        raise ParamError("service", "is required: the SDK's service name, ?service=NAME")
+    return values[0]
