@@ -12,8 +12,9 @@ so every worker decides the same for the same trace.
 The policy never drops what another policy keeps: it only says Sampled or NotSampled,
 and any Sampled keeps the trace. It is told every trace's final decision
 (``observes_outcome``), which is how it counts traffic and what others kept; for that it
-must be a top-level policy (not nestable). The target is the fleet's: each worker aims
-at ``target / live workers`` (live workers from the shared state, else 1).
+must be a top-level policy (not nestable). The target is the fleet's: with shared state
+the workers pool their traffic and compute the same probabilities; a worker on its own
+aims at ``target / live workers`` (see ``adaptive_rates``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def build(config: AdaptivePolicy, context: BuildContext) -> Adaptive:
         c.floor_traces_per_minute,
         context.clock,
         workers=shared.live_workers if shared is not None else (lambda: 1),
+        exchange=shared.traffic_exchange(config.name, c.interval) if shared else None,
     )
     return Adaptive(config.name, rates, c.hash_salt)
 

@@ -19,44 +19,123 @@ does), the kept volume is back at the target one interval after traffic doubles 
 An operation not seen in the last interval gets the average probability (budget over
 traffic). Before the first interval has ended nothing is known, and every operation
 gets ``INITIAL_PROBABILITY`` (0.001, Jaeger's default sampling probability): a worker
-that starts on a backlog must not keep everything while it learns. That first interval
-is cut to ``FIRST_INTERVAL_SECONDS``.
+that starts on a backlog must not keep everything while it learns. It learns from its
+own first ``FIRST_INTERVAL_SECONDS`` of traffic.
 
-``target`` is the whole fleet's: a worker that counts only its own traffic aims at its
-share, ``target / workers`` (``workers()``: the live workers, 1 without shared state).
+The fleet. Intervals are slots of the clock (slot n covers ``[n, n + 1) x interval``).
+With a ``TrafficExchange`` (Redis), the exchange ends every slot on time: it takes the
+worker's counts, pools them with the other workers', and computes the probabilities from
+the fleet's sum and the whole target, so every worker holds the same probabilities and a
+trace gets the same decision whichever worker owns it. Without an exchange, or when the
+pooled counts do not come (Redis unreachable), a worker computes from its own counts and
+aims at its share, ``target / workers`` (``workers()``: the live workers, 1 without
+shared state).
+
+Head sampling: ``head_rates`` turns each pooled slot's allotment into the probabilities
+served to SDKs (Jaeger's remote-sampling endpoint), moving from what they were served.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.policies.shared import TrafficExchange
 
 FIRST_INTERVAL_SECONDS = 1.0
 INITIAL_PROBABILITY = 0.001
+#: head-sampling rates served to SDKs rise at most this much an interval (Jaeger's rule)
+HEAD_RISE_MAX = 2.0
+HEAD_MIN_PROBABILITY = 1e-5
 
 #: (service.name, root span name)
 Operation = tuple[str, str]
 
 
+@dataclass(slots=True)
+class Traffic:
+    """What a slot saw, in counts: per operation [traces, spans] of the traces no other
+    policy kept; spans of traces other policies kept; spans kept by any policy."""
+
+    rest: dict[Operation, list[int]] = field(default_factory=dict)
+    must_spans: int = 0
+    kept_spans: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.rest) or self.must_spans > 0
+
+    def add(self, other: Traffic) -> None:
+        for op, (traces, spans) in other.rest.items():
+            counts = self.rest.get(op)
+            if counts is None:
+                self.rest[op] = [traces, spans]
+            else:
+                counts[0] += traces
+                counts[1] += spans
+        self.must_spans += other.must_spans
+        self.kept_spans += other.kept_spans
+
+
+@dataclass(frozen=True, slots=True)
+class Allotment:
+    """How a slot's budget was shared: what each operation offered (spans a second), and
+    its room, the share water-filling gave it over what it offered (the probability
+    before it is capped at 1: above 1, the operation could have taken more)."""
+
+    demand: dict[Operation, float]
+    room: dict[Operation, float]
+    default: float  # probability of an operation not seen
+
+
 def allocate(budget: float, demand: Mapping[Operation, float]) -> dict[Operation, float]:
     """Water-filling: each operation's share of ``budget`` (same unit as ``demand``),
     as a probability (share / demand, at most 1)."""
-    probabilities: dict[Operation, float] = {}
+    return {op: min(1.0, room) for op, room in water_fill(budget, demand).items()}
+
+
+def water_fill(budget: float, demand: Mapping[Operation, float]) -> dict[Operation, float]:
+    """Each operation's room: its equal share of what is left, when its turn comes (the
+    smallest first), over its demand. Operations whose room is at least 1 keep all they
+    offer; what they leave goes to the larger ones."""
+    room: dict[Operation, float] = {}
     left = max(0.0, budget)
     ordered = sorted(demand.items(), key=lambda item: item[1])
     for i, (operation, need) in enumerate(ordered):
         share = left / (len(ordered) - i)
-        if need <= share:
-            probabilities[operation] = 1.0
-            left -= need
-        else:
-            probabilities[operation] = share / need
-            left -= share
-    return probabilities
+        room[operation] = share / need if need > 0 else math.inf
+        left -= min(need, share)
+    return room
+
+
+def head_rates(previous: Mapping[Operation, float], allotment: Allotment) -> dict[Operation, float]:
+    """Head-sampling probabilities for SDKs, from the rates they were last served.
+
+    What reaches the sampler has already been head-sampled at ``previous`` (1 for an
+    operation never served), so the tail's allotment only says how to move: each
+    operation's rate is multiplied by its room, rising at most ``HEAD_RISE_MAX`` times a
+    slot (a rate that was cut comes back in steps once traffic falls) and staying within
+    ``[HEAD_MIN_PROBABILITY, 1]``. Where the served rates settle, what reaches the
+    sampler is what water-filling would keep of the traffic before head sampling.
+    """
+    rates: dict[Operation, float] = {}
+    for op in allotment.demand:
+        rate = previous.get(op, 1.0) * min(HEAD_RISE_MAX, allotment.room[op])
+        rates[op] = min(1.0, max(HEAD_MIN_PROBABILITY, rate))
+    return rates
 
 
 class AdaptiveRates:
-    """Traffic counted over the current interval, probabilities from the last one."""
+    """Traffic counted over the current slot, probabilities from the last one.
+
+    Slots end in ``advance`` (called from ``probability`` when due) or, with an
+    exchange, on the exchange's thread, which takes each slot's counts when it ends
+    (``take_slot``) and hands back the fleet's (``apply_slot``): a worker's slot then
+    ends on time even when it decides no trace for a while.
+    """
 
     def __init__(
         self,
@@ -65,30 +144,38 @@ class AdaptiveRates:
         floor_traces_per_minute: float,
         clock: Callable[[], float] = time.monotonic,
         workers: Callable[[], int] = lambda: 1,
+        exchange: TrafficExchange | None = None,
     ) -> None:
         self.target = target
         self.interval = interval
         self.floor_per_second = floor_traces_per_minute / 60.0
-        self.clock = clock
+        # Pooled slots must be the same seconds on every worker: the exchange's clock.
+        self.clock = exchange.clock if exchange is not None else clock
         self.workers = workers
         self.probabilities: dict[Operation, float] = {}
         self.default = INITIAL_PROBABILITY  # for operations without a probability of their own
-        self._started = clock()
-        self._length = min(interval, FIRST_INTERVAL_SECONDS)
-        # Per operation: [traces, spans] that no other policy kept; and the spans of
-        # traces other policies kept, all this interval.
-        self._rest: dict[Operation, list[int]] = {}
-        self._must_spans = 0
-        self._kept_spans = 0  # spans of traces kept, by any policy
+        self.pooled = False  # the probabilities come from the fleet's counts
+        now = self.clock()
+        self._traffic = Traffic()
+        self._counted_since = now
+        self._slot = int(now // interval)
+        self._learning_until = now + FIRST_INTERVAL_SECONDS  # 0 once learned
+        self._driven = exchange is not None
+        self._next = min(self._learning_until, self._slot_end())
         #: what the last interval measured, spans a second (for /metrics and tests): kept
-        #: by other policies, offered otherwise, kept in all
+        #: by other policies, offered otherwise, kept in all (the fleet's when pooled)
         self.last_must = 0.0
         self.last_rest = 0.0
         self.last_kept = 0.0
         self.last_rest_by_operation: dict[Operation, float] = {}
+        if exchange is not None:
+            exchange.attach(self)
+
+    # --- the hot path --------------------------------------------------------------
 
     def probability(self, operation: Operation) -> float:
-        self.advance()
+        if self.clock() >= self._next:
+            self.advance()
         return self.probabilities.get(operation, self.default)
 
     def observe(
@@ -96,49 +183,80 @@ class AdaptiveRates:
     ) -> None:
         """Count one decided trace: its root operation, spans, whether a policy other
         than the adaptive one kept it, and whether it was kept at all."""
+        traffic = self._traffic
         if kept or kept_by_other:
-            self._kept_spans += spans
+            traffic.kept_spans += spans
         if kept_by_other:
-            self._must_spans += spans
+            traffic.must_spans += spans
             return
-        counts = self._rest.get(operation)
+        counts = traffic.rest.get(operation)
         if counts is None:
-            counts = self._rest[operation] = [0, 0]
+            counts = traffic.rest[operation] = [0, 0]
         counts[0] += 1
         counts[1] += spans
 
-    def advance(self) -> None:
-        now = self.clock()
-        elapsed = now - self._started
-        if elapsed < self._length:
-            return
-        if not self._rest and not self._must_spans:  # nothing seen: nothing to learn
-            self._started = now
-            return
-        self.recompute(elapsed)
-        self._started = now
-        self._length = self.interval
-        self._rest = {}
-        self._must_spans = 0
-        self._kept_spans = 0
+    # --- slot ends -----------------------------------------------------------------
 
-    def recompute(self, elapsed: float) -> None:
-        """Probabilities from the counts of the ``elapsed`` seconds just ended."""
-        target = self.target / max(1, self.workers())
-        must = self._must_spans / elapsed
-        demand = {op: counts[1] / elapsed for op, counts in self._rest.items()}
+    def _slot_end(self) -> float:
+        return (self._slot + 1) * self.interval
+
+    def advance(self) -> None:
+        """The first second's learning; without an exchange, also the slots' ends."""
+        now = self.clock()
+        if self._learning_until and now >= self._learning_until:
+            if self._traffic:  # own counts so far, without ending the slot
+                self._learning_until = 0.0
+                self.recompute(self._traffic, now - self._counted_since, pooled=False)
+            else:
+                self._learning_until = now + FIRST_INTERVAL_SECONDS
+        if not self._driven and now >= self._slot_end():
+            own, seconds = self.take_slot()
+            self.apply_slot(own, seconds, None)
+        self._next = math.inf if self._driven else self._slot_end()
+        if self._learning_until:
+            self._next = min(self._next, self._learning_until)
+
+    def take_slot(self) -> tuple[Traffic, float]:
+        """End the current slot: its counts and the seconds they cover."""
+        now = self.clock()
+        traffic, self._traffic = self._traffic, Traffic()
+        start = max(self._counted_since, self._slot * self.interval)
+        seconds = max(1e-3, min(now, self._slot_end()) - start)
+        self._learning_until = 0.0
+        self._slot = int(now // self.interval)
+        self._counted_since = now
+        return traffic, seconds
+
+    def apply_slot(self, own: Traffic, seconds: float, fleet: Traffic | None) -> Allotment | None:
+        """Probabilities from the fleet's counts of a whole slot if there are any, else
+        from the worker's own; None when neither saw a trace (nothing to learn)."""
+        if fleet:
+            return self.recompute(fleet, self.interval, pooled=True)
+        if own:
+            return self.recompute(own, seconds, pooled=False)
+        return None
+
+    def recompute(self, traffic: Traffic, seconds: float, pooled: bool) -> Allotment:
+        """Probabilities from a slot's counts over ``seconds``: the fleet's counts aim
+        at the whole target, a worker's own at its share."""
+        target = self.target if pooled else self.target / max(1, self.workers())
+        must = traffic.must_spans / seconds
+        demand = {op: counts[1] / seconds for op, counts in list(traffic.rest.items())}
         budget = max(0.0, target - must)
-        probabilities = allocate(budget, demand)
-        for op, counts in self._rest.items():
-            traces_per_second = counts[0] / elapsed
+        room = water_fill(budget, demand)
+        probabilities = {op: min(1.0, r) for op, r in room.items()}
+        for op, counts in list(traffic.rest.items()):
+            traces_per_second = counts[0] / seconds
             if traces_per_second > 0:
                 floor = min(1.0, self.floor_per_second / traces_per_second)
-                if probabilities[op] < floor:
+                if probabilities.get(op, 1.0) < floor:
                     probabilities[op] = floor
-        self.probabilities = probabilities
         rest = sum(demand.values())
         self.default = min(1.0, budget / rest) if rest > 0 else 1.0
+        self.probabilities = probabilities
+        self.pooled = pooled
         self.last_must = must
         self.last_rest = rest
-        self.last_kept = self._kept_spans / elapsed
+        self.last_kept = traffic.kept_spans / seconds
         self.last_rest_by_operation = demand
+        return Allotment(demand, room, self.default)

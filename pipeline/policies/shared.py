@@ -8,7 +8,11 @@ used while a trace is decided, so neither may wait on the network.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.policies.adaptive_rates import AdaptiveRates
 
 #: (service.name, span name) -> bucket index -> count (see ``percentiles``)
 Counts = dict[tuple[str, str], dict[int, int]]
@@ -30,10 +34,23 @@ class Budget(Protocol):
     def allow(self, n: int) -> bool: ...
 
 
+class TrafficExchange(Protocol):
+    """Where the adaptive policy's workers pool each slot's traffic. It drives the
+    slots: when one ends it takes the worker's counts (``AdaptiveRates.take_slot``), adds
+    them to the fleet's, and hands the sum back (``apply_slot``), off the decision path."""
+
+    clock: Callable[[], float]  # the wall clock whose slots every worker shares
+
+    def attach(self, rates: AdaptiveRates) -> None:
+        """Drive these rates from now on (a reloaded policy's replace the old ones)."""
+
+
 class SharedState(Protocol):
     def percentile_exchange(
         self, policy: str, slot_seconds: float, slots: int
     ) -> PercentileExchange: ...
+
+    def traffic_exchange(self, policy: str, interval: float) -> TrafficExchange: ...
 
     def budget(self, policy: str, kind: str, rate: float, burst: int) -> Budget:
         """The fleet's bucket of ``rate`` tokens a second, at most ``burst``, for one

@@ -122,12 +122,18 @@ class AdaptiveCollector(Collector):
         )
         kept = GaugeMetricFamily(
             "spansieve_adaptive_kept_spans_per_second",
-            "Spans kept by all policies in the last interval, this worker",
+            "Spans kept by all policies in the last interval (the fleet's when pooled)",
             labels=["policy"],
         )
         offered = GaugeMetricFamily(
             "spansieve_adaptive_offered_spans_per_second",
-            "Spans of traces no other policy kept in the last interval, this worker",
+            "Spans of traces no other policy kept in the last interval (the fleet's when pooled)",
+            labels=["policy"],
+        )
+        pooled = GaugeMetricFamily(
+            "spansieve_adaptive_pooled",
+            "1 when the probabilities come from the whole fleet's traffic (Redis), 0 when"
+            " from this worker's own",
             labels=["policy"],
         )
         probability = GaugeMetricFamily(
@@ -142,10 +148,11 @@ class AdaptiveCollector(Collector):
             target.add_metric([policy.name], rates.target)
             kept.add_metric([policy.name], rates.last_kept)
             offered.add_metric([policy.name], rates.last_rest)
+            pooled.add_metric([policy.name], 1.0 if rates.pooled else 0.0)
             busiest = sorted(
                 rates.last_rest_by_operation.items(), key=lambda item: item[1], reverse=True
             )[:ADAPTIVE_OPERATIONS_EXPOSED]
             for (service, operation), _ in busiest:
                 value = rates.probabilities.get((service, operation), rates.default)
                 probability.add_metric([policy.name, service, operation], value)
-        yield from (target, kept, offered, probability)
+        yield from (target, kept, offered, pooled, probability)

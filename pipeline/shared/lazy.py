@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from pipeline.shared.budgets import LeasedBudget
     from pipeline.shared.percentiles import RedisPercentileExchange
     from pipeline.shared.state import RedisSharedState
+    from pipeline.shared.traffic import RedisTrafficExchange
 
 
 class LazySharedState:
@@ -30,6 +31,9 @@ class LazySharedState:
         self, policy: str, slot_seconds: float, slots: int
     ) -> RedisPercentileExchange:
         return self.connected().percentile_exchange(policy, slot_seconds, slots)
+
+    def traffic_exchange(self, policy: str, interval: float) -> RedisTrafficExchange:
+        return self.connected().traffic_exchange(policy, interval)
 
     def budget(self, policy: str, kind: str, rate: float, burst: int) -> LeasedBudget:
         return self.connected().budget(policy, kind, rate, burst)

@@ -1,6 +1,6 @@
 """What a worker hands its policies to share state with the other workers: one Redis
-client, one exchange per policy that pools percentiles and one leased budget per policy
-that spends a fleet's bucket (both kept across policy reloads)."""
+client; per policy, an exchange that pools percentiles or traffic, or a leased budget
+that spends a fleet's bucket (all kept across policy reloads)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pipeline.shared.budgets import Fleet, LeasedBudget
 from pipeline.shared.health import RedisHealth
 from pipeline.shared.percentiles import FEATURE as PERCENTILES
 from pipeline.shared.percentiles import RedisPercentileExchange
+from pipeline.shared.traffic import FEATURE as ADAPTIVE
+from pipeline.shared.traffic import RedisTrafficExchange
 
 # A Redis call that takes longer than this fails (and the policy falls back); it runs
 # on a background thread, never while a trace is decided.
@@ -22,7 +24,8 @@ TIMEOUT_SECONDS = 2.0
 class RedisSharedState:
     """``policies.shared.SharedState`` over Redis; keys start with ``key_prefix``."""
 
-    def __init__(self, redis_url: str, key_prefix: str) -> None:
+    def __init__(self, redis_url: str, key_prefix: str, member: str | None = None) -> None:
+        self.member = member  # this worker in the fleet's set; None: host and process
         self.client = redis.Redis.from_url(
             redis_url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
         )
@@ -31,6 +34,10 @@ class RedisSharedState:
             PERCENTILES, "each worker's own duration percentiles"
         )
         self._exchanges: dict[tuple[str, float, int], RedisPercentileExchange] = {}
+        self._traffic_health = RedisHealth(
+            ADAPTIVE, "each worker's own traffic and its share of the target"
+        )
+        self._traffic: dict[tuple[str, float], RedisTrafficExchange] = {}
         self._budgets_health = RedisHealth(BUDGETS, "each worker's fair share of the budget")
         self._budgets: dict[tuple[str, str], LeasedBudget] = {}
         self._fleet: Fleet | None = None
@@ -50,9 +57,17 @@ class RedisSharedState:
             )
         return exchange
 
+    def traffic_exchange(self, policy: str, interval: float) -> RedisTrafficExchange:
+        exchange = self._traffic.get((policy, interval))
+        if exchange is None:
+            exchange = self._traffic[(policy, interval)] = RedisTrafficExchange(
+                self.client, self.key_prefix, policy, interval, self._traffic_health
+            )
+        return exchange
+
     def fleet(self) -> Fleet:
         if self._fleet is None:
-            self._fleet = Fleet(self.client, f"{self.key_prefix}:workers")
+            self._fleet = Fleet(self.client, f"{self.key_prefix}:workers", self.member)
         return self._fleet
 
     def live_workers(self) -> int:
@@ -80,6 +95,9 @@ class RedisSharedState:
         for exchange in self._exchanges.values():
             exchange.close()
         self._exchanges.clear()
+        for traffic in self._traffic.values():
+            traffic.close()
+        self._traffic.clear()
         for budget in self._budgets.values():
             budget.close()
         self._budgets.clear()

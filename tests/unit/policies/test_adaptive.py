@@ -6,7 +6,15 @@ from hypothesis import strategies as st
 
 from pipeline.config.yaml_file import ConfigError
 from pipeline.policies.adaptive import Adaptive, root_operation
-from pipeline.policies.adaptive_rates import AdaptiveRates, allocate
+from pipeline.policies.adaptive_rates import (
+    HEAD_MIN_PROBABILITY,
+    AdaptiveRates,
+    Allotment,
+    Traffic,
+    allocate,
+    head_rates,
+    water_fill,
+)
 from pipeline.policies.config import load_policy_text
 from pipeline.policies.decision import NOT_SAMPLED, SAMPLED
 from pipeline.policies.engine import PolicyEngine
@@ -154,8 +162,6 @@ def test_the_same_trace_gets_the_same_decision_on_every_worker():
     workers = [Adaptive("adaptive", AdaptiveRates(50.0, 10.0, 0.0, clock)) for _ in range(2)]
     for worker in workers:
         worker.rates.probabilities = {("api", "GET /"): 0.3}
-        worker.rates._started = clock()
-        worker.rates._length = 10.0
     decisions = [[], []]
     for _ in range(500):
         trace = trace_of(rng, "api", "GET /", 1)
@@ -186,4 +192,107 @@ def test_adaptive_is_refused_inside_another_policy():
             "        - name: a\n"
             "          type: adaptive\n"
             "          adaptive: {target_spans_per_second: 5}\n"
+        )
+
+
+# --- the fleet: pooled slots and head-sampling rates ---------------------------------
+
+
+class PoolByHand:
+    """An exchange the test drives: it holds the rates; the test ends the slots."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.rates: AdaptiveRates | None = None
+
+    def attach(self, rates: AdaptiveRates) -> None:
+        self.rates = rates
+
+
+def test_workers_that_pool_their_traffic_hold_the_same_probabilities_for_the_whole_target():
+    """Two workers see different shares of the traffic; from the pooled slot both
+    compute the probabilities of the whole target, not of their own share."""
+    clock = FakeClock(1_000.0)  # a slot boundary for a 10 s interval
+    exchanges = [PoolByHand(clock), PoolByHand(clock)]
+    workers = [AdaptiveRates(100.0, 10.0, 0.0, exchange=e, workers=lambda: 2) for e in exchanges]
+    assert all(e.rates is w for e, w in zip(exchanges, workers, strict=True))
+    for i, worker in enumerate(workers):
+        for _ in range(300 * (i + 1)):  # 300 and 600 traces of 10 spans in the slot
+            worker.observe(("a", "x"), 10, kept_by_other=False)
+        worker.observe(("a", "err"), 50, kept_by_other=True, kept=True)
+    clock.advance(10.0)
+    taken = [worker.take_slot() for worker in workers]
+    assert [seconds for _, seconds in taken] == [10.0, 10.0]
+    fleet = Traffic()
+    for own, _ in taken:
+        fleet.add(own)
+    assert fleet.rest[("a", "x")] == [900, 9000] and fleet.must_spans == 100
+    for worker, (own, seconds) in zip(workers, taken, strict=True):
+        allotment = worker.apply_slot(own, seconds, fleet)
+        assert worker.pooled
+        assert allotment is not None and allotment.demand == {("a", "x"): 900.0}
+    # 100 - 10 must = 90 of 900 spans/s, the same on both workers
+    assert [w.probability(("a", "x")) for w in workers] == [pytest.approx(0.1)] * 2
+
+
+def test_a_worker_without_the_pool_aims_at_its_share_of_the_target():
+    clock = FakeClock(1_000.0)
+    rates = AdaptiveRates(100.0, 10.0, 0.0, exchange=PoolByHand(clock), workers=lambda: 2)
+    for _ in range(100):
+        rates.observe(("a", "x"), 10, kept_by_other=False)
+    clock.advance(10.0)
+    own, seconds = rates.take_slot()
+    rates.apply_slot(own, seconds, None)  # Redis failed: own counts, target / 2
+    assert not rates.pooled
+    assert rates.probability(("a", "x")) == pytest.approx(50.0 / 100.0)
+
+
+def test_an_exchange_drives_the_slots_so_decisions_never_end_them():
+    clock = FakeClock(1_000.0)
+    rates = AdaptiveRates(100.0, 10.0, 0.0, exchange=PoolByHand(clock))
+    rates.observe(("a", "x"), 10, kept_by_other=False)
+    clock.advance(25.0)
+    rates.probability(("a", "x"))  # learns the first second, leaves the slot to the pool
+    own, seconds = rates.take_slot()
+    assert own.rest == {("a", "x"): [1, 10]} and seconds == 10.0
+
+
+def test_water_filling_gives_each_operation_its_room():
+    room = water_fill(100.0, {("a", "x"): 10.0, ("a", "y"): 200.0, ("b", "z"): 400.0})
+    assert room[("a", "x")] == pytest.approx(100.0 / 3 / 10.0)  # could take a third
+    assert room[("a", "y")] == pytest.approx(45.0 / 200.0)
+    assert room[("b", "z")] == pytest.approx(45.0 / 400.0)
+
+
+def test_head_rates_move_from_what_sdks_were_served():
+    x, y, new = ("a", "x"), ("a", "y"), ("a", "new")
+    allotment = Allotment({x: 400.0, y: 10.0, new: 100.0}, {x: 0.125, y: 5.0, new: 0.5}, 0.2)
+    rates = head_rates({x: 0.5, y: 0.1}, allotment)
+    assert rates[x] == pytest.approx(0.5 * 0.125)  # cut at once
+    assert rates[y] == pytest.approx(0.2)  # rises, at most twice a slot
+    assert rates[new] == pytest.approx(0.5)  # never served: from 1
+    assert head_rates({x: 0.7}, Allotment({x: 1.0}, {x: 50.0}, 1.0))[x] == 1.0
+    assert head_rates({x: 1e-9}, allotment)[x] == HEAD_MIN_PROBABILITY
+
+
+@given(
+    st.floats(min_value=0, max_value=1e5),
+    st.dictionaries(
+        st.tuples(st.text(max_size=2), st.text(max_size=2)),
+        st.tuples(st.floats(min_value=0.01, max_value=1e4), st.floats(0, 1)),
+        max_size=10,
+    ),
+)
+def test_head_rates_settle_where_the_sampler_keeps_its_budget(budget, operations):
+    """Served rates fed back through the SDKs: the traffic reaching the sampler shrinks
+    to what water-filling the raw traffic would keep, and stays there."""
+    raw = {op: need for op, (need, _) in operations.items()}
+    served = {op: max(HEAD_MIN_PROBABILITY, start) for op, (_, start) in operations.items()}
+    for _ in range(60):
+        arriving = {op: raw[op] * served[op] for op in raw}
+        served = head_rates(served, Allotment(arriving, water_fill(budget, arriving), 1.0))
+    expected = allocate(budget, raw)
+    for op in raw:
+        assert raw[op] * served[op] == pytest.approx(
+            raw[op] * expected[op], rel=0.02, abs=raw[op] * HEAD_MIN_PROBABILITY * 2 + 1e-9
         )

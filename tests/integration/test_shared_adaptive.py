@@ -1,0 +1,199 @@
+"""The adaptive policy on two workers that pool their traffic in real Redis: the fleet
+keeps one target through traffic steps, never drops an error trace, and rides out a
+Redis outage on fair shares."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import defaultdict
+
+import orjson
+import pytest
+import redis
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from pipeline.config.settings import Settings
+from pipeline.local.run import free_port, wait_until
+from pipeline.policies.adaptive import Adaptive
+from pipeline.policies.config import load_policy_text
+from pipeline.policies.engine import PolicyEngine
+from pipeline.policies.trace import TraceView
+from pipeline.shared.health import REDIS_FALLBACK
+from pipeline.shared.state import RedisSharedState
+from pipeline.shared.traffic import FEATURE, rates_key
+from tests.integration.test_shared_percentiles import private_redis
+from tests.unit.policies.helpers import span, traces
+
+INTERVAL = 2.0
+TARGET = 2_000  # spans a second, for the fleet
+POLICIES = f"""\
+policies:
+  - name: errors
+    type: status_code
+    status_code: {{status_codes: [ERROR]}}
+  - name: adaptive
+    type: adaptive
+    adaptive: {{target_spans_per_second: {TARGET}, interval: {INTERVAL}s}}
+"""
+ERROR_SHARE = 0.01
+
+
+def trace_data(service: str, name: str, spans: int, error: bool) -> TracesData:
+    root = span(name, 0, 5, status=2 if error else 0)
+    children = [span(f"{name}/db", 1, 2) for _ in range(spans - 1)]
+    for child in children:
+        child.parent_span_id = b"\x01" * 8
+    return traces(({"service.name": service}, [root, *children]))
+
+
+# Two operations of different sizes, with and without an error: 2 spans/trace on average
+SHAPES = [
+    (trace_data("checkout", "POST /orders", 3, error), 3, error) for error in (False, True)
+] + [(trace_data("search", "GET /search", 1, error), 1, error) for error in (False, True)]
+
+
+class Fleet:
+    """Two workers in one process, each with its own Redis client and engine; a trace
+    goes to the worker that owns its id (as partitions split the traces)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.states = [RedisSharedState(url, prefix, member=f"worker-{n}") for n in range(2)]
+        config = load_policy_text(POLICIES)
+        self.engines = [PolicyEngine(config, shared=state) for state in self.states]
+        self.rng = random.Random(7)
+
+    def adaptive(self, n: int) -> Adaptive:
+        return next(p for p in self.engines[n].policies if isinstance(p, Adaptive))
+
+    def run(self, seconds: float, traces_per_second: float) -> dict[int, list[int]]:
+        """Offer traffic in real time; per slot: [kept spans, error traces, errors kept,
+        kept spans of worker 0]."""
+        by_slot: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        step = 0.05
+        deadline = time.time() + seconds
+        while (now := time.time()) < deadline:
+            row = by_slot[int(now // INTERVAL)]
+            for _ in range(round(traces_per_second * step)):
+                error = self.rng.random() < ERROR_SHARE
+                data, spans, _ = SHAPES[self.rng.randrange(2) * 2 + error]
+                trace_id = self.rng.randbytes(16)
+                worker = trace_id[0] & 1
+                decision = self.engines[worker].evaluate(TraceView(data, trace_id))
+                if decision.sampled:
+                    row[0] += spans
+                    row[3] += spans if worker == 0 else 0
+                row[1] += error
+                row[2] += error and decision.sampled
+            time.sleep(max(0.0, now + step - time.time()))
+        return dict(by_slot)
+
+    def close(self) -> None:
+        for state in self.states:
+            state.close()
+
+
+def whole_slots(by_slot: dict[int, list[int]]) -> list[list[int]]:
+    """The slots the run covered entirely, in order."""
+    slots = sorted(by_slot)
+    return [by_slot[s] for s in slots[1:-1]]
+
+
+def kept_per_second(row: list[int]) -> float:
+    return row[0] / INTERVAL
+
+
+def settle(fleet: Fleet) -> None:
+    """Both workers counted in the fleet and pooling."""
+    assert wait_until(lambda: [s.live_workers() for s in fleet.states] == [2, 2], "2 workers", 15)
+    fleet.run(3 * INTERVAL, 1_000)
+    assert all(fleet.adaptive(n).rates.pooled for n in range(2))
+
+
+def test_two_workers_hold_one_target_through_traffic_steps(stack: Settings):
+    """1 500 traces/s (3 000 spans/s), then x2, then x0.5, for a target of 2 000 spans/s
+    across both workers. From the third interval after each step, every interval's
+    kept volume of the fleet is within 10 % of the target (the first keeps the old
+    probabilities for the new traffic, the second switches a quarter in), both workers
+    hold the same probabilities, and no error trace is dropped."""
+    fleet = Fleet(stack.redis_url, f"it-{uuid.uuid4().hex[:8]}")
+    try:
+        settle(fleet)
+        for rate in (1_500, 3_000, 1_500):
+            slots = whole_slots(fleet.run(5 * INTERVAL + 0.5, rate))
+            kept = [kept_per_second(row) for row in slots]
+            for value in kept[2:]:
+                assert 0.9 * TARGET <= value <= 1.1 * TARGET, (rate, kept)
+            assert all(row[1] == row[2] for row in slots), "an error trace was dropped"
+            # each worker keeps about half: one target, not one each
+            for row in slots[2:]:
+                assert 0.35 <= row[3] / row[0] <= 0.65, slots
+            probabilities = [fleet.adaptive(n).rates.probabilities for n in range(2)]
+            assert probabilities[0] == probabilities[1]
+            assert all(fleet.adaptive(n).rates.pooled for n in range(2))
+    finally:
+        fleet.close()
+
+
+def test_the_head_sampling_table_follows_the_traffic(stack: Settings):
+    """One table a slot for the fleet: an operation whose traffic doubles gets its
+    served rate halved (the SDKs were served the old one)."""
+    prefix = f"it-{uuid.uuid4().hex[:8]}"
+    fleet = Fleet(stack.redis_url, prefix)
+    client = redis.Redis.from_url(stack.redis_url)
+
+    def table() -> dict:
+        return orjson.loads(client.get(rates_key(prefix, "adaptive")))
+
+    try:
+        settle(fleet)
+        fleet.run(2 * INTERVAL, 1_500)
+        before = {(s, o): p for s, o, p in table()["operations"]}
+        slot = table()["slot"]
+        fleet.run(2 * INTERVAL, 3_000)
+        after = table()
+        assert after["slot"] > slot
+        rates = {(s, o): p for s, o, p in after["operations"]}
+        for op in before:
+            assert rates[op] < before[op]
+        assert after["floor_traces_per_second"] == pytest.approx(1 / 60)
+    finally:
+        fleet.close()
+
+
+def test_a_redis_outage_keeps_sampling_near_the_target_on_fair_shares():
+    """Redis stopped for 30 s: each worker samples on its own counts for half the
+    target (the fleet stays within 2x of it; in fact near it), the fallback is on
+    /metrics; with Redis back, both pool again."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with private_redis(port) as server:
+        fleet = Fleet(url, f"it-{uuid.uuid4().hex[:8]}")
+        try:
+            settle(fleet)
+            server.kill()
+            server.wait()
+            outage = whole_slots(fleet.run(30.0, 1_500))
+            assert all(not fleet.adaptive(n).rates.pooled for n in range(2))
+            assert REDIS_FALLBACK.labels(FEATURE)._value.get() == 1
+            kept = [kept_per_second(row) for row in outage]
+            for value in kept[2:]:
+                assert 0.5 * TARGET <= value <= 2 * TARGET, kept
+            assert all(row[1] == row[2] for row in outage), "an error trace was dropped"
+        except BaseException:
+            fleet.close()
+            raise
+    with private_redis(port):
+        try:
+            assert wait_until(
+                lambda: (
+                    (fleet.run(INTERVAL, 1_500) is not None)
+                    and all(fleet.adaptive(n).rates.pooled for n in range(2))
+                ),
+                "pooling again",
+                30,
+            )
+            assert REDIS_FALLBACK.labels(FEATURE)._value.get() == 0
+        finally:
+            fleet.close()
