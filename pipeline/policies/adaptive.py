@@ -92,6 +92,12 @@ class AdaptiveCfg(StrictModel):
     floor_traces_per_minute: float = Field(
         1.0, ge=0, description="traces of each root operation kept a minute at least"
     )
+    head_interval: Duration = Field(
+        60.0,
+        gt=0,
+        description="how often the head-sampling rates served to SDKs move (with shared"
+        " state); at least the SDKs' polling interval",
+    )
     hash_salt: str = Field("", description="as the probabilistic policy; empty = its default")
 
 
@@ -110,6 +116,7 @@ def build(config: AdaptivePolicy, context: BuildContext) -> Adaptive:
         context.clock,
         workers=shared.live_workers if shared is not None else (lambda: 1),
         exchange=shared.traffic_exchange(config.name, c.interval) if shared else None,
+        head_interval=c.head_interval,
     )
     return Adaptive(config.name, rates, c.hash_salt)
 

@@ -48,9 +48,13 @@ if TYPE_CHECKING:
 
 FIRST_INTERVAL_SECONDS = 1.0
 INITIAL_PROBABILITY = 0.001
-#: head-sampling rates served to SDKs rise at most this much an interval (Jaeger's rule)
+#: head-sampling rates served to SDKs rise at most this much a step (Jaeger's rule) ...
 HEAD_RISE_MAX = 2.0
 HEAD_MIN_PROBABILITY = 1e-5
+#: ... and move by this power of the room they measured: SDKs adopt a new rate only at
+#: their next poll, so the traffic measured may still be sampled at an older rate, and a
+#: full step would then overshoot and swing
+HEAD_DAMPING = 0.5
 
 #: (service.name, root span name)
 Operation = tuple[str, str]
@@ -115,16 +119,17 @@ def head_rates(previous: Mapping[Operation, float], allotment: Allotment) -> dic
     """Head-sampling probabilities for SDKs, from the rates they were last served.
 
     What reaches the sampler has already been head-sampled at ``previous`` (1 for an
-    operation never served), so the tail's allotment only says how to move: each
-    operation's rate is multiplied by its room, rising at most ``HEAD_RISE_MAX`` times a
-    slot (a rate that was cut comes back in steps once traffic falls) and staying within
-    ``[HEAD_MIN_PROBABILITY, 1]``. Where the served rates settle, what reaches the
-    sampler is what water-filling would keep of the traffic before head sampling.
+    operation never served), so the tail's allotment only says which way to move: each
+    operation's rate is multiplied by the square root of its room (``HEAD_DAMPING``),
+    rising at most ``HEAD_RISE_MAX`` times a step and staying within
+    ``[HEAD_MIN_PROBABILITY, 1]``. Where the served rates settle, what reaches the sampler
+    is what water-filling would keep of the traffic before head sampling; the tail still
+    holds the target exactly while they get there.
     """
     rates: dict[Operation, float] = {}
     for op in allotment.demand:
-        rate = previous.get(op, 1.0) * min(HEAD_RISE_MAX, allotment.room[op])
-        rates[op] = min(1.0, max(HEAD_MIN_PROBABILITY, rate))
+        step = min(HEAD_RISE_MAX, allotment.room[op] ** HEAD_DAMPING)
+        rates[op] = min(1.0, max(HEAD_MIN_PROBABILITY, previous.get(op, 1.0) * step))
     return rates
 
 
@@ -145,9 +150,11 @@ class AdaptiveRates:
         clock: Callable[[], float] = time.monotonic,
         workers: Callable[[], int] = lambda: 1,
         exchange: TrafficExchange | None = None,
+        head_interval: float = 60.0,
     ) -> None:
         self.target = target
         self.interval = interval
+        self.head_interval = head_interval  # how often the exchange moves the head rates
         self.floor_per_second = floor_traces_per_minute / 60.0
         # Pooled slots must be the same seconds on every worker: the exchange's clock.
         self.clock = exchange.clock if exchange is not None else clock

@@ -16,11 +16,12 @@ has added its counts by then) it reads the hash back and hands the sum to
 worker. A Redis call that fails leaves the worker on its own counts for that slot
 (``RedisHealth`` logs it once and counts it); the next slot tries again.
 
-After a pooled slot, one worker (the first to claim ``<key>:head-slot:<slot>``) moves
-the head-sampling rates from the last table (``head_rates``) and writes the new table,
-which the query server serves on Jaeger's remote-sampling endpoint:
+After a pooled slot, when the last table is ``head_interval`` old (or there is none), one
+worker (the first to claim ``<key>:head-slot:<slot>``) moves the head-sampling rates
+from the last table (``head_rates``) and writes the new table, which the query server
+serves on Jaeger's remote-sampling endpoint:
 
-    <prefix>:adaptive:<policy name>:rates  (JSON; expires after three intervals)
+    <prefix>:adaptive:<policy name>:rates  (JSON; expires after three head intervals)
         {"policy", "slot", "interval", "updated", "default", "floor_traces_per_second",
          "operations": [[service, operation, probability], ...]}
 """
@@ -38,7 +39,6 @@ import redis
 from pipeline.policies.adaptive_rates import (
     AdaptiveRates,
     Allotment,
-    Operation,
     Traffic,
     head_rates,
 )
@@ -124,7 +124,7 @@ class RedisTrafficExchange:
                 return
             allotment = rates.apply_slot(own, seconds, fleet)
             if allotment is not None and rates.pooled:
-                self._call(self.share_head_rates, slot, allotment, rates.floor_per_second)
+                self._call(self.share_head_rates, slot, allotment, rates)
 
     def _call(self, call: Callable[..., object], *args: object) -> object:
         """``call(*args)``, or None when Redis failed (counted, logged once)."""
@@ -160,16 +160,19 @@ class RedisTrafficExchange:
         pipe.execute()
         return True
 
-    def share_head_rates(self, slot: int, allotment: Allotment, floor_per_second: float) -> bool:
-        """Write the next head-sampling table, once per slot for the whole fleet."""
-        expiry = max(30, int(self.interval * 3))
-        if not self.client.set(f"{self.key}:head-slot:{slot}", 1, nx=True, ex=expiry):
-            return False  # another worker wrote this slot's table
-        previous: dict[Operation, float] = {}
+    def share_head_rates(self, slot: int, allotment: Allotment, rates: AdaptiveRates) -> bool:
+        """Write the next head-sampling table when the last is ``head_interval`` old,
+        once for the whole fleet."""
         raw = self.client.get(self.rates_key)
-        if raw:
-            previous = {(s, o): p for s, o, p in orjson.loads(raw)["operations"]}
-        rates = head_rates(previous, allotment)
+        last = orjson.loads(raw) if raw else None
+        every = max(1, round(rates.head_interval / self.interval))
+        if last is not None and last["interval"] == self.interval and slot < last["slot"] + every:
+            return False
+        expiry = max(30, int(self.interval * 3), int(rates.head_interval * 3))
+        if not self.client.set(f"{self.key}:head-slot:{slot}", 1, nx=True, ex=expiry):
+            return False  # another worker writes this slot's table
+        previous = {(s, o): p for s, o, p in last["operations"]} if last else {}
+        head = head_rates(previous, allotment)
         busiest = sorted(allotment.demand, key=allotment.demand.__getitem__, reverse=True)
         table = {
             "policy": self.policy,
@@ -177,8 +180,8 @@ class RedisTrafficExchange:
             "interval": self.interval,
             "updated": self.clock(),
             "default": allotment.default,
-            "floor_traces_per_second": floor_per_second,
-            "operations": [[s, o, rates[(s, o)]] for s, o in busiest[:HEAD_OPERATIONS_MAX]],
+            "floor_traces_per_second": rates.floor_per_second,
+            "operations": [[s, o, head[(s, o)]] for s, o in busiest[:HEAD_OPERATIONS_MAX]],
         }
         self.client.set(self.rates_key, orjson.dumps(table), ex=expiry)
         return True

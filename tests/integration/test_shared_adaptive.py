@@ -35,7 +35,10 @@ policies:
     status_code: {{status_codes: [ERROR]}}
   - name: adaptive
     type: adaptive
-    adaptive: {{target_spans_per_second: {TARGET}, interval: {INTERVAL}s}}
+    adaptive:
+      target_spans_per_second: {TARGET}
+      interval: {INTERVAL}s
+      head_interval: {INTERVAL}s
 """
 ERROR_SHARE = 0.01
 
@@ -52,6 +55,7 @@ def trace_data(service: str, name: str, spans: int, error: bool) -> TracesData:
 SHAPES = [
     (trace_data("checkout", "POST /orders", 3, error), 3, error) for error in (False, True)
 ] + [(trace_data("search", "GET /search", 1, error), 1, error) for error in (False, True)]
+OPERATIONS = [("checkout", "POST /orders"), ("search", "GET /search")]
 
 
 class Fleet:
@@ -59,6 +63,9 @@ class Fleet:
     goes to the worker that owns its id (as partitions split the traces)."""
 
     def __init__(self, url: str, prefix: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=1.0)
+        self.prefix = prefix
+        self.head: dict[tuple[str, str], float] | None = None  # None: SDKs sample all
         self.states = [RedisSharedState(url, prefix, member=f"worker-{n}") for n in range(2)]
         config = load_policy_text(POLICIES)
         self.engines = [PolicyEngine(config, shared=state) for state in self.states]
@@ -67,17 +74,39 @@ class Fleet:
     def adaptive(self, n: int) -> Adaptive:
         return next(p for p in self.engines[n].policies if isinstance(p, Adaptive))
 
-    def run(self, seconds: float, traces_per_second: float) -> dict[int, list[int]]:
-        """Offer traffic in real time; per slot: [kept spans, error traces, errors kept,
-        kept spans of worker 0]."""
+    def table(self) -> dict | None:
+        raw = self.client.get(rates_key(self.prefix, "adaptive"))
+        return None if raw is None else orjson.loads(raw)
+
+    def poll_head_rates(self) -> None:
+        """What an SDK polling the remote-sampling endpoint would apply."""
+        table = self.table()
+        if table is not None:
+            self.head = {(s, o): p for s, o, p in table["operations"]}
+
+    def run(
+        self, seconds: float, traces_per_second: float, head_sampled: bool = False
+    ) -> dict[int, list[int]]:
+        """Offer traffic in real time (head-sampled at the served rates, polled twice a
+        second, when asked); per slot: [kept spans, error traces, errors kept, kept
+        spans of worker 0]."""
         by_slot: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         step = 0.05
         deadline = time.time() + seconds
+        polled = 0.0
         while (now := time.time()) < deadline:
+            if head_sampled and now - polled >= 0.5:
+                self.poll_head_rates()
+                polled = now
             row = by_slot[int(now // INTERVAL)]
             for _ in range(round(traces_per_second * step)):
                 error = self.rng.random() < ERROR_SHARE
-                data, spans, _ = SHAPES[self.rng.randrange(2) * 2 + error]
+                shape = self.rng.randrange(2)
+                if head_sampled and self.head is not None:
+                    rate = self.head.get(OPERATIONS[shape], 1.0)
+                    if self.rng.random() >= rate:
+                        continue
+                data, spans, _ = SHAPES[shape * 2 + error]
                 trace_id = self.rng.randbytes(16)
                 worker = trace_id[0] & 1
                 decision = self.engines[worker].evaluate(TraceView(data, trace_id))
@@ -92,6 +121,7 @@ class Fleet:
     def close(self) -> None:
         for state in self.states:
             state.close()
+        self.client.close()
 
 
 def whole_slots(by_slot: dict[int, list[int]]) -> list[list[int]]:
@@ -136,28 +166,28 @@ def test_two_workers_hold_one_target_through_traffic_steps(stack: Settings):
         fleet.close()
 
 
-def test_the_head_sampling_table_follows_the_traffic(stack: Settings):
-    """One table a slot for the fleet: an operation whose traffic doubles gets its
-    served rate halved (the SDKs were served the old one)."""
-    prefix = f"it-{uuid.uuid4().hex[:8]}"
-    fleet = Fleet(stack.redis_url, prefix)
-    client = redis.Redis.from_url(stack.redis_url)
-
-    def table() -> dict:
-        return orjson.loads(client.get(rates_key(prefix, "adaptive")))
-
+def test_head_sampling_rates_settle_and_follow_the_traffic(stack: Settings):
+    """The loop an SDK closes: traffic head-sampled at the served rates. 750 traces/s of
+    checkout (3 spans) and of search (1 span), 1 % errors, against 2 000 spans/s: search
+    fits its share and stays at 1, checkout settles near (2 000 - 750 - errors) / 2 250
+    = 0.54. Raw traffic doubles: both get about an equal share of 990 spans/s, search
+    0.66 and checkout 0.22. Meanwhile the tail keeps the target."""
+    fleet = Fleet(stack.redis_url, f"it-{uuid.uuid4().hex[:8]}")
+    checkout, search = OPERATIONS
     try:
         settle(fleet)
-        fleet.run(2 * INTERVAL, 1_500)
-        before = {(s, o): p for s, o, p in table()["operations"]}
-        slot = table()["slot"]
-        fleet.run(2 * INTERVAL, 3_000)
-        after = table()
-        assert after["slot"] > slot
-        rates = {(s, o): p for s, o, p in after["operations"]}
-        for op in before:
-            assert rates[op] < before[op]
-        assert after["floor_traces_per_second"] == pytest.approx(1 / 60)
+        served = []
+        for rate in (1_500, 3_000):
+            slots = whole_slots(fleet.run(10 * INTERVAL, rate, head_sampled=True))
+            assert fleet.head is not None
+            served.append(dict(fleet.head))
+            for value in [kept_per_second(row) for row in slots][-3:]:
+                assert 0.9 * TARGET <= value <= 1.1 * TARGET, slots
+        assert served[0][search] == 1.0
+        assert served[0][checkout] == pytest.approx(0.54, rel=0.15)
+        assert served[1][search] == pytest.approx(0.66, rel=0.15)
+        assert served[1][checkout] == pytest.approx(0.22, rel=0.15)
+        assert fleet.table()["floor_traces_per_second"] == pytest.approx(1 / 60)
     finally:
         fleet.close()
 

@@ -268,9 +268,9 @@ def test_head_rates_move_from_what_sdks_were_served():
     x, y, new = ("a", "x"), ("a", "y"), ("a", "new")
     allotment = Allotment({x: 400.0, y: 10.0, new: 100.0}, {x: 0.125, y: 5.0, new: 0.5}, 0.2)
     rates = head_rates({x: 0.5, y: 0.1}, allotment)
-    assert rates[x] == pytest.approx(0.5 * 0.125)  # cut at once
-    assert rates[y] == pytest.approx(0.2)  # rises, at most twice a slot
-    assert rates[new] == pytest.approx(0.5)  # never served: from 1
+    assert rates[x] == pytest.approx(0.5 * 0.125**0.5)  # half the way down (in log)
+    assert rates[y] == pytest.approx(0.2)  # rises, at most twice a step
+    assert rates[new] == pytest.approx(0.5**0.5)  # never served: from 1
     assert head_rates({x: 0.7}, Allotment({x: 1.0}, {x: 50.0}, 1.0))[x] == 1.0
     assert head_rates({x: 1e-9}, allotment)[x] == HEAD_MIN_PROBABILITY
 
