@@ -5,17 +5,21 @@ Redis outage on fair shares."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import orjson
 import pytest
 import redis
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from pipeline.config.settings import Settings
-from pipeline.local.run import free_port, wait_until
+from pipeline.local.run import free_port, start_component, stop_components, wait_until
 from pipeline.policies.adaptive import Adaptive
 from pipeline.policies.config import load_policy_text
 from pipeline.policies.engine import PolicyEngine
@@ -23,6 +27,14 @@ from pipeline.policies.trace import TraceView
 from pipeline.shared.health import REDIS_FALLBACK
 from pipeline.shared.state import RedisSharedState
 from pipeline.shared.traffic import FEATURE, rates_key
+from tests.integration.sampling_helpers import (
+    make_span,
+    post,
+    request_of,
+    sampling_pipeline,
+    worker_metrics,
+)
+from tests.integration.test_query_sampling import RemoteSampler
 from tests.integration.test_shared_percentiles import private_redis
 from tests.unit.policies.helpers import span, traces
 
@@ -227,3 +239,131 @@ def test_a_redis_outage_keeps_sampling_near_the_target_on_fair_shares():
             assert REDIS_FALLBACK.labels(FEATURE)._value.get() == 0
         finally:
             fleet.close()
+
+
+# --- the whole path: gateway, Kafka, two worker processes, the query server, an SDK ---
+
+E2E_TARGET = 200
+E2E_POLICIES = f"""\
+decision_wait: 1s
+policies:
+  - name: errors
+    type: status_code
+    status_code: {{status_codes: [ERROR]}}
+  - name: adaptive
+    type: adaptive
+    adaptive:
+      target_spans_per_second: {E2E_TARGET}
+      interval: 2s
+      head_interval: 4s
+"""
+ORDERS = ("checkout", "POST /orders")
+
+
+class Traffic:
+    """POST /orders traces of one span through the gateway, 1 % with an error,
+    head-sampled at the rate the query server serves (polled every second), as an
+    application with a remote sampler would send them."""
+
+    def __init__(self, gateway: Settings, api: httpx.Client) -> None:
+        self.gateway = gateway
+        self.api = api
+        self.raw_per_second = 0
+        self.served = 1.0
+        self.errors_sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        strategy = self.api.get("/api/sampling", params={"service": ORDERS[0]}).json()
+        operations = strategy.get("operationSampling", {}).get("perOperationStrategies", [])
+        for operation in operations:
+            if operation["operation"] == ORDERS[1]:
+                self.served = operation["probabilisticSampling"]["samplingRate"]
+
+    def _run(self) -> None:
+        rng = random.Random(3)
+        polled = last = time.monotonic()
+        due = 0.0  # traces owed by the clock
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            if now - polled >= 1.0:
+                self._poll()
+                polled = now
+            due += self.raw_per_second * (now - last)
+            last = now
+            spans = []
+            for _ in range(int(due)):
+                if rng.random() >= self.served:
+                    continue
+                error = rng.random() < ERROR_SHARE
+                self.errors_sent += error
+                spans.append(make_span(rng.randbytes(16), name=ORDERS[1], error=error))
+            due -= int(due)
+            if spans:
+                post(self.gateway, request_of({ORDERS[0]: spans}))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def kept(workers: list, policy: str) -> float:
+    label = f'spansieve_sampler_traces_decided_total{{decision="sampled",policy="{policy}"}}'
+    return sum(worker_metrics(settings).get(label, 0.0) for settings, _ in workers)
+
+
+@contextmanager
+def query_server(settings: Settings) -> Iterator[httpx.Client]:
+    settings = settings.model_copy(update={"query_port": free_port()})
+    child = start_component("query", settings)
+    base = f"http://127.0.0.1:{settings.query_port}"
+    try:
+        ready = wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, "query", 60)
+        assert ready, f"query server did not start; see {settings.state_dir}/logs"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            yield client
+    finally:
+        stop_components([child])
+
+
+def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_settings, tmp_path):
+    """Real gateway, Kafka, two workers and query server. 500 traces/s offered, for a
+    target of 200 spans/s: the two workers together keep 200 within 10 %, pool their
+    traffic, and keep every error trace. The rate served for POST /orders is what the
+    real JS remote sampler applies, and falls when the raw traffic doubles."""
+    with (
+        sampling_pipeline(pipeline_settings, tmp_path, E2E_POLICIES, workers=2) as (
+            gateway,
+            workers,
+        ),
+        query_server(gateway) as api,
+    ):
+        traffic = Traffic(gateway, api)
+        try:
+            traffic.raw_per_second = 500
+            time.sleep(20)  # workers assigned, pooled, head rates moving
+            window = 16.0
+            before = kept(workers, "adaptive") + kept(workers, "errors")
+            time.sleep(window)
+            rate = (kept(workers, "adaptive") + kept(workers, "errors") - before) / window
+            assert 0.9 * E2E_TARGET <= rate <= 1.1 * E2E_TARGET, rate
+            for settings, _ in workers:
+                metrics = worker_metrics(settings)
+                assert metrics['spansieve_adaptive_pooled{policy="adaptive"}'] == 1
+            first = traffic.served
+            assert first < 0.9
+            sdk = RemoteSampler(str(api.base_url.join("/api")), ORDERS[0], tmp_path / "node.err")
+            try:
+                sdk.next()  # taken before its first poll
+                measured = sdk.measure()["fractions"][ORDERS[1]]
+            finally:
+                sdk.close()
+            assert measured == pytest.approx(traffic.served, rel=0.25), (measured, traffic.served)
+            traffic.raw_per_second = 1_000
+            assert wait_until(lambda: traffic.served < 0.75 * first, "the rate falls", 60)
+        finally:
+            traffic.close()
+        errors = traffic.errors_sent
+        assert wait_until(lambda: kept(workers, "errors") == errors, "every error kept", 30)
