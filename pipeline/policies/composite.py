@@ -12,6 +12,11 @@ If no sub-policy samples: NotSampled. An Error from a sub-policy ends it with Er
 Allocation per sub-policy: ``int(percent / 100 * max_total)`` when it has a
 ``rate_allocation`` entry with percent > 0, else ``int(max_total / number of
 sub-policies)``. Counters reset whenever the (injected) clock's whole second changes.
+
+``scope: fleet`` (spansieve's option): every sub-policy's allocation is the whole fleet's,
+a token bucket in Redis (``allocation`` spans a second, at most one second's worth at
+once) spent from local leases like ``rate_limiting``'s, instead of a counter per worker
+(see ``limiter.bucket_for``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pipeline.config.models import NonEmptyStr, StrictModel, custom_error
 from pipeline.policies.and_ import union_keys
 from pipeline.policies.base import Policy
 from pipeline.policies.decision import ERROR, INVERT_SAMPLED, NOT_SAMPLED, SAMPLED, Decision
+from pipeline.policies.limiter import Scope, bucket_for, scope_field
 from pipeline.policies.registry import (
     BuildContext,
     PolicyModel,
@@ -35,6 +41,7 @@ from pipeline.policies.registry import (
     register,
     sub_policy_slot,
 )
+from pipeline.policies.shared import Budget
 from pipeline.policies.trace import TraceView
 
 
@@ -58,7 +65,9 @@ class Composite(Policy):
         subpolicies: Sequence[Policy],
         rate_allocation: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budgets: Sequence[Budget] | None = None,
     ) -> None:
+        """``budgets``: one per sub-policy, used instead of the per-second counters."""
         super().__init__(name)
         self.subpolicies = list(subpolicies)
         self.max_total = max_total_spans_per_second
@@ -66,6 +75,7 @@ class Composite(Policy):
             max_total_spans_per_second, [p.name for p in self.subpolicies], rate_allocation or {}
         )
         self.sampled = [0] * len(self.subpolicies)
+        self.budgets = list(budgets) if budgets is not None else None
         self.clock = clock
         self.current_second: int | None = None
         self.last_sub: str | None = None  # the sub-policy that sampled the last trace
@@ -84,6 +94,11 @@ class Composite(Policy):
             if d is ERROR:
                 return ERROR
             if d is SAMPLED or d is INVERT_SAMPLED:
+                if self.budgets is not None:
+                    if not self.budgets[i].allow(trace.span_count):
+                        return NOT_SAMPLED
+                    self.last_sub = sub.name
+                    return SAMPLED
                 spans = self.sampled[i] + trace.span_count
                 if spans <= self.allocated[i] and spans <= self.max_total:
                     self.sampled[i] = spans
@@ -110,6 +125,7 @@ class CompositeCfg(SectionModel):
     )
     composite_sub_policy: list[CompositeSubPolicy] = Field(min_length=1)
     rate_allocation: list[RateAllocationCfg] = Field(default_factory=list)
+    scope: Scope = scope_field()
 
     @model_validator(mode="after")
     def _names(self) -> CompositeCfg:
@@ -155,12 +171,25 @@ class CompositePolicy(PolicyModel):
 
 def build(config: CompositePolicy, context: BuildContext) -> Composite:
     c = config.composite
+    names = [sub.name for sub in c.composite_sub_policy]
+    percents = {a.policy: a.percent for a in c.rate_allocation}
+    budgets = None
+    if c.scope == "fleet":
+        budgets = [
+            bucket_for(
+                "fleet", context.shared, f"{config.name}/{name}", "spans", rate, rate, context.clock
+            )
+            for name, rate in zip(
+                names, allocations(c.max_total_spans_per_second, names, percents), strict=True
+            )
+        ]
     return Composite(
         config.name,
         c.max_total_spans_per_second,
         [context.build(sub) for sub in c.composite_sub_policy],
-        {a.policy: a.percent for a in c.rate_allocation},
+        percents,
         context.clock,
+        budgets,
     )
 
 

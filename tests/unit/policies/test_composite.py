@@ -1,5 +1,6 @@
 from pipeline.policies.always_sample import AlwaysSample
 from pipeline.policies.composite import Composite, allocations
+from pipeline.policies.config import load_policy_text
 from pipeline.policies.decision import (
     ERROR,
     INVERT_NOT_SAMPLED,
@@ -7,9 +8,11 @@ from pipeline.policies.decision import (
     NOT_SAMPLED,
     SAMPLED,
 )
+from pipeline.policies.registry import build_policy
 from pipeline.policies.status_code import StatusCode
 
 from .helpers import FakeClock, Fixed, span, view
+from .test_rate_limiting import FleetState
 
 
 def spans(n, status=0):
@@ -106,3 +109,26 @@ policies:
     assert (r.sampled, r.policy) == (True, "budget/rest")  # "rest" gets the equal share: 1
     r = engine.evaluate(view(span(), resource={"service.name": "cart"}))
     assert not r.sampled  # "rest" spent its 1 span this second
+
+
+def test_scope_fleet_gives_each_sub_policy_a_fleet_bucket_of_its_allocation():
+    config = load_policy_text(
+        "policies:\n"
+        "  - name: c\n"
+        "    type: composite\n"
+        "    composite:\n"
+        "      max_total_spans_per_second: 100\n"
+        "      scope: fleet\n"
+        "      composite_sub_policy:\n"
+        "        - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n"
+        "        - {name: rest, type: always_sample}\n"
+        "      rate_allocation: [{policy: errors, percent: 60}]\n"
+    )
+    shared = FleetState()
+    policy = build_policy(config.policies[0], FakeClock(), shared)
+    assert shared.asked == [("c/errors", "spans", 60, 60), ("c/rest", "spans", 50, 50)]
+    assert policy.evaluate(spans(60, status=2)) is SAMPLED
+    assert policy.last_sub == "errors"
+    assert policy.evaluate(spans(1, status=2)) is NOT_SAMPLED  # the fleet's bucket is empty
+    assert policy.evaluate(spans(50)) is SAMPLED  # the other sub-policy's is not
+    assert policy.evaluate(spans(1)) is NOT_SAMPLED
