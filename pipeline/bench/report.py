@@ -94,6 +94,20 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                     " (budget 15 %)",
                 )
             )
+        for prefix, traces in (("", "synthetic"), ("estate_", "estate")):
+            if sampler.get(f"{prefix}adaptive_cost_in_run") is None:
+                continue
+            rows.append(
+                (
+                    "sampler",
+                    f"latency_percentile + adaptive ({traces} traces): whole worker /"
+                    " policies' own account",
+                    f"{sampler[f'{prefix}adaptive_cost_ratio'] * 100:+.0f} % /"
+                    f" {sampler[f'{prefix}adaptive_cost_in_run'] * 100:+.0f} % CPU",
+                    "best passes' worker CPU; policies' CPU (adaptive - plain) / the plain"
+                    " pass's worker CPU (budget 15 %)",
+                )
+            )
         if sampler.get("estate_metrics_cost_ratio") is not None:
             rows.append(
                 (

@@ -47,6 +47,7 @@ TRIM_COUNT = "spansieve_worker_heap_trim_seconds_count"
 SPANS_RECEIVED = "spansieve_sampler_spans_received_total"
 DECIDED = "spansieve_sampler_traces_decided_total"
 SPAN_METRICS_CPU = "spansieve_sampler_span_metrics_cpu_seconds_total"
+POLICIES_CPU = "spansieve_sampler_policies_cpu_seconds_total"
 ERROR_SHARE = 0.01
 
 
@@ -124,13 +125,13 @@ def build_estate_messages(
 
 
 def estate_metrics_cost(base: Settings, folder: Path, spans: int) -> dict:
-    """The span-metrics cost pair (see ``metrics_on_pass``) on the estate's traces."""
+    """The span-metrics cost pair (see ``metrics_on_pass``) and the adaptive policies'
+    (see ``adaptive_policies_pass``) on the estate's traces."""
     settings = _worker_settings(base, folder / "off", decision_wait=2.0)
     messages, traces, made = build_estate_messages(spans, settings.partitions)
     off = saturated_pass(settings, messages, traces)
-    cost = metrics_on_pass(
-        base, folder, messages, traces, {"worker_cpu_s": off["cpu"], "spans": made}
-    )
+    cost = metrics_on_pass(base, folder, messages, traces, made, off)
+    cost.update(adaptive_policies_pass(base, folder / "adaptive", messages, traces, made, off))
     return {
         "estate_spans": made,
         "estate_traces": traces,
@@ -261,9 +262,11 @@ def bench_sampler(
         final, "spansieve_sampler_decision_latency_seconds", 0.99
     )
     result["decision_wait_s"] = 2.0
-    result.update(metrics_on_pass(base, folder / "throughput-metrics", messages, traces, result))
     result.update(
-        adaptive_policies_pass(base, folder / "throughput-adaptive", messages, traces, result)
+        metrics_on_pass(base, folder / "throughput-metrics", messages, traces, spans, off)
+    )
+    result.update(
+        adaptive_policies_pass(base, folder / "throughput-adaptive", messages, traces, spans, off)
     )
     result.update(estate_metrics_cost(base, folder / "estate-metrics", spans))
     result.update(rss_per_span(base, folder / "memory", rss_traces))
@@ -275,43 +278,45 @@ def interleaved_passes(
     folder: Path,
     messages: list[tuple],
     traces: int,
-    first_off_cpu: float,
+    first_off: dict,
     variant: dict,
-) -> tuple[list[dict], list[float]]:
+) -> tuple[list[dict], list[dict]]:
     """Saturated passes with the ``variant`` settings against passes without (the first
-    of which ran already, ``first_off_cpu``): (variant passes, off CPU seconds).
+    of which ran already, ``first_off``): (variant passes, passes without).
 
     A pass of this size spends a few CPU-seconds, and a shared machine moves that by
     10-20 %: so the pair is run twice, interleaved (off, on, off, on, each on fresh
     topics and a fresh worker), and costs are taken between the cheapest pass of each.
     """
     on_passes: list[dict] = []
-    off_cpu = [first_off_cpu]
+    off_passes = [first_off]
     for round_number in range(2):
         if round_number:
             again = _worker_settings(base, folder / f"off-{round_number}", decision_wait=2.0)
-            off_cpu.append(saturated_pass(again, messages, traces)["cpu"])
+            off_passes.append(saturated_pass(again, messages, traces))
         settings = _worker_settings(
             base, folder / f"on-{round_number}", decision_wait=2.0, **variant
         )
         on_passes.append(saturated_pass(settings, messages, traces))
-    return on_passes, off_cpu
+    return on_passes, off_passes
 
 
 def metrics_on_pass(
-    base: Settings, folder: Path, messages: list[tuple], traces: int, off: dict
+    base: Settings, folder: Path, messages: list[tuple], traces: int, spans: int, first: dict
 ) -> dict:
-    """The passes with ``span_metrics`` on against those off (see ``interleaved_passes``)."""
-    on_passes, off_cpu = interleaved_passes(
-        base, folder, messages, traces, off["worker_cpu_s"], {"span_metrics": True}
+    """The passes with ``span_metrics`` on against those off (see ``interleaved_passes``);
+    ``first``: the pass without that ran already, over ``spans`` spans."""
+    on_passes, off_passes = interleaved_passes(
+        base, folder, messages, traces, first, {"span_metrics": True}
     )
+    off_cpu = [p["cpu"] for p in off_passes]
     on_cpu = [on["cpu"] for on in on_passes]
     in_run = []
     for on in on_passes:
         spent = on["final"].get(f"{SPAN_METRICS_CPU}:sum", 0.0)
         in_run.append(spent / (on["cpu"] - spent) if on["cpu"] > spent else float("nan"))
     best_on, best_off = min(on_cpu), min(off_cpu)
-    rate = off["spans"] / best_on if best_on else 0.0
+    rate = spans / best_on if best_on else 0.0
     return {
         # The worker's own account (CPU seconds it spent on span metrics, against the rest
         # of the same pass): free of the noise between two worker processes.
@@ -328,19 +333,33 @@ def metrics_on_pass(
 
 
 def adaptive_policies_pass(
-    base: Settings, folder: Path, messages: list[tuple], traces: int, off: dict
+    base: Settings, folder: Path, messages: list[tuple], traces: int, spans: int, first: dict
 ) -> dict:
     """The passes with ``ADAPTIVE_POLICIES`` (latency_percentile pooled in Redis, adaptive)
-    against the plain ones (see ``interleaved_passes``)."""
-    on_passes, off_cpu = interleaved_passes(
-        base, folder, messages, traces, off["worker_cpu_s"], {"policies_text": ADAPTIVE_POLICIES}
+    against the plain ones (see ``interleaved_passes``).
+
+    Besides the ratio of whole-worker CPU, which moves 10-20 % between two passes on a
+    shared machine, the cost from the workers' own account: the policies' CPU seconds
+    (``POLICIES_CPU``, the same code timed in every pass) of the cheapest pass of each,
+    their difference over the cheapest plain pass's whole CPU.
+    """
+    on_passes, off_passes = interleaved_passes(
+        base, folder, messages, traces, first, {"policies_text": ADAPTIVE_POLICIES}
     )
+    off_cpu = [p["cpu"] for p in off_passes]
     best_on, best_off = min(on["cpu"] for on in on_passes), min(off_cpu)
+    policies_on = min(on["final"].get(f"{POLICIES_CPU}:sum", 0.0) for on in on_passes)
+    policies_off = min(p["final"].get(f"{POLICIES_CPU}:sum", 0.0) for p in off_passes)
     return {
-        "spans_per_core_s_adaptive": off["spans"] / best_on if best_on else 0.0,
+        "spans_per_core_s_adaptive": spans / best_on if best_on else 0.0,
         "worker_cpu_s_adaptive_passes": [on["cpu"] for on in on_passes],
         "worker_cpu_s_plain_passes": off_cpu,
         "adaptive_cost_ratio": best_on / best_off - 1 if best_off else float("nan"),
+        "policies_cpu_s_adaptive": policies_on,
+        "policies_cpu_s_plain": policies_off,
+        "adaptive_cost_in_run": (policies_on - policies_off) / best_off
+        if best_off
+        else float("nan"),
     }
 
 

@@ -55,20 +55,9 @@ class LatencyPercentile(Policy):
     def evaluate(self, trace: TraceView) -> Decision:
         percentiles = self.percentiles
         percentiles.advance()
-        spans = trace.spans
-        times = trace.times
-        keys: list[tuple[str, str]] = []
-        durations: list[int] = []
-        add_key = keys.append
-        add_duration = durations.append
-        root_only = self.root_only
-        for (_, first, last), service in zip(trace.resource_runs, trace.run_services, strict=True):
-            for span, (start, end) in zip(spans[first:last], times[first:last], strict=True):
-                if root_only and span.parent_span_id:
-                    continue
-                add_key((service, span.name))
-                add_duration(end - start if end > start else 0)
-        slow = percentiles.slower_than_usual(keys, durations, self.floor_ns)
+        slow = percentiles.slower_than_usual(
+            trace.spans, trace.times, trace.span_services, self.floor_ns, self.root_only
+        )
         return SAMPLED if slow else NOT_SAMPLED
 
 

@@ -8,7 +8,7 @@ together cover ``interval`` seconds: the oldest slot is dropped as a new one sta
 the percentile follows the traffic of the last interval.
 
 A percentile is computed from the counts of every slot, interpolated linearly inside
-its bucket, and cached per key until the next slot starts: a lookup costs one dict
+its bucket, and cached per operation until the next slot starts: a lookup costs one dict
 read, and an operation's threshold moves every ``interval / slots`` seconds, not with
 every span. An operation with fewer than ``min_samples`` durations in the interval has
 no percentile (``None``) until it has enough.
@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline.policies.shared import Counts, PercentileExchange
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 SUB_BUCKETS = 16  # buckets per doubling
 _LINEAR = 2 * SUB_BUCKETS  # durations below this (ns) each have a bucket of their own
@@ -70,7 +74,27 @@ def percentile_of(buckets: dict[int, int], percentile: float) -> float:
     return float(bucket_bounds(max(buckets))[1])  # pragma: no cover - rank <= total
 
 
-_MISSING = object()
+class _Span:
+    """What ``record`` hands the hot path in place of a span."""
+
+    __slots__ = ("name", "parent_span_id")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parent_span_id = b""
+
+
+class _Limits(dict):
+    """One service's thresholds by span name, each computed on its first lookup."""
+
+    def __init__(self, owner: SlidingPercentiles, service: str) -> None:
+        super().__init__()
+        self.owner = owner
+        self.service = service
+
+    def __missing__(self, name: str) -> float | None:
+        value = self[name] = self.owner.compute_threshold(self.service, name)
+        return value
 
 
 class SlidingPercentiles:
@@ -95,7 +119,7 @@ class SlidingPercentiles:
         self.clock = clock
         self._slots: deque[Counts] = deque([{}], maxlen=slots)
         self._slot_started = clock()
-        self._thresholds: dict[OperationKey, float | None] = {}
+        self._limits: dict[str, _Limits] = {}  # cached thresholds, by service
         self.exchange = exchange
         self._fleet: Counts | None = None  # the exchange's view the thresholds came from
 
@@ -112,7 +136,7 @@ class SlidingPercentiles:
             fleet = exchange.fleet()
             if fleet is not self._fleet:
                 self._fleet = fleet
-                self._thresholds.clear()
+                self._limits.clear()
         passed = int((self.clock() - self._slot_started) / self.slot_seconds)
         if passed <= 0:
             return
@@ -121,54 +145,75 @@ class SlidingPercentiles:
         for _ in range(min(passed, self._slots.maxlen or 1)):
             self._slots.append({})
         self._slot_started += passed * self.slot_seconds
-        self._thresholds.clear()
+        self._limits.clear()
 
     def record(self, key: OperationKey, duration_ns: int) -> None:
-        self.slower_than_usual([key], [duration_ns], floor_ns=float("inf"))
+        self.slower_than_usual([_Span(key[1])], [(0, duration_ns)], [key[0]], float("inf"))
 
     def slower_than_usual(
-        self, keys: list[OperationKey], durations_ns: list[int], floor_ns: float = 0.0
+        self,
+        spans: Sequence[Span],
+        times: Sequence[tuple[int, int]],
+        services: Sequence[str],
+        floor_ns: float = 0.0,
+        root_only: bool = False,
     ) -> bool:
-        """Whether some duration is above its key's percentile and at least ``floor_ns``
-        (below ``min_samples``: at least a non-zero floor), counting every duration.
+        """Whether a span (only roots with ``root_only``) lasted more than its
+        operation's percentile and at least ``floor_ns`` (below ``min_samples``: at least
+        a non-zero floor), counting every duration compared.
 
-        The policy's hot path, one call a trace: cached thresholds and bucket counts are
-        read in one loop, without a call per span.
+        The policy's hot path, one call a trace: one loop reads the names, the cached
+        thresholds and the bucket counts, without a call per span, and looks a service's
+        thresholds and counts up again only where the service changes.
         """
-        cached = self._thresholds
-        current = self.current
-        missing = _MISSING
+        all_limits = self._limits
+        current = self._slots[-1]
+        last_service = None
+        limits: _Limits | dict = {}
+        counts: dict[str, dict[int, int]] = {}
         slow = False
-        for key, duration in zip(keys, durations_ns, strict=True):
+        for span, (start, end), service in zip(spans, times, services, strict=True):
+            if root_only and span.parent_span_id:
+                continue
+            if service is not last_service:
+                last_service = service
+                limits = all_limits.get(service)  # type: ignore[assignment]
+                if limits is None:
+                    limits = all_limits[service] = _Limits(self, service)
+                counts = current.get(service)  # type: ignore[assignment]
+                if counts is None:
+                    counts = current[service] = {}
+            name = span.name
+            duration = end - start if end > start else 0
             if not slow and duration >= floor_ns:
-                limit = cached.get(key, missing)
-                if limit is missing:
-                    limit = self.threshold(key)
+                limit = limits[name]
                 slow = duration > limit if limit is not None else floor_ns > 0
             # bucket_of(duration), inlined: a call per span costs more than the rest
             if duration < _LINEAR:
-                index = duration if duration > 0 else 0
+                index = duration
             else:
                 shift = duration.bit_length() - _SHIFT
                 index = shift * SUB_BUCKETS + (duration >> shift)
-            buckets = current.get(key)
+            buckets = counts.get(name)
             if buckets is None:
-                buckets = current[key] = {}
+                buckets = counts[name] = {}
             buckets[index] = buckets.get(index, 0) + 1
         return slow
 
     def threshold(self, key: OperationKey) -> float | None:
-        """The operation's percentile in ns, or None below ``min_samples`` durations."""
-        try:
-            return self._thresholds[key]
-        except KeyError:
-            pass
+        """The operation's percentile in ns, or None below ``min_samples`` durations
+        (cached until the next slot or fleet view)."""
+        service, name = key
+        limits = self._limits.get(service)
+        if limits is None:
+            limits = self._limits[service] = _Limits(self, service)
+        return limits[name]
+
+    def compute_threshold(self, service: str, name: str) -> float | None:
         merged: dict[int, int] = {}
         for slot in self._slots if self._fleet is None else (self._fleet,):
-            for index, count in slot.get(key, {}).items():
+            for index, count in slot.get(service, {}).get(name, {}).items():
                 merged[index] = merged.get(index, 0) + count
-        value = None
         if merged and sum(merged.values()) >= self.min_samples:
-            value = percentile_of(merged, self.percentile)
-        self._thresholds[key] = value
-        return value
+            return percentile_of(merged, self.percentile)
+        return None

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from pipeline.policies.adaptive_rates import AdaptiveRates
 
-#: (service.name, span name) -> bucket index -> count (see ``percentiles``)
-Counts = dict[tuple[str, str], dict[int, int]]
+#: service.name -> span name -> bucket index -> count (see ``percentiles``)
+Counts = dict[str, dict[str, dict[int, int]]]
 
 
 class PercentileExchange(Protocol):

@@ -82,6 +82,7 @@ class TraceView:
         "_runs",
         "_size_bytes",
         "_span_attrs",
+        "_span_services",
         "_spans",
         "_status_codes",
         "_times",
@@ -109,6 +110,7 @@ class TraceView:
         self._spans: list[Span] | None = None
         self._runs: list[ResourceRun] | None = None
         self._run_services: list[str] | None = None
+        self._span_services: list[str] | None = None
         self._times: list[tuple[int, int]] | None = None
         self._status_codes: list[int] | None = None
         self._span_attrs: list[AttrMap] | None = None
@@ -162,8 +164,26 @@ class TraceView:
     def run_services(self) -> list[str]:
         """The service.name of each of ``resource_runs`` (computed once per trace)."""
         if self._run_services is None:
-            self._run_services = [service_of(run[0]) for run in self.resource_runs]
-        return self._run_services
+            self._services()
+        return self._run_services  # type: ignore[return-value]
+
+    @property
+    def span_services(self) -> list[str]:
+        """The service.name of every span, in span order."""
+        if self._span_services is None:
+            self._services()
+        return self._span_services  # type: ignore[return-value]
+
+    def _services(self) -> None:
+        """Both service lists, in one pass over the runs."""
+        per_run: list[str] = []
+        per_span: list[str] = []
+        for resource, first, last in self.resource_runs:
+            service = service_of(resource)
+            per_run.append(service)
+            per_span += [service] * (last - first)
+        self._run_services = per_run
+        self._span_services = per_span
 
     @property
     def span_count(self) -> int:

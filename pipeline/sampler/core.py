@@ -110,6 +110,7 @@ class TraceSampler:
         self.send_metrics = send_metrics
         self.span_metrics: SpanMetrics | None = None
         self._span_metrics_cpu_published = 0.0
+        self._policies_cpu = 0.0  # not yet added to metrics.POLICIES_CPU
         if settings.span_metrics:
             if send_metrics is None:
                 raise ValueError("span_metrics is on but the sampler has no send_metrics")
@@ -452,6 +453,8 @@ class TraceSampler:
             spent = self.span_metrics.cpu_seconds
             metrics.SPAN_METRICS_CPU.inc(spent - self._span_metrics_cpu_published)
             self._span_metrics_cpu_published = spent
+        metrics.POLICIES_CPU.inc(self._policies_cpu)
+        self._policies_cpu = 0.0
         self.cache.expire(partition, now)
         traces, size = self.buffer.counts()
         metrics.TRACES_BUFFERED.set(traces)
@@ -492,7 +495,9 @@ class TraceSampler:
         # The buffered bytes are the trace's serialized form: the policies' substring
         # pre-checks use them as they are, and the span metrics reuse the view's spans.
         view = TraceView(data, trace_id, len(spans), raw=spans)
+        started = thread_time()
         verdict = self.policies.engine.evaluate(view)
+        self._policies_cpu += thread_time() - started
         for policy, decision in verdict.per_policy.items():
             metrics.policy_decisions(policy, decision.value).inc()
         policy = verdict.policy or ""

@@ -74,6 +74,11 @@ SPAN_METRICS_CPU = Counter(
     "CPU seconds of the sampler's thread spent on span metrics (RED, service graph, "
     "checkpoints, closing windows): their cost, measured where it is paid",
 )
+POLICIES_CPU = Counter(
+    "spansieve_sampler_policies_cpu_seconds",
+    "CPU seconds of the sampler's thread spent deciding traces with the policies (with the "
+    "reads of the trace they make): what the policy file costs",
+)
 OFFSETS_SKIPPED_BY_CONSUMER = Counter(
     "spansieve_sampler_offsets_skipped_by_consumer_total",
     "Spans-topic offsets the consumer never delivered (Faust drops messages of an older "

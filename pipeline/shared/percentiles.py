@@ -94,9 +94,10 @@ class RedisPercentileExchange:
         pipe = self.client.pipeline(transaction=False)
         name = f"{self.key}:{closed}"
         if counts:
-            for (service, operation), buckets in counts.items():
-                for index, count in buckets.items():
-                    pipe.hincrby(name, orjson.dumps([service, operation, index]), count)
+            for service, operations in counts.items():
+                for operation, buckets in operations.items():
+                    for index, count in buckets.items():
+                        pipe.hincrby(name, orjson.dumps([service, operation, index]), count)
             pipe.expire(name, int(self.slot_seconds * (self.slots + 2)) + 1)
         first = closed - self.slots + 1
         for slot in range(first, closed + 1):
@@ -106,8 +107,6 @@ class RedisPercentileExchange:
         for hash_ in replies[-self.slots :]:
             for field, value in hash_.items():
                 service, operation, index = orjson.loads(field)
-                buckets = pooled.get((service, operation))
-                if buckets is None:
-                    buckets = pooled[(service, operation)] = {}
+                buckets = pooled.setdefault(service, {}).setdefault(operation, {})
                 buckets[index] = buckets.get(index, 0) + int(value)
         return pooled

@@ -59,7 +59,7 @@ def counts_of(durations_ms: list[float]) -> dict:
     for ms in durations_ms:
         index = bucket_of(int(ms * MS))
         buckets[index] = buckets.get(index, 0) + 1
-    return {KEY: buckets}
+    return {KEY[0]: {KEY[1]: buckets}}
 
 
 def test_two_workers_pool_their_counts_into_one_percentile(stack: Settings):
@@ -78,10 +78,9 @@ def test_two_workers_pool_their_counts_into_one_percentile(stack: Settings):
         a, b = exchanges
         a.sync(counts_of([10.0] * 100))
         pooled = b.sync(counts_of([1000.0] * 100))
-        assert sum(pooled[KEY].values()) == 200
+        assert sum(pooled[KEY[0]][KEY[1]].values()) == 200
         local = SlidingPercentiles(50.0, 60.0, 10, Clock(), exchange=None)
-        for index, count in counts_of([10.0] * 100)[KEY].items():
-            local.current.setdefault(KEY, {})[index] = count
+        local.current.update(counts_of([10.0] * 100))
         assert local.threshold(KEY) == pytest.approx(10 * MS, rel=0.05)
         shared = SlidingPercentiles(50.0, 60.0, 10, Clock(), exchange=FixedView(pooled))
         shared.advance()
