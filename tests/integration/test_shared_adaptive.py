@@ -255,20 +255,21 @@ policies:
     adaptive:
       target_spans_per_second: {E2E_TARGET}
       interval: 2s
-      head_interval: 4s
+      head_interval: 8s
 """
 ORDERS = ("checkout", "POST /orders")
 
 
 class Traffic:
-    """POST /orders traces of one span through the gateway, 1 % with an error,
-    head-sampled at the rate the query server serves (polled every second), as an
-    application with a remote sampler would send them."""
+    """POST /orders traces of one span through the gateway, 1 % with an error; once
+    ``follow`` is set, head-sampled at the rate the query server serves (polled every
+    second), as an application with a remote sampler would send them."""
 
     def __init__(self, gateway: Settings, api: httpx.Client) -> None:
         self.gateway = gateway
         self.api = api
         self.raw_per_second = 0
+        self.follow = False
         self.served = 1.0
         self.errors_sent = 0
         self._stop = threading.Event()
@@ -295,7 +296,7 @@ class Traffic:
             last = now
             spans = []
             for _ in range(int(due)):
-                if rng.random() >= self.served:
+                if self.follow and rng.random() >= self.served:
                     continue
                 error = rng.random() < ERROR_SHARE
                 self.errors_sent += error
@@ -331,8 +332,9 @@ def query_server(settings: Settings) -> Iterator[httpx.Client]:
 def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_settings, tmp_path):
     """Real gateway, Kafka, two workers and query server. 500 traces/s offered, for a
     target of 200 spans/s: the two workers together keep 200 within 10 %, pool their
-    traffic, and keep every error trace. The rate served for POST /orders is what the
-    real JS remote sampler applies, and falls when the raw traffic doubles."""
+    traffic, and keep every error trace. Then the traffic follows the rate served for
+    POST /orders, as an SDK's remote sampler would: the rate settles, the real JS
+    remote sampler applies it, and it falls when the raw traffic doubles."""
     with (
         sampling_pipeline(pipeline_settings, tmp_path, E2E_POLICIES, workers=2) as (
             gateway,
@@ -343,8 +345,8 @@ def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_s
         traffic = Traffic(gateway, api)
         try:
             traffic.raw_per_second = 500
-            time.sleep(20)  # workers assigned, pooled, head rates moving
-            window = 16.0
+            time.sleep(12)  # partitions assigned, traffic pooled
+            window = 12.0
             before = kept(workers, "adaptive") + kept(workers, "errors")
             time.sleep(window)
             rate = (kept(workers, "adaptive") + kept(workers, "errors") - before) / window
@@ -352,8 +354,18 @@ def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_s
             for settings, _ in workers:
                 metrics = worker_metrics(settings)
                 assert metrics['spansieve_adaptive_pooled{policy="adaptive"}'] == 1
+
+            traffic.follow = True
+            readings = [traffic.served]
+
+            def settled() -> bool:
+                time.sleep(8)  # a head interval
+                readings.append(traffic.served)
+                last, before_last = readings[-1], readings[-2]
+                return last < 0.9 and abs(last - before_last) <= 0.2 * before_last
+
+            assert wait_until(settled, "the served rate settles", 120), readings
             first = traffic.served
-            assert first < 0.9
             sdk = RemoteSampler(str(api.base_url.join("/api")), ORDERS[0], tmp_path / "node.err")
             try:
                 sdk.next()  # taken before its first poll
