@@ -71,6 +71,20 @@ def running_gateway(base: Settings, **overrides) -> Iterator[Settings]:
         stop_components([child])
 
 
+@contextmanager
+def running_query(settings: Settings, timeout: float = 30) -> Iterator[httpx.Client]:
+    """A `spansieve query` process on ``settings.query_port``, and a client of it."""
+    child = start_component("query", settings)
+    base = f"http://127.0.0.1:{settings.query_port}"
+    try:
+        ready = wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, "query", 60)
+        assert ready, f"query server did not start; see {settings.state_dir}/logs/query.log"
+        with httpx.Client(base_url=base, timeout=timeout) as client:
+            yield client
+    finally:
+        stop_components([child])
+
+
 @pytest.fixture(scope="session")
 def opensearch(stack: Settings) -> OpenSearch:
     return OpenSearch(hosts=[stack.opensearch_url])

@@ -23,12 +23,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.cli import main
 from pipeline.config.settings import Settings
-from pipeline.local.run import free_port, start_component, stop_components, wait_until
+from pipeline.local.run import free_port
 from pipeline.query.app import query_app
 from pipeline.sink.bulk import Doc, bulk_body
 from pipeline.sink.documents import encoded_documents
 from pipeline.store.indices import store_names
 from pipeline.store.setup import ensure_store
+from tests.integration.conftest import running_query
 from tests.integration.trace_builder import MS, T0, TraceBuilder
 
 pytestmark = pytest.mark.integration
@@ -122,15 +123,8 @@ def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator
 @pytest.fixture(scope="module")
 def api(store: Settings) -> Iterator[httpx.Client]:
     """A `spansieve query` process over the private store."""
-    child = start_component("query", store)
-    base = f"http://127.0.0.1:{store.query_port}"
-    try:
-        ready = wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, "query", 60)
-        assert ready, f"query server did not start; see {store.state_dir}/logs/query.log"
-        with httpx.Client(base_url=base, timeout=30) as client:
-            yield client
-    finally:
-        stop_components([child])
+    with running_query(store) as client:
+        yield client
 
 
 def data(reply: httpx.Response, status: int = 200) -> Any:

@@ -33,7 +33,7 @@ from opensearchpy import AsyncOpenSearch
 
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.config.settings import Settings
-from pipeline.local.run import free_port, start_component, stop_components, wait_until
+from pipeline.local.run import free_port, wait_until
 from pipeline.query.app import query_app
 from pipeline.query.sampling import (
     BAD_TABLE,
@@ -43,6 +43,7 @@ from pipeline.query.sampling import (
     RatesSource,
     fallback_strategy,
 )
+from tests.integration.conftest import running_query
 
 pytestmark = pytest.mark.integration
 
@@ -168,15 +169,8 @@ def query(stack: Settings, keys: RatesKeys, tmp_path) -> Iterator[httpx.Client]:
             "query_port": free_port(),
         }
     )
-    child = start_component("query", settings)
-    base = f"http://127.0.0.1:{settings.query_port}"
-    try:
-        ready = wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, "query", 60)
-        assert ready, f"query server did not start; see {tmp_path}/logs/query.log"
-        with httpx.Client(base_url=base, timeout=10) as client:
-            yield client
-    finally:
-        stop_components([child])
+    with running_query(settings, timeout=10) as client:
+        yield client
 
 
 def served(api: httpx.Client, service: str, expected: dict[str, Any]) -> None:

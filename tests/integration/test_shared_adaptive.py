@@ -9,8 +9,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import orjson
@@ -19,7 +17,7 @@ import redis
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from pipeline.config.settings import Settings
-from pipeline.local.run import free_port, start_component, stop_components, wait_until
+from pipeline.local.run import free_port, wait_until
 from pipeline.policies.adaptive import Adaptive
 from pipeline.policies.config import load_policy_text
 from pipeline.policies.engine import PolicyEngine
@@ -27,6 +25,7 @@ from pipeline.policies.trace import TraceView
 from pipeline.shared.health import REDIS_FALLBACK
 from pipeline.shared.state import RedisSharedState
 from pipeline.shared.traffic import FEATURE, rates_key
+from tests.integration.conftest import running_query
 from tests.integration.sampling_helpers import (
     make_span,
     post,
@@ -40,18 +39,22 @@ from tests.unit.policies.helpers import span, traces
 
 INTERVAL = 2.0
 TARGET = 2_000  # spans a second, for the fleet
-POLICIES = f"""\
-policies:
-  - name: errors
-    type: status_code
-    status_code: {{status_codes: [ERROR]}}
-  - name: adaptive
-    type: adaptive
-    adaptive:
-      target_spans_per_second: {TARGET}
-      interval: {INTERVAL}s
-      head_interval: {INTERVAL}s
-"""
+
+
+def policies(target: float, interval: float, head_interval: float) -> str:
+    """Errors first, then the adaptive policy (named "adaptive")."""
+    return (
+        "decision_wait: 1s\n"
+        "policies:\n"
+        "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n"
+        "  - name: adaptive\n"
+        "    type: adaptive\n"
+        f"    adaptive: {{target_spans_per_second: {target}, interval: {interval}s,"
+        f" head_interval: {head_interval}s}}\n"
+    )
+
+
+POLICIES = policies(TARGET, INTERVAL, INTERVAL)
 ERROR_SHARE = 0.01
 
 
@@ -244,19 +247,7 @@ def test_a_redis_outage_keeps_sampling_near_the_target_on_fair_shares():
 # --- the whole path: gateway, Kafka, two worker processes, the query server, an SDK ---
 
 E2E_TARGET = 200
-E2E_POLICIES = f"""\
-decision_wait: 1s
-policies:
-  - name: errors
-    type: status_code
-    status_code: {{status_codes: [ERROR]}}
-  - name: adaptive
-    type: adaptive
-    adaptive:
-      target_spans_per_second: {E2E_TARGET}
-      interval: 2s
-      head_interval: 8s
-"""
+E2E_POLICIES = policies(E2E_TARGET, 2, 8)
 ORDERS = ("checkout", "POST /orders")
 
 
@@ -315,20 +306,6 @@ def kept(workers: list, policy: str) -> float:
     return sum(worker_metrics(settings).get(label, 0.0) for settings, _ in workers)
 
 
-@contextmanager
-def query_server(settings: Settings) -> Iterator[httpx.Client]:
-    settings = settings.model_copy(update={"query_port": free_port()})
-    child = start_component("query", settings)
-    base = f"http://127.0.0.1:{settings.query_port}"
-    try:
-        ready = wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, "query", 60)
-        assert ready, f"query server did not start; see {settings.state_dir}/logs"
-        with httpx.Client(base_url=base, timeout=10) as client:
-            yield client
-    finally:
-        stop_components([child])
-
-
 def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_settings, tmp_path):
     """Real gateway, Kafka, two workers and query server. 500 traces/s offered, for a
     target of 200 spans/s: the two workers together keep 200 within 10 %, pool their
@@ -340,7 +317,7 @@ def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_s
             gateway,
             workers,
         ),
-        query_server(gateway) as api,
+        running_query(gateway.model_copy(update={"query_port": free_port()}), 10) as api,
     ):
         traffic = Traffic(gateway, api)
         try:
