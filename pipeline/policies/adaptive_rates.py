@@ -228,7 +228,10 @@ class AdaptiveRates:
         now = self.clock()
         traffic, self._traffic = self._traffic, Traffic()
         start = max(self._counted_since, self._slot * self.interval)
-        seconds = max(1e-3, min(now, self._slot_end()) - start)
+        # Decisions end their own slot before counting past it, so their counts stop at
+        # its end; an exchange's thread that woke late counted until now.
+        end = now if self._driven else min(now, self._slot_end())
+        seconds = max(1e-3, end - start)
         self._learning_until = 0.0
         self._slot = int(now // self.interval)
         self._counted_since = now

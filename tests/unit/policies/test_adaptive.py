@@ -253,8 +253,8 @@ def test_an_exchange_drives_the_slots_so_decisions_never_end_them():
     rates.observe(("a", "x"), 10, kept_by_other=False)
     clock.advance(25.0)
     rates.probability(("a", "x"))  # learns the first second, leaves the slot to the pool
-    own, seconds = rates.take_slot()
-    assert own.rest == {("a", "x"): [1, 10]} and seconds == 10.0
+    own, seconds = rates.take_slot()  # counted until the exchange took them
+    assert own.rest == {("a", "x"): [1, 10]} and seconds == 25.0
 
 
 def test_water_filling_gives_each_operation_its_room():
