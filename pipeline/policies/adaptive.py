@@ -54,8 +54,12 @@ class Adaptive(Policy):
     def __init__(self, name: str, rates: AdaptiveRates, hash_salt: str = "") -> None:
         super().__init__(name)
         self.rates = rates
-        # keyed once; each trace hashes on a copy (BLAKE2b keys are at most 64 bytes)
-        self._hasher = hashlib.blake2b(digest_size=8, key=(hash_salt or DEFAULT_SALT).encode()[:64])
+        # keyed once, each trace hashes on a copy; a salt over BLAKE2b's 64-byte key
+        # limit is keyed by its own 64-byte digest
+        key = (hash_salt or DEFAULT_SALT).encode()
+        if len(key) > 64:
+            key = hashlib.blake2b(key).digest()
+        self._hasher = hashlib.blake2b(digest_size=8, key=key)
         self._thresholds: dict[float, int] = {}
         self._last: tuple[bytes, Operation] | None = None  # evaluate's trace, for observe
 

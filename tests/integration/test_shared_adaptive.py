@@ -307,9 +307,10 @@ def kept(workers: list, policy: str) -> float:
 
 
 def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_settings, tmp_path):
-    """Real gateway, Kafka, two workers and query server. 500 traces/s offered, for a
-    target of 200 spans/s: the two workers together keep 200 within 10 %, pool their
-    traffic, and keep every error trace. Then the traffic follows the rate served for
+    """Real gateway, Kafka, two workers and query server. 500 traces/s offered, then
+    1 000, then 500 again, for a target of 200 spans/s: from three intervals after each
+    step the two workers together keep 200 within 10 %; they pool their traffic and keep
+    every error trace. Then the traffic follows the rate served for
     POST /orders, as an SDK's remote sampler would: the rate settles, the real JS
     remote sampler applies it, and it falls when the raw traffic doubles."""
     with (
@@ -320,14 +321,23 @@ def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_s
         running_query(gateway.model_copy(update={"query_port": free_port()}), 10) as api,
     ):
         traffic = Traffic(gateway, api)
-        try:
-            traffic.raw_per_second = 500
-            time.sleep(12)  # partitions assigned, traffic pooled
-            window = 12.0
+
+        def kept_per_second(after_step: float, window: float = 8.0) -> float:
+            """Spans kept a second by both workers over ``window`` seconds, from
+            ``after_step`` seconds after a step."""
+            time.sleep(after_step)
             before = kept(workers, "adaptive") + kept(workers, "errors")
             time.sleep(window)
-            rate = (kept(workers, "adaptive") + kept(workers, "errors") - before) / window
-            assert 0.9 * E2E_TARGET <= rate <= 1.1 * E2E_TARGET, rate
+            return (kept(workers, "adaptive") + kept(workers, "errors") - before) / window
+
+        try:
+            # Three intervals (6 s) after a step, plus the decision wait and a tick.
+            rates = []
+            for raw, after_step in ((500, 12.0), (1_000, 8.0), (500, 8.0)):
+                traffic.raw_per_second = raw
+                rates.append(kept_per_second(after_step))
+            for rate in rates:
+                assert 0.9 * E2E_TARGET <= rate <= 1.1 * E2E_TARGET, rates
             for settings, _ in workers:
                 metrics = worker_metrics(settings)
                 assert metrics['spansieve_adaptive_pooled{policy="adaptive"}'] == 1

@@ -296,3 +296,19 @@ def test_head_rates_settle_where_the_sampler_keeps_its_budget(budget, operations
         assert raw[op] * served[op] == pytest.approx(
             raw[op] * expected[op], rel=0.02, abs=raw[op] * HEAD_MIN_PROBABILITY * 2 + 1e-9
         )
+
+
+def test_a_long_salt_is_accepted_and_decides_apart_from_its_prefix():
+    clock = FakeClock()
+    long, prefix = "s" * 80, "s" * 64
+    policies = [
+        Adaptive("a", AdaptiveRates(50.0, 10.0, 0.0, clock), salt) for salt in (long, prefix)
+    ]
+    rng = random.Random(2)
+    decisions = [[], []]
+    for _ in range(200):
+        trace = trace_of(rng, "api", "GET /", 1)
+        for i, policy in enumerate(policies):
+            policy.rates.probabilities = {("api", "GET /"): 0.5}
+            decisions[i].append(policy.evaluate(trace))
+    assert decisions[0] != decisions[1]
