@@ -1,8 +1,9 @@
 """Jaeger remote-sampling strategies from the ``adaptive`` policies' rates in Redis.
 
-Workers running an ``adaptive`` tail-sampling policy publish, every interval, the
-probability of each root operation under ``<prefix>:adaptive:<policy>:rates`` (a JSON
-table with a TTL of a few intervals). SDKs with a Jaeger remote sampler poll
+Workers running an ``adaptive`` tail-sampling policy publish, every ``head_interval``,
+a head-sampling probability for each root operation under
+``<prefix>:adaptive:<policy>:rates`` (a JSON table with a TTL of three head intervals;
+see ``pipeline.shared.traffic``). SDKs with a Jaeger remote sampler poll
 ``/api/sampling?service=NAME`` for their service's part of it, so applications stop
 sending most of the traces the tail would drop anyway.
 
