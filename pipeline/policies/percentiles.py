@@ -148,6 +148,7 @@ class SlidingPercentiles:
         self._limits.clear()
 
     def record(self, key: OperationKey, duration_ns: int) -> None:
+        """Count one duration (compared with nothing)."""
         self.slower_than_usual([_Span(key[1])], [(0, duration_ns)], [key[0]], float("inf"))
 
     def slower_than_usual(
@@ -210,6 +211,8 @@ class SlidingPercentiles:
         return limits[name]
 
     def compute_threshold(self, service: str, name: str) -> float | None:
+        """The percentile from the counts (the fleet's view if there is one, else the
+        worker's slots); what ``_Limits`` caches."""
         merged: dict[int, int] = {}
         for slot in self._slots if self._fleet is None else (self._fleet,):
             for index, count in slot.get(service, {}).get(name, {}).items():
