@@ -178,9 +178,7 @@ class SlidingPercentiles:
                 continue
             if service is not last_service:
                 last_service = service
-                limits = all_limits.get(service)  # type: ignore[assignment]
-                if limits is None:
-                    limits = all_limits[service] = _Limits(self, service)
+                limits = all_limits.get(service) or self._limits_of(service)
                 counts = current.get(service)  # type: ignore[assignment]
                 if counts is None:
                     counts = current[service] = {}
@@ -205,10 +203,14 @@ class SlidingPercentiles:
         """The operation's percentile in ns, or None below ``min_samples`` durations
         (cached until the next slot or fleet view)."""
         service, name = key
+        return self._limits_of(service)[name]
+
+    def _limits_of(self, service: str) -> _Limits:
+        """The service's cached thresholds (what the hot path reads inline)."""
         limits = self._limits.get(service)
         if limits is None:
             limits = self._limits[service] = _Limits(self, service)
-        return limits[name]
+        return limits
 
     def compute_threshold(self, service: str, name: str) -> float | None:
         """The percentile from the counts (the fleet's view if there is one, else the
