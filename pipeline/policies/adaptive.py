@@ -85,7 +85,9 @@ class Adaptive(Policy):
 
     def observe_outcome(self, trace: TraceView, sampled: bool, policy: str | None) -> None:
         kept_by_other = sampled and policy != self.name
-        self.rates.observe(self._operation(trace), trace.span_count, kept_by_other, sampled)
+        self.rates.observe(
+            self._operation(trace), trace.span_count, kept_by_other, sampled, trace.due
+        )
 
 
 class AdaptiveCfg(StrictModel):
@@ -124,6 +126,7 @@ def build(config: AdaptivePolicy, context: BuildContext) -> Adaptive:
         workers=shared.live_workers if shared is not None else (lambda: 1),
         exchange=shared.traffic_exchange(config.name, c.interval) if shared else None,
         head_interval=c.head_interval,
+        decision_lag=context.decision_lag,
     )
     return Adaptive(config.name, rates, c.hash_salt)
 

@@ -22,6 +22,9 @@ gets ``INITIAL_PROBABILITY`` (0.001, Jaeger's default sampling probability): a w
 that starts on a backlog must not keep everything while it learns. It learns from its
 own first ``FIRST_INTERVAL_SECONDS`` of traffic.
 
+Each trace counts in the slot its decision fell due in (see ``AdaptiveRates``), so a
+slot's counts are the traffic of its seconds whichever tick decided them.
+
 The fleet. Intervals are slots of the clock (slot n covers ``[n, n + 1) x interval``).
 With a ``TrafficExchange`` (Redis), the exchange ends every slot on time: it takes the
 worker's counts, pools them with the other workers', and computes the probabilities from
@@ -38,6 +41,7 @@ served to SDKs (Jaeger's remote-sampling endpoint), moving from what they were s
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -134,12 +138,19 @@ def head_rates(previous: Mapping[Operation, float], allotment: Allotment) -> dic
 
 
 class AdaptiveRates:
-    """Traffic counted over the current slot, probabilities from the last one.
+    """Traffic counted by slot, probabilities from the last slot taken.
 
-    Slots end in ``advance`` (called from ``probability`` when due) or, with an
-    exchange, on the exchange's thread, which takes each slot's counts when it ends
-    (``take_slot``) and hands back the fleet's (``apply_slot``): a worker's slot then
-    ends on time even when it decides no trace for a while.
+    A trace counts in the slot its decision fell due in (``observe``'s ``due``: when its
+    decision wait ran out, on the clock of the slots), not in the one it happened to be
+    decided in: workers decide in ticks, and a slot counted by decision time holds a
+    varying number of them. A slot is therefore taken ``decision_lag`` after it ends
+    (the longest a due trace waits for its tick), and a trace due in a slot already
+    taken (a worker catching up on a backlog) counts in the oldest slot still open.
+
+    Slots are taken in ``advance`` (called from ``probability`` when due) or, with an
+    exchange, on the exchange's thread, which takes each slot's counts (``take_slot``)
+    and hands back the fleet's (``apply_slot``): a worker's slot then ends on time even
+    when it decides no trace for a while.
     """
 
     def __init__(
@@ -151,10 +162,12 @@ class AdaptiveRates:
         workers: Callable[[], int] = lambda: 1,
         exchange: TrafficExchange | None = None,
         head_interval: float = 60.0,
+        decision_lag: float = 0.0,
     ) -> None:
         self.target = target
         self.interval = interval
         self.head_interval = head_interval  # how often the exchange moves the head rates
+        self.decision_lag = decision_lag
         self.floor_per_second = floor_traces_per_minute / 60.0
         # Pooled slots must be the same seconds on every worker: the exchange's clock.
         self.clock = exchange.clock if exchange is not None else clock
@@ -163,12 +176,14 @@ class AdaptiveRates:
         self.default = INITIAL_PROBABILITY  # for operations without a probability of their own
         self.pooled = False  # the probabilities come from the fleet's counts
         now = self.clock()
-        self._traffic = Traffic()
+        # Counts of the open slots by slot number; the exchange's thread takes them.
+        self._open: dict[int, Traffic] = {}
+        self._lock = threading.Lock()
+        self._slot = int(now // interval)  # the oldest slot not taken yet
         self._counted_since = now
-        self._slot = int(now // interval)
         self._learning_until = now + FIRST_INTERVAL_SECONDS  # 0 once learned
         self._driven = exchange is not None
-        self._next = min(self._learning_until, self._slot_end())
+        self._next = min(self._learning_until, self._slot_taken_at())
         #: what the last interval measured, spans a second (for /metrics and tests): kept
         #: by other policies, offered otherwise, kept in all (the fleet's when pooled)
         self.last_must = 0.0
@@ -186,56 +201,80 @@ class AdaptiveRates:
         return self.probabilities.get(operation, self.default)
 
     def observe(
-        self, operation: Operation, spans: int, kept_by_other: bool, kept: bool = False
+        self,
+        operation: Operation,
+        spans: int,
+        kept_by_other: bool,
+        kept: bool = False,
+        due: float | None = None,
     ) -> None:
         """Count one decided trace: its root operation, spans, whether a policy other
-        than the adaptive one kept it, and whether it was kept at all."""
-        traffic = self._traffic
-        if kept or kept_by_other:
-            traffic.kept_spans += spans
-        if kept_by_other:
-            traffic.must_spans += spans
-            return
-        counts = traffic.rest.get(operation)
-        if counts is None:
-            counts = traffic.rest[operation] = [0, 0]
-        counts[0] += 1
-        counts[1] += spans
+        than the adaptive one kept it, whether it was kept at all, and when its decision
+        fell due (None: in the oldest open slot)."""
+        with self._lock:
+            slot = self._slot
+            if due is not None and due >= (slot + 1) * self.interval:
+                slot = int(due // self.interval)
+            traffic = self._open.get(slot)
+            if traffic is None:
+                traffic = self._open[slot] = Traffic()
+            if kept or kept_by_other:
+                traffic.kept_spans += spans
+            if kept_by_other:
+                traffic.must_spans += spans
+                return
+            counts = traffic.rest.get(operation)
+            if counts is None:
+                counts = traffic.rest[operation] = [0, 0]
+            counts[0] += 1
+            counts[1] += spans
 
     # --- slot ends -----------------------------------------------------------------
 
-    def _slot_end(self) -> float:
-        return (self._slot + 1) * self.interval
+    def _slot_taken_at(self) -> float:
+        """When the oldest open slot has all its decisions: its end and the lag."""
+        return (self._slot + 1) * self.interval + self.decision_lag
 
     def advance(self) -> None:
         """The first second's learning; without an exchange, also the slots' ends."""
         now = self.clock()
         if self._learning_until and now >= self._learning_until:
-            if self._traffic:  # own counts so far, without ending the slot
+            so_far = self._counted_so_far()
+            if so_far:  # own counts so far, without taking the slot
                 self._learning_until = 0.0
-                self.recompute(self._traffic, now - self._counted_since, pooled=False)
+                self.recompute(so_far, now - self._counted_since, pooled=False)
             else:
                 self._learning_until = now + FIRST_INTERVAL_SECONDS
-        if not self._driven and now >= self._slot_end():
+        if not self._driven and now >= self._slot_taken_at():
             own, seconds = self.take_slot()
             self.apply_slot(own, seconds, None)
-        self._next = math.inf if self._driven else self._slot_end()
+        self._next = math.inf if self._driven else self._slot_taken_at()
         if self._learning_until:
             self._next = min(self._next, self._learning_until)
 
-    def take_slot(self) -> tuple[Traffic, float]:
-        """End the current slot: its counts and the seconds they cover."""
-        now = self.clock()
-        traffic, self._traffic = self._traffic, Traffic()
-        start = max(self._counted_since, self._slot * self.interval)
-        # Decisions end their own slot before counting past it, so their counts stop at
-        # its end; an exchange's thread that woke late counted until now.
-        end = now if self._driven else min(now, self._slot_end())
-        seconds = max(1e-3, end - start)
+    def _counted_so_far(self) -> Traffic:
+        so_far = Traffic()
+        with self._lock:
+            for traffic in self._open.values():
+                so_far.add(traffic)
+        return so_far
+
+    def take_slot(self, last: int | None = None) -> tuple[Traffic, float]:
+        """Take the counts of every open slot up to ``last`` (default: the last slot
+        that ended ``decision_lag`` ago) and the seconds they cover."""
+        if last is None:
+            last = int((self.clock() - self.decision_lag) // self.interval) - 1
+        taken = Traffic()
+        with self._lock:
+            first = self._slot
+            for slot in [slot for slot in self._open if slot <= last]:
+                taken.add(self._open.pop(slot))
+            self._slot = max(first, last + 1)
+        end = (last + 1) * self.interval
+        seconds = max(1e-3, end - max(self._counted_since, first * self.interval))
+        self._counted_since = max(self._counted_since, end)
         self._learning_until = 0.0
-        self._slot = int(now // self.interval)
-        self._counted_since = now
-        return traffic, seconds
+        return taken, seconds
 
     def apply_slot(self, own: Traffic, seconds: float, fleet: Traffic | None) -> Allotment | None:
         """Probabilities from the fleet's counts of a whole slot if there are any, else

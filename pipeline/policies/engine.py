@@ -56,26 +56,36 @@ class EngineDecision:
 
 
 def build_policy(
-    p: registry.PolicyModel, clock: Clock = time.monotonic, shared: SharedState | None = None
+    p: registry.PolicyModel,
+    clock: Clock = time.monotonic,
+    shared: SharedState | None = None,
+    decision_lag: float = 0.0,
 ) -> Policy:
     """The evaluator for one configured policy (config model -> Policy), via the registry."""
-    return registry.build_policy(p, clock, shared)
+    return registry.build_policy(p, clock, shared, decision_lag)
 
 
 class PolicyEngine:
     """Evaluates a SamplingConfig's policies against one trace at a time (not thread-safe:
-    stateful policies keep budgets; use one engine per worker thread/partition owner)."""
+    stateful policies keep budgets; use one engine per worker thread/partition owner).
+
+    A worker passes the wall clock, on which Kafka's event times and the fleet's slots
+    are, and its ``decision_lag`` (see ``registry.BuildContext``)."""
 
     def __init__(
         self,
         config: cfg.SamplingConfig,
         clock: Clock = time.monotonic,
         shared: SharedState | None = None,
+        decision_lag: float = 0.0,
     ) -> None:
         self.config = config
         self.clock = clock
         built = [
-            (build_policy(p, clock, shared), registry.policy_type(p.type).evaluated_first)
+            (
+                build_policy(p, clock, shared, decision_lag),
+                registry.policy_type(p.type).evaluated_first,
+            )
             for p in config.policies
         ]
         self._setup(built, config.sample_on_first_match)

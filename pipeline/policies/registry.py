@@ -136,11 +136,13 @@ def type_name(model: type[PolicyModel]) -> str:
 @dataclass(frozen=True, slots=True)
 class BuildContext:
     """What a ``build`` function gets besides its config: the clock for budgets, the
-    state shared by all workers (None: each worker on its own), and ``build`` for
-    sub-policies."""
+    state shared by all workers (None: each worker on its own), how long after a trace
+    falls due its decision may come (``decision_lag``: a worker's tick and a margin; 0
+    where traces are decided as they are handed over), and ``build`` for sub-policies."""
 
     clock: Clock = time.monotonic
     shared: SharedState | None = None
+    decision_lag: float = 0.0
 
     def build(self, config: PolicyModel) -> Policy:
         return policy_type(config.type).build(config, self)  # type: ignore[attr-defined]
@@ -230,10 +232,13 @@ def type_names() -> tuple[str, ...]:
 
 
 def build_policy(
-    config: PolicyModel, clock: Clock = time.monotonic, shared: SharedState | None = None
+    config: PolicyModel,
+    clock: Clock = time.monotonic,
+    shared: SharedState | None = None,
+    decision_lag: float = 0.0,
 ) -> Policy:
     """The evaluator for one validated policy config."""
-    return BuildContext(clock, shared).build(config)
+    return BuildContext(clock, shared, decision_lag).build(config)
 
 
 # --------------------------------------------------------------------------- slots

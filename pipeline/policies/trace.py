@@ -69,7 +69,9 @@ class TraceView:
     ``data`` is a ``TracesData`` (or any sequence of ``ResourceSpans``) holding only spans of
     ``trace_id``. ``size_bytes`` is the serialized size the bytes_limiting policy charges
     (computed with ``ByteSize()`` when not given). ``keys`` restricts the attribute maps to
-    the keys that matter; None means all keys.
+    the keys that matter; None means all keys. ``due`` is when the trace's decision fell
+    due, in the event time of the worker's partition (the adaptive policy counts the
+    trace in that moment's slot); None where nobody waited for it.
     """
 
     __slots__ = (
@@ -86,6 +88,7 @@ class TraceView:
         "_spans",
         "_status_codes",
         "_times",
+        "due",
         "trace_id",
     )
 
@@ -97,12 +100,14 @@ class TraceView:
         *,
         keys: frozenset[str] | None = None,
         raw: bytes | None = None,
+        due: float | None = None,
     ) -> None:
         rs = data.resource_spans if isinstance(data, TracesData) else data
         self._resource_spans: Sequence[ResourceSpans] = (
             rs if isinstance(rs, Sequence) or hasattr(rs, "__len__") else list(rs)
         )
         self.trace_id = trace_id
+        self.due = due  # when the trace's decision fell due (event time); None: not known
         self._size_bytes = size_bytes
         self._keys = keys
         self._raw = raw
@@ -119,7 +124,12 @@ class TraceView:
     def with_keys(self, keys: frozenset[str] | None) -> TraceView:
         """The same trace, with attribute maps restricted to `keys` (cache not shared)."""
         return TraceView(
-            self._resource_spans, self.trace_id, self._size_bytes, keys=keys, raw=self._raw
+            self._resource_spans,
+            self.trace_id,
+            self._size_bytes,
+            keys=keys,
+            raw=self._raw,
+            due=self.due,
         )
 
     @property

@@ -26,7 +26,7 @@ import structlog
 from pipeline.config.settings import Settings
 from pipeline.policies.trace import TraceView
 from pipeline.sampler import metrics
-from pipeline.sampler.buffer import TraceBuffer
+from pipeline.sampler.buffer import TraceBuffer, TraceState
 from pipeline.sampler.decisions import CachedDecision, DecisionCache, ReplayMark
 from pipeline.sampler.policy_source import PolicySource
 from pipeline.sampler.span_metrics import SpanMetrics
@@ -486,6 +486,19 @@ class TraceSampler:
             sent = await self.send_metrics(partition, kind, key, value)
             self._pending_sends.setdefault(partition, []).append(sent)
 
+    def _due(self, state: TraceState, now: float) -> float:
+        """When a trace's decision fell due (event time): the first of its waits to run
+        out (decision_wait after its last span, root_wait after its root, max_trace_age
+        after its first span), or now when it is decided early (overflow)."""
+        policies = self.policies
+        due = min(
+            now, state.last_seen + policies.decision_wait, state.first_seen + policies.max_age
+        )
+        root_wait = policies.root_wait
+        if root_wait is not None and state.root_seen:
+            due = min(due, state.root_seen + root_wait)
+        return due
+
     async def decide(self, partition: int, trace_id: bytes, now: float) -> None:
         taken = self.buffer.take(partition, trace_id)
         if taken is None:
@@ -494,7 +507,7 @@ class TraceSampler:
         data = TracesData.FromString(spans)
         # The buffered bytes are the trace's serialized form: the policies' substring
         # pre-checks use them as they are, and the span metrics reuse the view's spans.
-        view = TraceView(data, trace_id, len(spans), raw=spans)
+        view = TraceView(data, trace_id, len(spans), raw=spans, due=self._due(state, now))
         started = thread_time()
         verdict = self.policies.engine.evaluate(view)
         self._policies_cpu += thread_time() - started

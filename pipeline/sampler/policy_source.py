@@ -23,6 +23,8 @@ from pipeline.sampler import metrics
 log = structlog.get_logger(__name__)
 
 CHECK_INTERVAL = 1.0
+#: after a tick's timestamp, how long the worker may take to decide its traces
+TICK_MARGIN_SECONDS = 0.5
 
 
 def seconds(value: float | timedelta | None) -> float | None:
@@ -76,8 +78,14 @@ class PolicySource:
         self._next_check = 0.0
         self._reload_requested = False
         self.config = load_policy_file(self.path) if self.path else skeleton_config(settings)
-        self.engine = PolicyEngine(self.config, shared=shared)
+        self.engine = self._engine(self.config)
         note_keys_without_effect(self.config)
+
+    def _engine(self, config: SamplingConfig) -> PolicyEngine:
+        """Policies on the wall clock, the axis of Kafka's event times and of the
+        fleet's slots; a trace due just after a tick is decided at the next one."""
+        lag = self._settings.tick_interval + TICK_MARGIN_SECONDS
+        return PolicyEngine(config, clock=time.time, shared=self.shared, decision_lag=lag)
 
     def install_sighup(self, loop) -> None:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -111,7 +119,7 @@ class PolicySource:
             log.error("policy reload rejected; previous policies stay in force", error=str(exc))
             return False
         self.config = config
-        self.engine = PolicyEngine(config, shared=self.shared)
+        self.engine = self._engine(config)
         note_keys_without_effect(config)
         metrics.POLICY_RELOADS.labels("applied").inc()
         log.info("policies reloaded", path=str(self.path), policies=len(config.policies))

@@ -2,8 +2,10 @@
 rates it serves to SDKs.
 
 Each worker's exchange runs a thread on the wall clock. When a slot of ``interval``
-seconds ends, the thread takes the worker's counts of it (``AdaptiveRates.take_slot``)
-and adds them to the slot's hash, where every worker's counts of the same seconds meet:
+seconds has ended and its traces have been decided (``decision_lag`` later: traces count
+in the slot their decision fell due in), the thread takes the worker's counts of it
+(``AdaptiveRates.take_slot``) and adds them to the slot's hash, where every worker's
+counts of the same seconds meet:
 
     <prefix>:adaptive:<policy name>:<interval>s:<slot number>
         ["t", service, operation] -> traces no other policy kept
@@ -101,6 +103,9 @@ class RedisTrafficExchange:
     def attach(self, rates: AdaptiveRates) -> None:
         self._rates = rates
 
+    def _lag(self) -> float:
+        return self._rates.decision_lag if self._rates is not None else 0.0
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -111,15 +116,17 @@ class RedisTrafficExchange:
 
     def _run(self) -> None:
         while True:
-            end = (math.floor(self.clock() / self.interval) + 1) * self.interval
-            if not self._sleep_until(end):
+            rates = self._rates
+            lag = rates.decision_lag if rates is not None else 0.0
+            end = (math.floor((self.clock() - lag) / self.interval) + 1) * self.interval
+            if not self._sleep_until(end + lag):
                 return
             rates = self._rates
             if rates is None:
                 continue
             slot = round(end / self.interval) - 1
-            own, seconds = rates.take_slot()
-            fleet = self.pool(slot, own, end + self.grace)
+            own, seconds = rates.take_slot(slot)
+            fleet = self.pool(slot, own, end + rates.decision_lag + self.grace)
             if self._stop.is_set():
                 return
             allotment = rates.apply_slot(own, seconds, fleet)
@@ -156,7 +163,7 @@ class RedisTrafficExchange:
             pipe.hincrby(name, MUST, own.must_spans)
         if own.kept_spans:
             pipe.hincrby(name, KEPT, own.kept_spans)
-        pipe.expire(name, int(self.interval * 3) + 1)
+        pipe.expire(name, int(self.interval * 3 + self._lag()) + 1)
         pipe.execute()
         return True
 

@@ -310,8 +310,10 @@ def kept(workers: list, policy: str) -> float:
 def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_settings, tmp_path):
     """Real gateway, Kafka, two workers and query server. 500 traces/s offered, then
     1 000, then 500 again, for a target of 200 spans/s: from three intervals after each
-    step the two workers together keep 200 within 20 % (see below); they pool their
-    traffic and keep every error trace. Then the traffic follows the rate served for
+    step the two workers together keep 200 within 10 %; they pool their traffic and keep
+    every error trace. (Workers decide in once-a-second ticks; each trace counts in the
+    slot its decision fell due in, so a 2 s slot measures its own traffic whichever ticks
+    decided it.) Then the traffic follows the rate served for
     POST /orders, as an SDK's remote sampler would: the rate settles, the real JS
     remote sampler applies it, and it falls when the raw traffic doubles."""
     with (
@@ -350,11 +352,8 @@ def test_two_worker_processes_keep_one_target_and_feed_an_sdk_sampler(pipeline_s
             for raw, after_step in ((500, 12.0), (1_000, 10.0), (500, 10.0)):
                 traffic.raw_per_second = raw
                 rates.append(kept_per_second(after_step))
-            # Within 20 %, not 10: workers decide in once-a-second ticks, so a 2 s slot
-            # counts 1 to 3 ticks of traffic and the policy's own measure of the traffic
-            # swings with it (the in-process tests above, without ticks, hold 10 %).
             for rate in rates:
-                assert 0.8 * E2E_TARGET <= rate <= 1.2 * E2E_TARGET, rates
+                assert 0.9 * E2E_TARGET <= rate <= 1.1 * E2E_TARGET, rates
             for settings, _ in workers:
                 metrics = worker_metrics(settings)
                 assert metrics['spansieve_adaptive_pooled{policy="adaptive"}'] == 1

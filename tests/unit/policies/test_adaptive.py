@@ -253,8 +253,48 @@ def test_an_exchange_drives_the_slots_so_decisions_never_end_them():
     rates.observe(("a", "x"), 10, kept_by_other=False)
     clock.advance(25.0)
     rates.probability(("a", "x"))  # learns the first second, leaves the slot to the pool
-    own, seconds = rates.take_slot()  # counted until the exchange took them
-    assert own.rest == {("a", "x"): [1, 10]} and seconds == 25.0
+    own, seconds = rates.take_slot()  # every slot that has ended: 1 000 to 1 020
+    assert own.rest == {("a", "x"): [1, 10]} and seconds == 20.0
+
+
+# --- counted in the slot a decision fell due in --------------------------------------
+
+
+def test_a_trace_counts_in_the_slot_its_decision_fell_due_in():
+    clock = FakeClock(1_000.0)
+    rates = AdaptiveRates(100.0, 10.0, 0.0, exchange=PoolByHand(clock), decision_lag=1.5)
+    clock.advance(11.0)  # slot 100 ended a second ago; its last traces are being decided
+    rates.observe(("a", "late"), 1, kept_by_other=False, due=1_009.5)
+    rates.observe(("a", "next"), 1, kept_by_other=False, due=1_010.5)
+    own, seconds = rates.take_slot(100)
+    assert set(own.rest) == {("a", "late")} and seconds == 10.0
+    # a trace due in a slot already taken (a backlog) counts in the oldest open one
+    rates.observe(("a", "backlog"), 1, kept_by_other=False, due=900.0)
+    clock.advance(10.0)
+    own, seconds = rates.take_slot(101)
+    assert set(own.rest) == {("a", "next"), ("a", "backlog")} and seconds == 10.0
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.001, 0.5, 0.999])
+def test_slots_count_the_same_traffic_whichever_ticks_decide_it(phase):
+    """100 traces a second, decided in ticks once a second, ``phase`` after the whole
+    second: each 2 s slot counts exactly its 200 traces. Counted by decision time a slot
+    would hold one to three ticks (100 to 300 traces) when ticks fall on its edges."""
+    interval, lag = 2.0, 1.5
+    clock = FakeClock(1_000.0)
+    rates = AdaptiveRates(100.0, interval, 0.0, exchange=PoolByHand(clock), decision_lag=lag)
+    pending = [1_000.0 + i / 100 for i in range(3_000)]  # 30 s of due times
+    ticks = [(1_000.0 + second + phase, "tick") for second in range(1, 31)]
+    takes = [(1_000.0 + end + lag, "take") for end in range(2, 30, 2)]
+    counted = []
+    for clock.now, event in sorted(ticks + takes):
+        if event == "tick":  # decides every trace due by now
+            while pending and pending[0] <= clock.now:
+                rates.observe(("a", "x"), 1, kept_by_other=False, due=pending.pop(0))
+        else:  # the exchange takes the slot that ended ``lag`` ago
+            own, _ = rates.take_slot(round((clock.now - lag) / interval) - 1)
+            counted.append(own.rest.get(("a", "x"), [0, 0])[0])
+    assert len(counted) == 14 and all(count == 200 for count in counted), counted
 
 
 def test_water_filling_gives_each_operation_its_room():

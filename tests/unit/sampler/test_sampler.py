@@ -15,6 +15,7 @@ from pipeline.sampler.decisions import BATCH_PREFIX, LOW_WATER_KEY
 from pipeline.wire.partitioner import partition_for_trace
 from tests.unit.sampler.harness import (
     POLICIES,
+    T0,
     FakeClock,
     Gateway,
     Outputs,
@@ -396,6 +397,45 @@ def test_over_num_traces_the_oldest_traces_are_decided_early(tmp_path):
         assert stack.outputs.kept_ids() == [traces[0].trace_id, traces[1].trace_id]
         assert stack.worker.sampler.buffer.counts()[0] == 3
         assert_kept_whole(stack.outputs, traces[0])
+        stack.close()
+
+    run(scenario)
+
+
+def test_each_decision_carries_the_moment_it_fell_due(tmp_path):
+    """The policies learn when a trace's decision fell due, in event time, whichever tick
+    decided it (the adaptive policy counts traffic by it): decision_wait after its last
+    span, decision_wait_after_root_received after its root, or the moment of an early
+    decision on overflow."""
+    policies = POLICIES.replace("num_traces: 1000", "num_traces: 2").replace(
+        "max_trace_age: 60s", "max_trace_age: 60s\ndecision_wait_after_root_received: 2s"
+    )
+
+    async def scenario():
+        stack = Stack(tmp_path, policies, partitions=1)
+        due: dict[bytes, float] = {}
+        engine = stack.worker.sampler.policies.engine
+        evaluate = engine.evaluate
+
+        def recording(view):
+            due[view.trace_id] = view.due
+            return evaluate(view)
+
+        engine.evaluate = recording
+        quiet, rooted = TraceMaker(), TraceMaker()
+        stack.clock.advance(0.3)
+        await stack.export(quiet.request(2))
+        await stack.worker.consume()
+        stack.clock.advance(0.4)
+        await stack.export(rooted.request(1, root=True))
+        await stack.worker.consume()
+        await stack.seconds(6)  # ticks at +1.7, +2.7, ...: neither trace due on a tick
+        assert due == {rooted.trace_id: T0 + 0.7 + 2, quiet.trace_id: T0 + 0.3 + 5}
+        crowded = [TraceMaker() for _ in range(3)]
+        for trace in crowded:
+            await stack.export(trace.request(1))
+            await stack.worker.consume()
+        assert due[crowded[0].trace_id] == stack.clock.now  # decided early, at once
         stack.close()
 
     run(scenario)
