@@ -77,11 +77,13 @@ def percentile_of(buckets: dict[int, int], percentile: float) -> float:
 class _Span:
     """What ``record`` hands the hot path in place of a span."""
 
-    __slots__ = ("name", "parent_span_id")
+    __slots__ = ("end_time_unix_nano", "name", "parent_span_id", "start_time_unix_nano")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, duration_ns: int) -> None:
         self.name = name
         self.parent_span_id = b""
+        self.start_time_unix_nano = 0
+        self.end_time_unix_nano = duration_ns
 
 
 class _Limits(dict):
@@ -149,12 +151,11 @@ class SlidingPercentiles:
 
     def record(self, key: OperationKey, duration_ns: int) -> None:
         """Count one duration (compared with nothing)."""
-        self.slower_than_usual([_Span(key[1])], [(0, duration_ns)], [key[0]], float("inf"))
+        self.slower_than_usual([_Span(key[1], duration_ns)], [key[0]], float("inf"))
 
     def slower_than_usual(
         self,
         spans: Sequence[Span],
-        times: Sequence[tuple[int, int]],
         services: Sequence[str],
         floor_ns: float = 0.0,
         root_only: bool = False,
@@ -163,9 +164,10 @@ class SlidingPercentiles:
         operation's percentile and at least ``floor_ns`` (below ``min_samples``: at least
         a non-zero floor), counting every duration compared.
 
-        The policy's hot path, one call a trace: one loop reads the names, the cached
-        thresholds and the bucket counts, without a call per span, and looks a service's
-        thresholds and counts up again only where the service changes.
+        The policy's hot path, one call a trace: one loop reads the names and times,
+        the cached thresholds and the bucket counts, without a call per span, and looks
+        a service's thresholds and counts up again only where the service changes. (The
+        times are read from the spans here: a list of them made first costs more.)
         """
         all_limits = self._limits
         current = self._slots[-1]
@@ -173,7 +175,7 @@ class SlidingPercentiles:
         limits: _Limits | dict = {}
         counts: dict[str, dict[int, int]] = {}
         slow = False
-        for span, (start, end), service in zip(spans, times, services, strict=True):
+        for span, service in zip(spans, services, strict=True):
             if root_only and span.parent_span_id:
                 continue
             if service is not last_service:
@@ -183,7 +185,9 @@ class SlidingPercentiles:
                 if counts is None:
                     counts = current[service] = {}
             name = span.name
-            duration = end - start if end > start else 0
+            duration = span.end_time_unix_nano - span.start_time_unix_nano
+            if duration < 0:
+                duration = 0
             if not slow and duration >= floor_ns:
                 limit = limits[name]
                 slow = duration > limit if limit is not None else floor_ns > 0
