@@ -32,10 +32,9 @@ from collections.abc import Iterable, Sequence
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, TracesData
 
-from pipeline.wire.otlp import ResourceRun, flat_spans
+from pipeline.wire.otlp import UNKNOWN_SERVICE, ResourceRun, flat_spans, service_name
 
 AttrMap = dict[str, AnyValue]
-UNKNOWN_SERVICE = "unknown_service"
 
 # A resource's serialized bytes -> its service.name: a deployment has a few hundred
 # distinct resources, and serializing one is cheaper than walking its attributes.
@@ -48,11 +47,7 @@ def service_of(resource) -> str:
     raw = resource.SerializeToString()
     service = _SERVICES.get(raw)
     if service is None:
-        service = UNKNOWN_SERVICE
-        for kv in resource.attributes:
-            if kv.key == "service.name":
-                service = kv.value.string_value or UNKNOWN_SERVICE
-                break
+        service = service_name(resource.attributes) or UNKNOWN_SERVICE
         if len(_SERVICES) >= _SERVICES_MAX:
             _SERVICES.clear()
         _SERVICES[raw] = service
@@ -101,6 +96,7 @@ class TraceView:
         keys: frozenset[str] | None = None,
         raw: bytes | None = None,
         due: float | None = None,
+        run_services: list[str] | None = None,
     ) -> None:
         rs = data.resource_spans if isinstance(data, TracesData) else data
         self._resource_spans: Sequence[ResourceSpans] = (
@@ -114,7 +110,7 @@ class TraceView:
         self._data = data if isinstance(data, TracesData) else None
         self._spans: list[Span] | None = None
         self._runs: list[ResourceRun] | None = None
-        self._run_services: list[str] | None = None
+        self._run_services = run_services  # checked against the runs on first use
         self._span_services: list[str] | None = None
         self._times: list[tuple[int, int]] | None = None
         self._status_codes: list[int] | None = None
@@ -130,6 +126,7 @@ class TraceView:
             keys=keys,
             raw=self._raw,
             due=self.due,
+            run_services=self._run_services,
         )
 
     @property
@@ -173,7 +170,7 @@ class TraceView:
     @property
     def run_services(self) -> list[str]:
         """The service.name of each of ``resource_runs`` (computed once per trace)."""
-        if self._run_services is None:
+        if self._span_services is None:
             self._services()
         return self._run_services  # type: ignore[return-value]
 
@@ -185,12 +182,14 @@ class TraceView:
         return self._span_services  # type: ignore[return-value]
 
     def _services(self) -> None:
-        """Both service lists, in one pass over the runs."""
-        per_run: list[str] = []
+        """Both service lists, in one pass over the runs; the runs' services from the
+        pieces header when given for exactly these runs, else from the resources."""
+        runs = self.resource_runs
+        per_run = self._run_services
+        if per_run is None or len(per_run) != len(runs):
+            per_run = [service_of(resource) for resource, _, _ in runs]
         per_span: list[str] = []
-        for resource, first, last in self.resource_runs:
-            service = service_of(resource)
-            per_run.append(service)
+        for service, (_, first, last) in zip(per_run, runs, strict=True):
             per_span += [service] * (last - first)
         self._run_services = per_run
         self._span_services = per_span

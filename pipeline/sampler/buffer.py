@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from rocksdict import WriteBatch
 
 from pipeline.sampler.storage import PartitionDatabases
+from pipeline.wire.pieces import Services
 
 _KEY_TAIL = struct.Struct(">QIB")  # source offset, span count, root flag
 KEY_SIZE = 16 + _KEY_TAIL.size
@@ -45,13 +46,16 @@ def piece_key(trace_id: bytes, offset: int, spans: int, has_root: bool) -> bytes
 class TraceState:
     """What the heap knows about one buffered trace."""
 
-    __slots__ = ("first_seen", "keys", "last_seen", "root_seen", "size", "spans")
+    __slots__ = ("first_seen", "keys", "last_seen", "root_seen", "services", "size", "spans")
 
     def __init__(self, now: float) -> None:
         self.first_seen = now
         self.last_seen = now
         self.root_seen = 0.0
         self.keys: list[bytes] = []  # RocksDB keys of the pieces: reads are point lookups
+        # The services of each piece's ResourceSpans, as the gateway listed them; None
+        # once a piece came without (or after a restart: the keys do not hold them).
+        self.services: list[Services] | None = []
         self.spans = 0
         self.size = 0
 
@@ -124,6 +128,7 @@ class TraceBuffer:
             state = index.traces.get(trace_id)
             if state is None:
                 state = index.traces[trace_id] = TraceState(now)
+                state.services = None
             state.keys.append(key)
             state.spans += spans
             state.size += len(value)
@@ -159,8 +164,10 @@ class TraceBuffer:
         has_root: bool,
         now: float,
         offset: int,
+        services: Services | None = None,
     ) -> TraceState:
-        """Store one more piece of a trace, read from ``offset`` of the spans topic."""
+        """Store one more piece of a trace, read from ``offset`` of the spans topic, with
+        the services of its ResourceSpans when the gateway listed them."""
         index = self._indexes[partition]
         state = index.traces.pop(trace_id, None)  # re-inserted below: keeps update order
         if state is None:
@@ -174,6 +181,10 @@ class TraceBuffer:
         self._batch(partition).put(key, piece)
         self._unread_puts.add(partition)
         state.keys.append(key)
+        if services is None:
+            state.services = None
+        elif state.services is not None:
+            state.services.append(services)
         state.spans += spans
         state.size += len(piece)
         state.last_seen = max(state.last_seen, now)
@@ -225,7 +236,8 @@ class TraceBuffer:
         return [trace_id for trace_id, _ in zip(index.traces, range(count), strict=False)]
 
     def take(self, partition: int, trace_id: bytes) -> tuple[TraceState, bytes] | None:
-        """Remove a trace; returns its state and its spans as one TracesData's bytes."""
+        """Remove a trace; returns its state and its spans as one TracesData's bytes
+        (``state.services`` is None unless they hold every piece read)."""
         index = self._indexes.get(partition)
         state = index.traces.pop(trace_id, None) if index else None
         if state is None:
@@ -237,7 +249,10 @@ class TraceBuffer:
         self.bytes -= state.size
         if partition in self._unread_puts:  # a piece of this trace may wait in the batch
             self.commit(partition)
-        spans = b"".join(value for value in self.db(partition).get(state.keys) if value)
+        values = self.db(partition).get(state.keys)
+        if state.services is not None and not all(values):
+            state.services = None
+        spans = b"".join(value for value in values if value)
         batch = self._batch(partition)
         for key in state.keys:  # point deletes: range tombstones slow every later read
             batch.delete(key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
+from itertools import chain
 from time import thread_time
 
 import structlog
@@ -31,7 +32,7 @@ from pipeline.sampler.decisions import CachedDecision, DecisionCache, ReplayMark
 from pipeline.sampler.policy_source import PolicySource
 from pipeline.sampler.span_metrics import SpanMetrics
 from pipeline.wire.otlp import DecodeError, TracesData, count_spans, regroup_spans
-from pipeline.wire.pieces import PiecesError, iter_pieces
+from pipeline.wire.pieces import PiecesError, Services, iter_pieces
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +43,8 @@ DEFAULT_CACHE_ENTRIES = 200_000  # decision cache entries when the policy file s
 MARK_REFRESH_SECONDS = 60.0
 
 
-Piece = tuple[bytes, bytes, int, bool]  # trace id, TracesData bytes, span count, has root
+# trace id, TracesData bytes, span count, has root, its ResourceSpans' services (or None)
+Piece = tuple[bytes, bytes, int, bool, Services | None]
 # A message re-read from the spans topic: offset, key, value, timestamp (s), pieces header.
 Replayed = tuple[int, bytes | None, bytes | None, float, bytes | None]
 # Reads offsets [start, end) of a partition of the spans topic, in batches.
@@ -170,7 +172,7 @@ class TraceSampler:
                 count = counted_to is not None and offset >= counted_to
                 if not (resend or count):
                     continue
-                for trace_id, spans_bytes, spans, _root in late:
+                for trace_id, spans_bytes, spans, _root, _services in late:
                     cached = self.cache.lookup(partition, trace_id)
                     if cached is None:
                         continue
@@ -262,7 +264,7 @@ class TraceSampler:
 
         data = TracesData.FromString(raw)
         return [
-            (trace_id, piece.SerializeToString(), count_spans(piece), trace_id in roots)
+            (trace_id, piece.SerializeToString(), count_spans(piece), trace_id in roots, None)
             for trace_id, piece in regroup_spans(data.resource_spans, trace_of).items()
         ]
 
@@ -278,11 +280,13 @@ class TraceSampler:
         append = self.buffer.append
         size_limit = self.policies.config.maximum_trace_size_bytes or None
         for piece in pieces:
-            trace_id, spans_bytes, spans, has_root = piece
+            trace_id, spans_bytes, spans, has_root, services = piece
             if trace_id in decided:
                 late.append(piece)
                 continue
-            state = append(partition, trace_id, spans_bytes, spans, has_root, now, offset)
+            state = append(
+                partition, trace_id, spans_bytes, spans, has_root, now, offset, services
+            )
             buffered += spans
             if size_limit is not None and state.size > size_limit:
                 self._drop_oversized(partition, trace_id, now)
@@ -359,7 +363,7 @@ class TraceSampler:
             partition, pieces, now, offset, self.cache.decided_ids(partition)
         )
         metrics.SPANS_RECEIVED.inc(buffered)
-        for trace_id, spans_bytes, spans, _root in late:
+        for trace_id, spans_bytes, spans, _root, _services in late:
             cached = self.cache.lookup(partition, trace_id)
             if cached is not None:
                 await self._late(partition, trace_id, spans_bytes, spans, cached, offset)
@@ -507,7 +511,15 @@ class TraceSampler:
         data = TracesData.FromString(spans)
         # The buffered bytes are the trace's serialized form: the policies' substring
         # pre-checks use them as they are, and the span metrics reuse the view's spans.
-        view = TraceView(data, trace_id, len(spans), raw=spans, due=self._due(state, now))
+        services = None if state.services is None else list(chain.from_iterable(state.services))
+        view = TraceView(
+            data,
+            trace_id,
+            len(spans),
+            raw=spans,
+            due=self._due(state, now),
+            run_services=services,
+        )
         started = thread_time()
         verdict = self.policies.engine.evaluate(view)
         self._policies_cpu += thread_time() - started

@@ -133,12 +133,16 @@ def set_any_value(any_value, value) -> None:
         any_value.string_value = value
 
 
+#: the SDKs' name for a resource without service.name
+UNKNOWN_SERVICE = "unknown_service"
+
+
 def service_name(resource_attributes) -> str:
     """The resource's ``service.name``, or the SDKs' fallback name."""
     for kv in resource_attributes:
         if kv.key == "service.name":
             return kv.value.string_value
-    return "unknown_service"
+    return UNKNOWN_SERVICE
 
 
 def any_value_text(value) -> str:

@@ -9,6 +9,13 @@ messages, so the value parses as an ordinary ``TracesData`` for any reader. The 
 whether it holds the trace's root span. A worker can then store each trace's piece by
 slicing the value, without parsing or re-encoding a single span.
 
+After the list comes the ``service.name`` of every ``ResourceSpans`` entry of every piece
+(what the sampler's policies and metrics would otherwise get by serializing each entry's
+resource again; see ``pipeline.policies.trace``), as JSON ``[names, [indices per piece]]``,
+its length (4 bytes) and ``SVC1``. A header without them (an older gateway's) still
+reads: its pieces have no services, and the sampler finds them from the resources. (The
+last byte of a bare list is a root flag, 0 or 1, so it never ends in ``SVC1``.)
+
 Pieces are assembled from serialized spans with protobuf's length-delimited framing (a tag
 byte, a varint length, the payload). Resource and scope are serialized once per request.
 """
@@ -18,12 +25,19 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 
+import orjson
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from pipeline.wire.otlp import UNKNOWN_SERVICE, service_name
 from pipeline.wire.partitioner import partition_for_trace
 
 PIECES_HEADER = "spansieve-pieces"
 _ENTRY = struct.Struct(">16sIIB")  # trace id, piece length, span count, root flag
+_SERVICES_TAIL = struct.Struct(">I4s")  # length of the services JSON, mark
+_SERVICES_MARK = b"SVC1"
+
+#: the service.name of each ResourceSpans entry of a piece, in order
+Services = tuple[str, ...]
 
 # Field tags (field number << 3 | wire type 2, length-delimited) of the messages we frame.
 _RESOURCE_SPANS = b"\x0a"  # TracesData.resource_spans = 1
@@ -61,7 +75,8 @@ class PartitionMessage:
     __slots__ = ("pieces", "size", "spans")
 
     def __init__(self) -> None:
-        self.pieces: dict[bytes, list] = {}  # trace id -> [parts, span count, has root]
+        # trace id -> [parts, span count, has root, the service of each part]
+        self.pieces: dict[bytes, list] = {}
         self.spans = 0
         self.size = 0  # bytes of the value
 
@@ -75,6 +90,7 @@ class PartitionMessage:
                 mine[0].extend(piece[0])
                 mine[1] += piece[1]
                 mine[2] = mine[2] or piece[2]
+                mine[3].extend(piece[3])
         self.spans += other.spans
         self.size += other.size
 
@@ -97,16 +113,24 @@ class PartitionMessage:
 
     def largest_piece(self) -> int:
         """Bytes of the largest piece (a scan: call it only when ``size`` is large)."""
-        return max((sum(map(len, parts)) for parts, _, _ in self.pieces.values()), default=0)
+        return max((sum(map(len, piece[0])) for piece in self.pieces.values()), default=0)
 
     def value(self) -> bytes:
-        return b"".join(b"".join(parts) for parts, _, _ in self.pieces.values())
+        return b"".join(b"".join(piece[0]) for piece in self.pieces.values())
 
     def header(self) -> bytes:
-        return b"".join(
+        """The list of pieces, then their services (see the module docstring)."""
+        entries = b"".join(
             _ENTRY.pack(trace_id, sum(map(len, parts)), spans, root)
-            for trace_id, (parts, spans, root) in self.pieces.items()
+            for trace_id, (parts, spans, root, _) in self.pieces.items()
         )
+        names: dict[str, int] = {}
+        indices = [
+            [names.setdefault(service, len(names)) for service in piece[3]]
+            for piece in self.pieces.values()
+        ]
+        services = orjson.dumps([list(names), indices])
+        return entries + services + _SERVICES_TAIL.pack(len(services), _SERVICES_MARK)
 
 
 def split_by_partition(
@@ -119,6 +143,7 @@ def split_by_partition(
     messages: dict[int, PartitionMessage] = {}
     for resource_spans in resource_spans_list:
         resource = _field(_RESOURCE, resource_spans.resource.SerializeToString())
+        service = service_name(resource_spans.resource.attributes) or UNKNOWN_SERVICE
         if resource_spans.schema_url:
             resource_tail = _field(_SCHEMA_URL, resource_spans.schema_url.encode())
         else:
@@ -154,36 +179,67 @@ def split_by_partition(
                     message = messages[partition] = PartitionMessage()
                 piece = message.pieces.get(trace_id)
                 if piece is None:
-                    message.pieces[trace_id] = [[part], len(spans), trace_id in roots]
+                    message.pieces[trace_id] = [[part], len(spans), trace_id in roots, [service]]
                 else:
                     piece[0].append(part)
                     piece[1] += len(spans)
                     piece[2] = piece[2] or trace_id in roots
+                    piece[3].append(service)
                 message.spans += len(spans)
                 message.size += len(part)
     return messages
 
 
+def split_header(header: bytes) -> tuple[bytes, list[Services] | None]:
+    """A header's list of pieces, and the services of each piece (None: not given)."""
+    if header[-4:] != _SERVICES_MARK or len(header) < _SERVICES_TAIL.size:
+        return header, None
+    size, _ = _SERVICES_TAIL.unpack_from(header, len(header) - _SERVICES_TAIL.size)
+    start = len(header) - _SERVICES_TAIL.size - size
+    if start < 0:
+        raise PiecesError("services longer than the header")
+    try:
+        names, indices = orjson.loads(header[start : -_SERVICES_TAIL.size])
+        shared: dict[Services, Services] = {}  # pieces of the same services share a tuple
+        services = [
+            shared.setdefault(known := tuple(map(names.__getitem__, piece)), known)
+            for piece in indices
+        ]
+    except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as exc:
+        raise PiecesError(f"services of the pieces unreadable: {exc}") from None
+    return header[:start], services
+
+
 def iter_header(header: bytes) -> Iterator[tuple[bytes, int, int, int]]:
     """(trace id, piece length, span count, root flag) of each piece a header lists."""
-    if len(header) % _ENTRY.size:
-        raise PiecesError(f"header of {len(header)} bytes is not a list of pieces")
-    return _ENTRY.iter_unpack(header)
+    entries, _ = split_header(header)
+    if len(entries) % _ENTRY.size:
+        raise PiecesError(f"header of {len(entries)} bytes is not a list of pieces")
+    return _ENTRY.iter_unpack(entries)
 
 
-def iter_pieces(value: bytes, header: bytes) -> Iterator[tuple[bytes, bytes, int, bool]]:
-    """(trace id, piece bytes, span count, has root) for each piece a header lists.
+def iter_pieces(
+    value: bytes, header: bytes
+) -> Iterator[tuple[bytes, bytes, int, bool, Services | None]]:
+    """(trace id, piece bytes, span count, has root, services or None) for each piece a
+    header lists.
 
     Raises PiecesError before yielding anything if the header does not cover the value
     exactly, so a caller can fall back to parsing the value.
     """
-    entries = list(iter_header(header))
+    entries_bytes, services = split_header(header)
+    if len(entries_bytes) % _ENTRY.size:
+        raise PiecesError(f"header of {len(entries_bytes)} bytes is not a list of pieces")
+    entries = list(_ENTRY.iter_unpack(entries_bytes))
     if sum(entry[1] for entry in entries) != len(value):
         raise PiecesError("piece lengths do not add up to the message size")
+    if services is not None and len(services) != len(entries):
+        raise PiecesError("services listed for another number of pieces")
     view = memoryview(value)
     position = 0
-    for trace_id, length, spans, root in entries:
-        yield trace_id, bytes(view[position : position + length]), spans, bool(root)
+    for number, (trace_id, length, spans, root) in enumerate(entries):
+        piece = bytes(view[position : position + length])
+        yield trace_id, piece, spans, bool(root), services[number] if services else None
         position += length
 
 

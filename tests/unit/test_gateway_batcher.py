@@ -71,7 +71,7 @@ def test_requests_within_one_linger_share_a_message_per_partition(first, second)
     for _partition, value, header in sent:
         entries = list(iter_header(header))
         assert len({trace_id for trace_id, *_ in entries}) == len(entries)  # merged
-        for trace_id, piece, spans, has_root in iter_pieces(value, header):
+        for trace_id, piece, spans, has_root, _ in iter_pieces(value, header):
             data = TracesData.FromString(piece)
             assert spans == count_spans(data)
             assert has_root == has_root_span(data)
@@ -144,9 +144,7 @@ def test_a_batch_without_spans_settles_at_once():
 def test_a_partition_message_larger_than_the_limit_goes_as_several():
     request = build_request([(trace, 0, 0) for trace in range(4) for _ in range(3)])
     groups = split_by_partition(request.resource_spans, 1, lambda span: True)
-    piece_size = max(
-        len(piece) for _, piece, _, _ in iter_pieces(groups[0].value(), groups[0].header())
-    )
+    piece_size = max(len(piece[1]) for piece in iter_pieces(groups[0].value(), groups[0].header()))
 
     async def scenario():
         producer = RecordingProducer()

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.policies.trace import service_of
 from pipeline.wire.otlp import TracesData, count_spans, regroup_spans
 from pipeline.wire.partitioner import partition_for_trace
 from pipeline.wire.pieces import (
@@ -13,6 +14,7 @@ from pipeline.wire.pieces import (
     header_of,
     iter_pieces,
     split_by_partition,
+    split_header,
 )
 from tests.unit.test_otlp import build_request, span_specs
 
@@ -52,12 +54,13 @@ def test_pieces_equal_a_protobuf_regroup_by_trace(specs):
     ).items():
         value = message.value()
         TracesData.FromString(value)  # the whole value is an ordinary TracesData
-        for trace_id, piece, spans, has_root in iter_pieces(value, message.header()):
+        for trace_id, piece, spans, has_root, services in iter_pieces(value, message.header()):
             data = TracesData.FromString(piece)
             assert data == expected[trace_id]
             assert partition == partition_for_trace(trace_id, PARTITIONS)
             assert spans == count_spans(data)
             assert has_root == has_root_span(data)
+            assert services == tuple(service_of(rs.resource) for rs in data.resource_spans)
             seen.add(trace_id)
     assert seen == set(expected)
 
@@ -91,7 +94,7 @@ def test_large_spans_get_multi_byte_lengths():
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.name = "x" * 70_000  # a three-byte varint length
     [(_, value, headers)] = gateway_messages(request.resource_spans, PARTITIONS)
-    [(_, piece, spans, _)] = iter_pieces(value, header_of(headers))
+    [(_, piece, spans, _, _)] = iter_pieces(value, header_of(headers))
     assert TracesData.FromString(piece).resource_spans[0].scope_spans[0].spans[0] == span
     assert spans == 1
 
@@ -102,8 +105,30 @@ def test_header_that_does_not_cover_the_value_is_refused():
     header = header_of(headers)
     with pytest.raises(PiecesError):
         list(iter_pieces(value + b"x", header))
+    entries, _ = split_header(header)
     with pytest.raises(PiecesError):
-        list(iter_pieces(value, header[:-1]))
+        list(iter_pieces(value, entries[:-1]))
+
+    def with_services(text: bytes) -> bytes:
+        return entries + text + len(text).to_bytes(4, "big") + b"SVC1"
+
+    list(iter_pieces(value, with_services(b'[["a"],[[0],[0]]]')))  # well formed
+    for wrong in (b'[["a"],[[0]]]', b'[["a"],[[0],[1]]]', b"[]", b"{"):
+        with pytest.raises(PiecesError):  # another number of pieces, a missing name, ...
+            list(iter_pieces(value, with_services(wrong)))
+
+
+def test_a_header_without_services_still_reads():
+    """An older gateway's header: the list of pieces alone; the pieces have no services."""
+    request = build_request([(0, 0, False), (1, 1, False)])
+    [(_, value, headers)] = gateway_messages(request.resource_spans, 1)
+    entries, services = split_header(header_of(headers))
+    assert services is not None and len(services) == 2
+    pieces = list(iter_pieces(value, entries))
+    assert [piece[:4] for piece in pieces] == [
+        p[:4] for p in iter_pieces(value, header_of(headers))
+    ]
+    assert [piece[4] for piece in pieces] == [None, None]
 
 
 def test_header_found_in_pairs_and_mappings():
@@ -123,12 +148,10 @@ def test_chunks_hold_whole_pieces_within_the_size(specs, max_bytes):
             value = chunk.value()
             assert chunk.size == len(value)
             assert chunk.size <= max_bytes or len(chunk.pieces) == 1  # a big piece alone
-            assert chunk.spans == sum(
-                spans for _, _, spans, _ in iter_pieces(value, chunk.header())
-            )
-            for trace_id, piece, spans, root in iter_pieces(value, chunk.header()):
+            assert chunk.spans == sum(piece[2] for piece in iter_pieces(value, chunk.header()))
+            for trace_id, *piece in iter_pieces(value, chunk.header()):
                 assert trace_id not in pieces  # a piece is never cut
-                pieces[trace_id] = (piece, spans, root)
+                pieces[trace_id] = piece
         whole = message.value()
-        assert pieces == {t: (p, n, r) for t, p, n, r in iter_pieces(whole, message.header())}
-        assert message.largest_piece() == max(len(p) for p, _, _ in pieces.values())
+        assert pieces == {t: p for t, *p in iter_pieces(whole, message.header())}
+        assert message.largest_piece() == max(len(p[0]) for p in pieces.values())

@@ -27,3 +27,18 @@ def test_accepts_resource_spans_sequence_and_given_size():
     td = traces((None, [span()]))
     v = TraceView(list(td.resource_spans), TRACE_ID, size_bytes=42)
     assert v.size_bytes == 42 and v.span_count == 1
+
+
+def test_services_come_from_the_resources_or_from_the_pieces_header():
+    td = traces(
+        ({"service.name": "web"}, [span(), span()]),
+        ({}, [span()]),
+        ({"service.name": ""}, [span()]),
+    )
+    found = TraceView(td, TRACE_ID)
+    assert found.run_services == ["web", "unknown_service", "unknown_service"]
+    assert found.span_services == ["web", "web", "unknown_service", "unknown_service"]
+    given = TraceView(td, TRACE_ID, run_services=["a", "b", "c"])  # as the header said
+    assert given.span_services == ["a", "a", "b", "c"] and given.run_services == ["a", "b", "c"]
+    # services for other runs than these (a piece without them was lost): from the resources
+    assert TraceView(td, TRACE_ID, run_services=["a"]).run_services == found.run_services

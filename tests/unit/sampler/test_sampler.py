@@ -439,3 +439,33 @@ def test_each_decision_carries_the_moment_it_fell_due(tmp_path):
         stack.close()
 
     run(scenario)
+
+
+def test_the_services_of_a_trace_come_from_the_pieces_header(tmp_path, monkeypatch):
+    """The gateway lists each piece's services; the policies read them without
+    serializing a resource again. Without them (pieces parsed from a message without a
+    header) they are found from the resources."""
+
+    def not_called(resource):
+        raise AssertionError("service found from a resource")
+
+    async def scenario():
+        stack = Stack(tmp_path, partitions=1)
+        seen: dict[bytes, list[str]] = {}
+        engine = stack.worker.sampler.policies.engine
+        evaluate = engine.evaluate
+
+        def recording(view):
+            seen[view.trace_id] = view.span_services
+            return evaluate(view)
+
+        engine.evaluate = recording
+        trace = TraceMaker()
+        await stack.export(trace.request(2, root=True, service="web"))
+        await stack.export(trace.request(1, service="db"))
+        monkeypatch.setattr("pipeline.policies.trace.service_of", not_called)
+        await stack.seconds(7)
+        assert seen[trace.trace_id] == ["web", "web", "db"]
+        stack.close()
+
+    run(scenario)
