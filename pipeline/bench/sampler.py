@@ -14,7 +14,7 @@ have client spans paired with server spans, database calls and messaging, which 
 synthetic traces (server spans only) do not, and the service graph pays for them. A last
 pair compares the plain policies (errors, latency > 800 ms, 1 %) with the same intent in
 spansieve's own types (errors, latency_percentile p99 pooled in Redis, adaptive target):
-``adaptive_cost_ratio``.
+``adaptive_cost_ratio``, between the cheapest of three interleaved passes of each.
 """
 
 from __future__ import annotations
@@ -280,17 +280,19 @@ def interleaved_passes(
     traces: int,
     first_off: dict,
     variant: dict,
+    rounds: int = 2,
 ) -> tuple[list[dict], list[dict]]:
     """Saturated passes with the ``variant`` settings against passes without (the first
     of which ran already, ``first_off``): (variant passes, passes without).
 
     A pass of this size spends a few CPU-seconds, and a shared machine moves that by
-    10-20 %: so the pair is run twice, interleaved (off, on, off, on, each on fresh
-    topics and a fresh worker), and costs are taken between the cheapest pass of each.
+    10-20 %: so the pair is run ``rounds`` times, interleaved (off, on, off, on, ...,
+    each on fresh topics and a fresh worker), and costs are taken between the cheapest
+    pass of each.
     """
     on_passes: list[dict] = []
     off_passes = [first_off]
-    for round_number in range(2):
+    for round_number in range(rounds):
         if round_number:
             again = _worker_settings(base, folder / f"off-{round_number}", decision_wait=2.0)
             off_passes.append(saturated_pass(again, messages, traces))
@@ -335,8 +337,8 @@ def metrics_on_pass(
 def adaptive_policies_pass(
     base: Settings, folder: Path, messages: list[tuple], traces: int, spans: int, first: dict
 ) -> dict:
-    """The passes with ``ADAPTIVE_POLICIES`` (latency_percentile pooled in Redis, adaptive)
-    against the plain ones (see ``interleaved_passes``).
+    """Three passes with ``ADAPTIVE_POLICIES`` (latency_percentile pooled in Redis,
+    adaptive) against three with the plain ones (see ``interleaved_passes``).
 
     Besides the ratio of whole-worker CPU, which moves 10-20 % between two passes on a
     shared machine, the cost from the workers' own account: the policies' CPU seconds
@@ -344,7 +346,7 @@ def adaptive_policies_pass(
     their difference over the cheapest plain pass's whole CPU.
     """
     on_passes, off_passes = interleaved_passes(
-        base, folder, messages, traces, first, {"policies_text": ADAPTIVE_POLICIES}
+        base, folder, messages, traces, first, {"policies_text": ADAPTIVE_POLICIES}, rounds=3
     )
     off_cpu = [p["cpu"] for p in off_passes]
     best_on, best_off = min(on["cpu"] for on in on_passes), min(off_cpu)

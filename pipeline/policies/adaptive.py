@@ -44,7 +44,7 @@ def root_operation(trace: TraceView) -> Operation:
         if not span.parent_span_id:
             chosen = i
             break
-    return (trace.span_services[chosen], spans[chosen].name)
+    return (trace.service_of_span(chosen), spans[chosen].name)
 
 
 class Adaptive(Policy):

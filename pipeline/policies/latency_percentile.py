@@ -56,7 +56,7 @@ class LatencyPercentile(Policy):
         percentiles = self.percentiles
         percentiles.advance()
         slow = percentiles.slower_than_usual(
-            trace.spans, trace.span_services, self.floor_ns, self.root_only
+            trace.spans, trace.resource_runs, trace.run_services, self.floor_ns, self.root_only
         )
         return SAMPLED if slow else NOT_SAMPLED
 

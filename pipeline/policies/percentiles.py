@@ -151,56 +151,56 @@ class SlidingPercentiles:
 
     def record(self, key: OperationKey, duration_ns: int) -> None:
         """Count one duration (compared with nothing)."""
-        self.slower_than_usual([_Span(key[1], duration_ns)], [key[0]], float("inf"))
+        span = _Span(key[1], duration_ns)
+        self.slower_than_usual([span], [(None, 0, 1)], [key[0]], float("inf"))
 
     def slower_than_usual(
         self,
         spans: Sequence[Span],
+        runs: Sequence[tuple[object, int, int]],
         services: Sequence[str],
         floor_ns: float = 0.0,
         root_only: bool = False,
     ) -> bool:
         """Whether a span (only roots with ``root_only``) lasted more than its
         operation's percentile and at least ``floor_ns`` (below ``min_samples``: at least
-        a non-zero floor), counting every duration compared.
+        a non-zero floor), counting every duration compared. ``runs`` are the trace's
+        resource runs (``spans[first:last]`` share a resource), ``services`` their
+        service.name.
 
-        The policy's hot path, one call a trace: one loop reads the names and times,
-        the cached thresholds and the bucket counts, without a call per span, and looks
-        a service's thresholds and counts up again only where the service changes. (The
-        times are read from the spans here: a list of them made first costs more.)
+        The policy's hot path, one call a trace: a service's thresholds and counts are
+        looked up once per run, and one loop over its spans reads the names and times,
+        the cached thresholds and the bucket counts without a call per span. (The times
+        are read from the spans here: a list of them made first costs more.)
         """
         all_limits = self._limits
         current = self._slots[-1]
-        last_service = None
-        limits: _Limits | dict = {}
-        counts: dict[str, dict[int, int]] = {}
         slow = False
-        for span, service in zip(spans, services, strict=True):
-            if root_only and span.parent_span_id:
-                continue
-            if service is not last_service:
-                last_service = service
-                limits = all_limits.get(service) or self._limits_of(service)
-                counts = current.get(service)  # type: ignore[assignment]
-                if counts is None:
-                    counts = current[service] = {}
-            name = span.name
-            duration = span.end_time_unix_nano - span.start_time_unix_nano
-            if duration < 0:
-                duration = 0
-            if not slow and duration >= floor_ns:
-                limit = limits[name]
-                slow = duration > limit if limit is not None else floor_ns > 0
-            # bucket_of(duration), inlined: a call per span costs more than the rest
-            if duration < _LINEAR:
-                index = duration
-            else:
-                shift = duration.bit_length() - _SHIFT
-                index = shift * SUB_BUCKETS + (duration >> shift)
-            buckets = counts.get(name)
-            if buckets is None:
-                buckets = counts[name] = {}
-            buckets[index] = buckets.get(index, 0) + 1
+        for (_, first, last), service in zip(runs, services, strict=True):
+            limits = all_limits.get(service) or self._limits_of(service)
+            counts = current.get(service)
+            if counts is None:
+                counts = current[service] = {}
+            for span in spans[first:last]:
+                if root_only and span.parent_span_id:
+                    continue
+                name = span.name
+                duration = span.end_time_unix_nano - span.start_time_unix_nano
+                if duration < 0:
+                    duration = 0
+                if not slow and duration >= floor_ns:
+                    limit = limits[name]
+                    slow = duration > limit if limit is not None else floor_ns > 0
+                # bucket_of(duration), inlined: a call per span costs more than the rest
+                if duration < _LINEAR:
+                    index = duration
+                else:
+                    shift = duration.bit_length() - _SHIFT
+                    index = shift * SUB_BUCKETS + (duration >> shift)
+                buckets = counts.get(name)
+                if buckets is None:
+                    buckets = counts[name] = {}
+                buckets[index] = buckets.get(index, 0) + 1
         return slow
 
     def threshold(self, key: OperationKey) -> float | None:

@@ -77,9 +77,9 @@ class TraceView:
         "_resource_spans",
         "_run_services",
         "_runs",
+        "_services_checked",
         "_size_bytes",
         "_span_attrs",
-        "_span_services",
         "_spans",
         "_status_codes",
         "_times",
@@ -111,7 +111,7 @@ class TraceView:
         self._spans: list[Span] | None = None
         self._runs: list[ResourceRun] | None = None
         self._run_services = run_services  # checked against the runs on first use
-        self._span_services: list[str] | None = None
+        self._services_checked = False
         self._times: list[tuple[int, int]] | None = None
         self._status_codes: list[int] | None = None
         self._span_attrs: list[AttrMap] | None = None
@@ -169,30 +169,23 @@ class TraceView:
 
     @property
     def run_services(self) -> list[str]:
-        """The service.name of each of ``resource_runs`` (computed once per trace)."""
-        if self._span_services is None:
-            self._services()
-        return self._run_services  # type: ignore[return-value]
-
-    @property
-    def span_services(self) -> list[str]:
-        """The service.name of every span, in span order."""
-        if self._span_services is None:
-            self._services()
-        return self._span_services  # type: ignore[return-value]
-
-    def _services(self) -> None:
-        """Both service lists, in one pass over the runs; the runs' services from the
-        pieces header when given for exactly these runs, else from the resources."""
+        """The service.name of each of ``resource_runs``: as the pieces header gave them
+        when given for exactly these runs, else from the resources (once per trace)."""
+        given = self._run_services
+        if self._services_checked:
+            return given  # type: ignore[return-value]
         runs = self.resource_runs
-        per_run = self._run_services
-        if per_run is None or len(per_run) != len(runs):
-            per_run = [service_of(resource) for resource, _, _ in runs]
-        per_span: list[str] = []
-        for service, (_, first, last) in zip(per_run, runs, strict=True):
-            per_span += [service] * (last - first)
-        self._run_services = per_run
-        self._span_services = per_span
+        if given is None or len(given) != len(runs):
+            given = self._run_services = [service_of(resource) for resource, _, _ in runs]
+        self._services_checked = True
+        return given
+
+    def service_of_span(self, index: int) -> str:
+        """The service.name of ``spans[index]``."""
+        for (_, _, last), service in zip(self.resource_runs, self.run_services, strict=True):
+            if index < last:
+                return service
+        raise IndexError(index)
 
     @property
     def span_count(self) -> int:

@@ -284,9 +284,7 @@ class TraceSampler:
             if trace_id in decided:
                 late.append(piece)
                 continue
-            state = append(
-                partition, trace_id, spans_bytes, spans, has_root, now, offset, services
-            )
+            state = append(partition, trace_id, spans_bytes, spans, has_root, now, offset, services)
             buffered += spans
             if size_limit is not None and state.size > size_limit:
                 self._drop_oversized(partition, trace_id, now)

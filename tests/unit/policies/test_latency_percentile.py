@@ -50,7 +50,7 @@ def test_a_duration_lies_in_its_bucket_of_at_most_a_sixteenth_of_its_value(durat
 def test_the_hot_path_counts_each_duration_in_bucket_of(durations):
     p = SlidingPercentiles(99.0, 60.0, 1, FakeClock())
     spans = [span(KEY[1], start_ns=10, end_ns=10 + d) for d in durations]
-    p.slower_than_usual(spans, [KEY[0]] * len(spans))
+    p.slower_than_usual(spans, [(None, 0, len(spans))], [KEY[0]])
     expected: dict[int, int] = {}
     for d in durations:
         expected[bucket_of(d)] = expected.get(bucket_of(d), 0) + 1

@@ -37,8 +37,8 @@ def test_services_come_from_the_resources_or_from_the_pieces_header():
     )
     found = TraceView(td, TRACE_ID)
     assert found.run_services == ["web", "unknown_service", "unknown_service"]
-    assert found.span_services == ["web", "web", "unknown_service", "unknown_service"]
+    assert [found.service_of_span(i) for i in range(4)] == ["web", "web", *found.run_services[1:]]
     given = TraceView(td, TRACE_ID, run_services=["a", "b", "c"])  # as the header said
-    assert given.span_services == ["a", "a", "b", "c"] and given.run_services == ["a", "b", "c"]
+    assert given.run_services == ["a", "b", "c"] and given.service_of_span(2) == "b"
     # services for other runs than these (a piece without them was lost): from the resources
     assert TraceView(td, TRACE_ID, run_services=["a"]).run_services == found.run_services
