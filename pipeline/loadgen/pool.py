@@ -3,14 +3,20 @@
 Generating and encoding a span costs ~10 µs in Python, so a generator alone cannot feed
 100 000 spans/s from one core. Instead a pool of serialized export requests is built
 once, and each send patches the bytes in place: the trace ids (16 bytes each, also in
-span links) and every timestamp (fixed64 fields) sit at known offsets, and replacing them
-keeps every length prefix valid. Per span that is three small writes instead of an
-encode.
+span links), the span ids (8 bytes: the span's own, its parent's, a link's) and every
+timestamp (fixed64 fields) sit at known offsets, and replacing them keeps every length
+prefix valid. Per span that is a few small writes instead of an encode.
 
-Ids stay unique: replay number ``cycle`` XORs the first 4 bytes of every trace id with a
-bijective 32-bit mix of the cycle (0 for the first replay, so cycle 0 sends exactly what
-the generator produced). The other 12 bytes are random per pool trace, so two sends
-collide only if two generated trace ids share 96 random bits.
+Ids stay unique: replay number ``cycle`` XORs the first 4 bytes of every trace id and
+span id with a bijective 32-bit mix of the cycle (0 for the first replay, so cycle 0
+sends exactly what the generator produced). A parent id or a link is patched as the span
+it names, so a trace keeps its shape. The other bytes are random per pool span, so two
+sends collide only if two generated ids share their random rest.
+
+Replays also differ in time: replay ``cycle`` stretches or shrinks each trace by a factor
+between 0.5 and 2 (log-uniform, from the cycle and the trace's place in its request;
+1 in cycle 0), every timestamp's distance to the trace's end multiplied by it, so spans
+stay nested in their parents and the trace still ends where it did.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from dataclasses import dataclass
 from pipeline.loadgen.generator import GeneratedTrace, TraceGenerator, encode_request
 
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct(">I")
 _TAG_START = b"\x39"  # Span.start_time_unix_nano: field 7, fixed64
 _TAG_END = b"\x41"  # Span.end_time_unix_nano: field 8, fixed64
 _TAG_EVENT_TIME = b"\x09"  # Span.Event.time_unix_nano: field 1, fixed64
 _ID_PREFIX = b"\x0a\x10"  # field 1 (trace_id), 16 bytes; same tag in Span and Span.Link
+_SPAN_ID_PREFIX = b"\x12\x08"  # field 2 (span_id), 8 bytes; same tag in Span and Span.Link
+_PARENT_PREFIX = b"\x22\x08"  # Span.parent_span_id: field 4, 8 bytes
 
 
 def cycle_mask(cycle: int) -> int:
@@ -38,11 +47,23 @@ def cycle_mask(cycle: int) -> int:
 
 
 def replay_trace_id(trace_id: bytes, cycle: int) -> bytes:
-    """The id a pool trace carries in replay number ``cycle``."""
+    """The id a pool trace (or span: the same rule) carries in replay number ``cycle``."""
     if cycle == 0:
         return trace_id
     prefix = int.from_bytes(trace_id[:4], "big") ^ cycle_mask(cycle)
     return prefix.to_bytes(4, "big") + trace_id[4:]
+
+
+replay_span_id = replay_trace_id
+
+
+def duration_scale(cycle: int, trace: int) -> float:
+    """How much replay ``cycle`` stretches the ``trace``-th trace of a request: 0.5 to 2,
+    log-uniform; 1 in cycle 0."""
+    if cycle == 0:
+        return 1.0
+    mixed = cycle_mask((cycle_mask(cycle) + trace * 0x632BE5AB) & 0xFFFFFFFF)
+    return 2.0 ** (2.0 * mixed / 0xFFFFFFFF - 1.0)
 
 
 @dataclass(slots=True)
@@ -66,32 +87,61 @@ class Batch:
     id_traces: list[int]  # ... and which of `traces` it belongs to
     time_offsets: list[int]
     time_values: list[int]
+    time_traces: list[int]  # which of `traces` each timestamp belongs to
+    trace_ends: list[int]  # the last end of each of `traces`
+    times_to_end: list[int]  # each timestamp's distance to its trace's end
+    span_id_offsets: list[int]  # where a span id starts (own, parent's, a link's) ...
+    span_id_prefixes: list[int]  # ... and its first 4 bytes
 
     def render(self, cycle: int, now_ns: int) -> bytes:
         """The request for replay ``cycle``, shifted so its last span ends at ``now_ns``."""
         buffer = bytearray(self.body)
         delta = now_ns - self.latest_end
         pack = _U64.pack_into
-        for offset, value in zip(self.time_offsets, self.time_values, strict=True):
-            pack(buffer, offset, value + delta)
-        if cycle:
-            ids = [replay_trace_id(t.trace_id, cycle) for t in self.traces]
-            for offset, index in zip(self.id_offsets, self.id_traces, strict=True):
-                buffer[offset : offset + 16] = ids[index]
+        if not cycle:
+            for offset, value in zip(self.time_offsets, self.time_values, strict=True):
+                pack(buffer, offset, value + delta)
+            return bytes(buffer)
+        scales = [duration_scale(cycle, index) for index in range(len(self.traces))]
+        ends = [end + delta for end in self.trace_ends]
+        for offset, to_end, index in zip(
+            self.time_offsets, self.times_to_end, self.time_traces, strict=True
+        ):
+            pack(buffer, offset, ends[index] - int(to_end * scales[index]))
+        ids = [replay_trace_id(t.trace_id, cycle) for t in self.traces]
+        for offset, index in zip(self.id_offsets, self.id_traces, strict=True):
+            buffer[offset : offset + 16] = ids[index]
+        mask = cycle_mask(cycle)
+        pack_id = _U32.pack_into
+        for offset, prefix in zip(self.span_id_offsets, self.span_id_prefixes, strict=True):
+            pack_id(buffer, offset, prefix ^ mask)
         return bytes(buffer)
 
 
-def _locate(body: bytes, traces: list[GeneratedTrace], request) -> tuple[list, list, list, list]:
-    """Offsets of trace ids and timestamps in the serialized request, in one pass.
+@dataclass(slots=True)
+class _Offsets:
+    """Where ``_locate`` found the fields a replay patches."""
+
+    id_offsets: list[int]
+    id_traces: list[int]
+    time_offsets: list[int]
+    time_values: list[int]
+    time_traces: list[int]
+    span_id_offsets: list[int]
+
+
+def _locate(body: bytes, traces: list[GeneratedTrace], request) -> _Offsets:
+    """Offsets of trace ids, span ids and timestamps in the serialized request, in one
+    pass.
 
     upb writes fields in field-number order and spans in the order they were added, so
     each span's own fields are found by searching forward from its trace id + span id.
     """
     index_of = {t.trace_id: i for i, t in enumerate(traces)}
-    id_offsets: list[int] = []
-    id_traces: list[int] = []
-    time_offsets: list[int] = []
-    time_values: list[int] = []
+    found = _Offsets([], [], [], [], [], [])
+    id_offsets, id_traces = found.id_offsets, found.id_traces
+    time_offsets, time_values = found.time_offsets, found.time_values
+    span_id_offsets = found.span_id_offsets
 
     def find(pattern: bytes, start: int) -> int:
         at = body.find(pattern, start)
@@ -103,10 +153,17 @@ def _locate(body: bytes, traces: list[GeneratedTrace], request) -> tuple[list, l
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                at = find(_ID_PREFIX + span.trace_id + b"\x12\x08" + span.span_id, position)
+                at = find(_ID_PREFIX + span.trace_id + _SPAN_ID_PREFIX + span.span_id, position)
+                trace = index_of[span.trace_id]
                 id_offsets.append(at + 2)
-                id_traces.append(index_of[span.trace_id])
+                id_traces.append(trace)
+                span_id_offsets.append(at + 2 + 16 + 2)
                 cursor = at + 2 + 16 + 10
+                if span.parent_span_id:
+                    cursor = find(_PARENT_PREFIX + span.parent_span_id, cursor) + 2
+                    span_id_offsets.append(cursor)
+                    cursor += 8
+                times_before = len(time_offsets)
                 for tag, value in (
                     (_TAG_START, span.start_time_unix_nano),
                     (_TAG_END, span.end_time_unix_nano),
@@ -120,31 +177,44 @@ def _locate(body: bytes, traces: list[GeneratedTrace], request) -> tuple[list, l
                     time_offsets.append(cursor)
                     time_values.append(event.time_unix_nano)
                     cursor += 8
+                found.time_traces.extend([trace] * (len(time_offsets) - times_before))
                 for link in span.links:
-                    pattern = _ID_PREFIX + link.trace_id + b"\x12\x08" + link.span_id
+                    pattern = _ID_PREFIX + link.trace_id + _SPAN_ID_PREFIX + link.span_id
                     cursor = find(pattern, cursor) + 2
-                    if link.trace_id in index_of:
+                    if link.trace_id in index_of:  # a span of this request: patched alike
                         id_offsets.append(cursor)
                         id_traces.append(index_of[link.trace_id])
-                    cursor += 16
+                        span_id_offsets.append(cursor + 16 + 2)
+                    cursor += 16 + 10
                 position = cursor
-    return id_offsets, id_traces, time_offsets, time_values
+    return found
 
 
 def build_batch(traces: list[GeneratedTrace]) -> Batch:
     """Encode traces into one request and index its ids and timestamps."""
     request = encode_request(traces)
     body = request.SerializeToString()
-    id_offsets, id_traces, time_offsets, time_values = _locate(body, traces, request)
+    found = _locate(body, traces, request)
+    trace_ends = [0] * len(traces)
+    for value, index in zip(found.time_values, found.time_traces, strict=True):
+        trace_ends[index] = max(trace_ends[index], value)
     return Batch(
         body=body,
         traces=[TraceInfo(t.trace_id, len(t.spans), t.error) for t in traces],
         spans=sum(len(t.spans) for t in traces),
-        latest_end=max(time_values),
-        id_offsets=id_offsets,
-        id_traces=id_traces,
-        time_offsets=time_offsets,
-        time_values=time_values,
+        latest_end=max(found.time_values),
+        id_offsets=found.id_offsets,
+        id_traces=found.id_traces,
+        time_offsets=found.time_offsets,
+        time_values=found.time_values,
+        time_traces=found.time_traces,
+        trace_ends=trace_ends,
+        times_to_end=[
+            trace_ends[index] - value
+            for value, index in zip(found.time_values, found.time_traces, strict=True)
+        ],
+        span_id_offsets=found.span_id_offsets,
+        span_id_prefixes=[_U32.unpack_from(body, o)[0] for o in found.span_id_offsets],
     )
 
 

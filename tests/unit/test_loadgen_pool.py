@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from pipeline.loadgen.generator import TraceGenerator
 from pipeline.loadgen.ledger import Ledger, LoadgenResult
 from pipeline.loadgen.pacing import RateProfile
-from pipeline.loadgen.pool import Replay, build_pool, cycle_mask, replay_trace_id
+from pipeline.loadgen.pool import (
+    Replay,
+    build_pool,
+    cycle_mask,
+    duration_scale,
+    replay_span_id,
+    replay_trace_id,
+)
 from pipeline.loadgen.topology import Burst, load_topology
 from pipeline.wire.otlp import ExportTraceServiceRequest, count_spans
 
@@ -35,27 +42,62 @@ def test_replay_zero_at_the_original_time_is_the_original(pool):
 
 
 def test_render_patches_ids_and_times_and_nothing_else(pool):
+    """Replay 5: every trace id and span id (own, parent's, a linked one of the request)
+    is the replay id; each trace is stretched by its factor towards its end, so spans
+    stay nested; the last span ends at ``now``; nothing else changes."""
     batch = pool[1]
     now = time.time_ns()
     delta = now - batch.latest_end
-    new_id = {t.trace_id: replay_trace_id(t.trace_id, 5) for t in batch.traces}
+    index = {t.trace_id: i for i, t in enumerate(batch.traces)}
     rendered = list(spans_of(batch.render(5, now)))
     original = list(spans_of(batch.body))
     assert len(rendered) == len(original)
+    ends: dict[bytes, int] = {}
+    for before in original:
+        ends[before.trace_id] = max(ends.get(before.trace_id, 0), before.end_time_unix_nano)
+
+    def moved(trace_id: bytes, value: int) -> int:
+        scale = duration_scale(5, index[trace_id])
+        return ends[trace_id] - int((ends[trace_id] - value) * scale) + delta
+
     links = 0
     for span, before in zip(rendered, original, strict=True):
-        assert span.trace_id == new_id[before.trace_id] != before.trace_id
-        assert span.start_time_unix_nano == before.start_time_unix_nano + delta
-        assert span.end_time_unix_nano == before.end_time_unix_nano + delta
+        assert span.trace_id == replay_trace_id(before.trace_id, 5) != before.trace_id
+        assert span.span_id == replay_span_id(before.span_id, 5) != before.span_id
+        if before.parent_span_id:
+            assert span.parent_span_id == replay_span_id(before.parent_span_id, 5)
+        else:
+            assert not span.parent_span_id
+        assert span.start_time_unix_nano == moved(before.trace_id, before.start_time_unix_nano)
+        assert span.end_time_unix_nano == moved(before.trace_id, before.end_time_unix_nano)
         for event, old in zip(span.events, before.events, strict=True):
-            assert event.time_unix_nano == old.time_unix_nano + delta
+            assert event.time_unix_nano == moved(before.trace_id, old.time_unix_nano)
         for link, old in zip(span.links, before.links, strict=True):
             links += 1
-            assert link.trace_id == new_id.get(old.trace_id, old.trace_id)
-        for field in ("span_id", "parent_span_id", "name", "kind", "attributes", "status", "flags"):
+            ours = old.trace_id in index
+            assert link.trace_id == (replay_trace_id(old.trace_id, 5) if ours else old.trace_id)
+            assert link.span_id == (replay_span_id(old.span_id, 5) if ours else old.span_id)
+        for field in ("name", "kind", "attributes", "status", "flags"):
             assert getattr(span, field) == getattr(before, field)
     assert max(s.end_time_unix_nano for s in rendered) == now
     assert links, "the pool should hold a span link to patch"
+
+
+def test_replays_vary_each_traces_duration_between_half_and_double():
+    scales = [duration_scale(cycle, trace) for cycle in range(1, 200) for trace in range(20)]
+    assert all(0.5 <= scale <= 2.0 for scale in scales)
+    assert min(scales) < 0.6 and max(scales) > 1.8  # the whole range is used
+    assert len(set(scales)) > 0.99 * len(scales)
+    assert duration_scale(0, 7) == 1.0
+
+
+def test_a_parent_span_in_its_replay_is_the_replayed_parent(pool):
+    """Every parent id in a replay names a span of the same replay: the shape survives."""
+    rendered = list(spans_of(pool[0].render(9, time.time_ns())))
+    ids = {(span.trace_id, span.span_id) for span in rendered}
+    assert len(ids) == len(rendered)
+    parents = [(s.trace_id, s.parent_span_id) for s in rendered if s.parent_span_id]
+    assert parents and all(parent in ids for parent in parents)
 
 
 def test_replayed_ids_are_unique():
