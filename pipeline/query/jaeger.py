@@ -5,7 +5,9 @@ The Jaeger UI and Grafana's Jaeger data source read this shape: traces of spans 
 string/bool/int64/float64, ``logs`` from span events, and processes (service name and
 resource attributes) shared by the spans that have the same ones. OTLP fields Jaeger has
 no slot for travel as the tags its own OTLP translator uses (``span.kind``,
-``otel.status_code``, ``otel.scope.name`` ...).
+``otel.status_code``, ``otel.scope.name`` ...). The instrumentation scope goes under both
+names Jaeger has used, ``otel.scope.*`` and the older ``otel.library.*``, which the Jaeger
+UI still looks for.
 """
 
 from __future__ import annotations
@@ -99,10 +101,10 @@ def span_tags(doc: JSON) -> list[JSON]:
     if code == STATUS_ERROR:
         tags.append(tag("error", True))
     scope = doc.get("instrumentationScope") or {}
-    if scope.get("name"):
-        tags.append(tag("otel.scope.name", scope["name"]))
-    if scope.get("version"):
-        tags.append(tag("otel.scope.version", scope["version"]))
+    for field in ("name", "version"):
+        if scope.get(field):
+            tags.append(tag(f"otel.scope.{field}", scope[field]))
+            tags.append(tag(f"otel.library.{field}", scope[field]))
     if doc.get("traceState"):
         tags.append(tag("w3c.tracestate", doc["traceState"]))
     return tags

@@ -95,6 +95,12 @@ def _any_of(clauses: list[JSON]) -> JSON:
     return {"bool": {"should": clauses, "minimum_should_match": 1}}
 
 
+#: the instrumentation scope's tags, under both names Jaeger has used
+SCOPE_TAGS = frozenset(
+    f"otel.{prefix}.{field}" for prefix in ("scope", "library") for field in ("name", "version")
+)
+
+
 def tag_clause(key: str, value: str) -> JSON:
     """The filter for one Jaeger tag: an attribute of the span or of its resource, or,
     for the tags Jaeger derives from OTLP fields, that field."""
@@ -110,7 +116,7 @@ def tag_clause(key: str, value: str) -> JSON:
         return {"term": {"status.code": STATUS_CODES[value.upper()]}}
     if key == "otel.status_description":
         return {"term": {"status.message": value}}
-    if key in ("otel.scope.name", "otel.scope.version"):
+    if key in SCOPE_TAGS:
         return {"term": {f"instrumentationScope.{key.rsplit('.', 1)[1]}": value}}
     return _any_of(_either_attribute(key, value))
 

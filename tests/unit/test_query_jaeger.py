@@ -126,6 +126,8 @@ def test_tags_keep_types_and_dotted_keys():
         "otel.status_code": ("string", "OK"),
         "otel.scope.name": ("string", "otel.http"),
         "otel.scope.version": ("string", "1.2"),
+        "otel.library.name": ("string", "otel.http"),
+        "otel.library.version": ("string", "1.2"),
         "w3c.tracestate": ("string", "vendor=1"),
     }
     cart = tags_of(spans["cart.get"])

@@ -73,6 +73,8 @@ def test_special_tags_map_to_span_fields():
     assert tag_clause("otel.status_description", "boom") == {"term": {"status.message": "boom"}}
     assert tag_clause("otel.scope.name", "lib") == {"term": {"instrumentationScope.name": "lib"}}
     assert tag_clause("otel.scope.version", "2") == {"term": {"instrumentationScope.version": "2"}}
+    assert tag_clause("otel.library.name", "lib") == tag_clause("otel.scope.name", "lib")
+    assert tag_clause("otel.library.version", "2") == tag_clause("otel.scope.version", "2")
 
 
 def test_trace_search_filters_one_span_and_the_whole_trace_duration():
