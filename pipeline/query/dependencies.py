@@ -2,8 +2,8 @@
 
 Jaeger computes these links with a separate batch job; here they come from the spans of
 the asked window at request time (the span reader caps how many). A call from service A
-to service B is a span of B whose parent span is A's; calls within one service are not
-dependencies.
+to service B is a span of B whose parent span is A's; a span whose parent is in its own
+service is a call of the service to itself, counted as Jaeger counts it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def service_calls(spans: Iterable[JSON]) -> list[JSON]:
     calls: Counter[tuple[str, str]] = Counter()
     for trace, parent_span, child in children:
         parent = services[trace].get(parent_span)
-        if parent is not None and parent != child:
+        if parent is not None:
             calls[parent, child] += 1
     ordered = sorted(calls.items(), key=lambda item: (-item[1], item[0]))
     return [

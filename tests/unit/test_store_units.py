@@ -47,7 +47,8 @@ def test_ism_template_names_the_rollover_alias():
 def test_mapping_is_search_efficient():
     mappings = span_template(Settings())["template"]["mappings"]
     props = mappings["properties"]
-    assert props["parentSpanId"] == {"type": "keyword", "doc_values": False}
+    # Dashboards' span table sorts by these two: they need doc values
+    assert props["spanId"] == props["parentSpanId"] == {"type": "keyword"}
     assert props["traceFields"]["properties"]["durationInNanos"]["type"] == "long"
     # Fields only aggregated, sorted or filtered alongside other clauses keep doc values
     # (which OpenSearch also searches) and no points; the time filter's startTime has both.
