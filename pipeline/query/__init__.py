@@ -4,6 +4,8 @@
 * ``search``: OpenSearch request bodies and reads; ``jaeger``: documents -> Jaeger JSON;
 * ``skew``: clock-skew correction; ``dependencies``: service calls of a window;
 * ``sampling``: Jaeger remote-sampling strategies from the adaptive rates in Redis;
+* ``v3``: Jaeger's API v3 (OTLP/JSON traces, trace summaries for the current Jaeger UI);
+* ``spm``: Jaeger's Service Performance Monitoring answers from the span-metrics store;
 * ``ui/``: the web UI's static files (package data).
 
 This module runs the app with uvicorn next to one AsyncOpenSearch client and one asyncio

@@ -1,17 +1,21 @@
 """The query server's HTTP routes: Jaeger's ``/api/...``, ``/healthz``, ``/metrics`` and the
 web UI (``/``, ``/search``, ``/trace/{id}``: one page, its assets under ``/static``).
 
-Handlers only parse (``params``), read (``search.SpanReader``, ``sampling.RatesSource``)
-and shape (``jaeger``, ``dependencies``, ``sampling``). A bad parameter is HTTP 400 and
-an unreachable OpenSearch 503, both in Jaeger's envelope with ``errors`` filled, so
-clients show the message. ``/api/sampling`` never fails for Redis: it falls back.
+Handlers only parse (``params``, ``v3``), read (``search.SpanReader``,
+``sampling.RatesSource``) and shape (``jaeger``, ``v3``, ``dependencies``, ``sampling``);
+Jaeger's SPM endpoints (``/api/metrics/*``, the Monitor tab) are ``spm``'s own. A
+bad parameter is HTTP 400 and an unreachable OpenSearch 503, both in Jaeger's envelope with
+``errors`` filled (under ``/api/v3``: ``{"error": {httpCode, message}}``), so clients show
+the message. ``/api/sampling`` never fails for Redis: it falls back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -44,6 +48,8 @@ from pipeline.query.params import (
 from pipeline.query.sampling import RatesSource, strategy
 from pipeline.query.search import SpanReader
 from pipeline.query.skew import adjust_clock_skew
+from pipeline.query.spm import metrics_calls, metrics_errors, metrics_latencies, metrics_minstep
+from pipeline.query.v3 import parse_search, parse_trace_request, trace_summary, traces_data
 from pipeline.store.indices import store_names
 
 log = structlog.get_logger(__name__)
@@ -177,20 +183,80 @@ async def operations(request: Request) -> Response:
     return JsonResponse(envelope(await _operations(request)))
 
 
-def _v3_error(exc: ParamError) -> Response:
+def _v3_error(status: int, message: str) -> Response:
     """API v3 reports errors as ``{"error": {httpCode, message}}`` (its gRPC gateway's)."""
-    return JsonResponse({"error": {"httpCode": 400, "message": str(exc)}}, status_code=400)
+    return JsonResponse({"error": {"httpCode": status, "message": message}}, status_code=status)
 
 
+def v3_route(handler: Callable[[Request], Awaitable[Response]]) -> Callable:
+    """An API v3 handler whose bad parameters (400) and OpenSearch failures (502, 503) are
+    answered in v3's error shape: its clients read ``error.httpCode``, not ``errors``."""
+
+    @functools.wraps(handler)
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ParamError as exc:
+            return _v3_error(400, str(exc))
+        except OpenSearchException as exc:
+            return _v3_error(*_opensearch_problem(request, exc))
+
+    return route
+
+
+def _v3_skew_limit(request: Request, raw: bool) -> int:
+    """µs of clock-skew correction: none for ``rawTraces=true``."""
+    return 0 if raw else round(_settings(request).query_max_clock_skew * 1e6)
+
+
+@v3_route
 async def v3_services(request: Request) -> Response:
     return JsonResponse({"services": await _reader(request).services()})
 
 
+@v3_route
 async def v3_operations(request: Request) -> Response:
-    try:
-        return JsonResponse({"operations": await _operations(request)})
-    except ParamError as exc:
-        return _v3_error(exc)
+    return JsonResponse({"operations": await _operations(request)})
+
+
+@v3_route
+async def v3_trace(request: Request) -> Response:
+    """One trace as OTLP/JSON; 404 in v3's error shape when it has no spans."""
+    asked = parse_trace_request(request.path_params["trace_id"], _pairs(request))
+    documents = (await _reader(request).trace_documents([asked.trace_id])).get(asked.trace_id)
+    if not documents:
+        return _v3_error(404, f"No traces found: trace {asked.trace_id} is not stored")
+    data = traces_data([(asked.trace_id, documents)], _v3_skew_limit(request, asked.raw))
+    return JsonResponse({"result": data})
+
+
+@v3_route
+async def v3_traces(request: Request) -> Response:
+    """A search as OTLP/JSON: every span of every trace found. None found is an empty
+    result (200), not Jaeger's 404, which Grafana would show as a failed query."""
+    search = parse_search(_pairs(request), _settings(request).query_max_traces)
+    reader = _reader(request)
+    ids = await reader.find_trace_ids(search.query)
+    documents = await reader.trace_documents(ids)
+    found = [(trace_id, documents[trace_id]) for trace_id in ids if trace_id in documents]
+    return JsonResponse({"result": traces_data(found, _v3_skew_limit(request, search.raw))})
+
+
+@v3_route
+async def v3_trace_summaries(request: Request) -> Response:
+    """The Jaeger UI's search results: one summary per trace found, from its whole trace,
+    clock skew always corrected (``query.rawTraces`` has no effect, as in Jaeger)."""
+    search = parse_search(_pairs(request), _settings(request).query_max_traces)
+    reader = _reader(request)
+    ids = await reader.find_trace_ids(search.query)
+    documents = await reader.trace_documents(ids)
+    skew_limit = _v3_skew_limit(request, False)
+    summaries = [
+        trace_summary(trace_id, documents[trace_id], skew_limit)
+        for trace_id in ids
+        if trace_id in documents
+    ]
+    return JsonResponse({"summaries": summaries})
 
 
 async def traces(request: Request) -> Response:
@@ -272,8 +338,9 @@ async def bad_parameter(_request: Request, exc: Exception) -> Response:
     return JsonResponse(envelope(None, errors=[error(400, str(exc))]), status_code=400)
 
 
-async def opensearch_failed(request: Request, exc: Exception) -> Response:
-    """OpenSearch down (503) or refusing a request (502): the client sees why."""
+def _opensearch_problem(request: Request, exc: Exception) -> tuple[int, str]:
+    """Status and message of a failed OpenSearch request (counted and logged): 503 when it
+    is down, 502 when it refused."""
     if isinstance(exc, TransportConnectionError):
         status, label, message = 503, "connection", f"OpenSearch unreachable: {exc.error}"
     elif isinstance(exc, TransportError):
@@ -283,6 +350,12 @@ async def opensearch_failed(request: Request, exc: Exception) -> Response:
         status, label, message = 502, type(exc).__name__, f"OpenSearch failed: {exc}"
     OPENSEARCH_ERRORS.labels(label).inc()
     log.warning("opensearch request failed", path=request.url.path, error=message)
+    return status, message
+
+
+async def opensearch_failed(request: Request, exc: Exception) -> Response:
+    """OpenSearch down (503) or refusing a request (502): the client sees why."""
+    status, message = _opensearch_problem(request, exc)
     return JsonResponse(envelope(None, errors=[error(status, message)]), status_code=status)
 
 
@@ -319,10 +392,17 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
             Route("/api/operations", operations),
             Route("/api/v3/services", v3_services),
             Route("/api/v3/operations", v3_operations),
+            Route("/api/v3/traces", v3_traces),
+            Route("/api/v3/traces/{trace_id}", v3_trace),
+            Route("/api/v3/trace-summaries", v3_trace_summaries),
             Route("/api/traces", traces),
             Route("/api/traces/{trace_id}", trace),
             Route("/api/dependencies", dependencies),
             Route("/api/sampling", sampling),
+            Route("/api/metrics/calls", metrics_calls),
+            Route("/api/metrics/errors", metrics_errors),
+            Route("/api/metrics/latencies", metrics_latencies),
+            Route("/api/metrics/minstep", metrics_minstep),
             Route("/healthz", healthz),
             Route("/metrics", prometheus),
             Route("/", web_ui),

@@ -152,11 +152,27 @@ def _single(params: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def _group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def go_bool(name: str, text: str) -> bool:
+    """A boolean as Go's ``strconv.ParseBool`` reads it (true, 1, t, TRUE, ...); empty
+    is false."""
+    value = text.strip()
+    if not value or value in GO_FALSE:
+        return False
+    if value in GO_TRUE:
+        return True
+    raise ParamError(name, f"{text!r} is not a boolean; use true or false")
+
+
+def grouped(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Query parameters by name, each with its values in order."""
+    by_name: dict[str, list[str]] = {}
     for key, value in pairs:
-        grouped.setdefault(key, []).append(value)
-    return grouped
+        by_name.setdefault(key, []).append(value)
+    return by_name
 
 
 def parse_trace_query(
@@ -167,7 +183,7 @@ def parse_trace_query(
     ``limit`` above ``max_traces`` is lowered to it; 0 or absent means ``default_limit``.
     ``traceID`` (repeatable) asks for those traces and, as in Jaeger, overrides the rest.
     """
-    params = _group(pairs)
+    params = grouped(pairs)
     trace_ids = tuple(dict.fromkeys(normalize_trace_id(t) for t in params.get("traceID", [])))
     limit = default_limit
     if (text := _single(params, "limit")) is not None:
@@ -203,7 +219,7 @@ def parse_trace_query(
 
 def raw_param(pairs: Sequence[tuple[str, str]]) -> bool:
     """``raw=true`` asks for the stored timestamps, without clock-skew adjustment."""
-    text = _single(_group(pairs), "raw")
+    text = _single(grouped(pairs), "raw")
     if text is None or text.lower() in ("false", "0"):
         return False
     if text.lower() in ("true", "1"):
@@ -214,7 +230,7 @@ def raw_param(pairs: Sequence[tuple[str, str]]) -> bool:
 def parse_dependencies_window(pairs: Sequence[tuple[str, str]], now_ms: int) -> tuple[int, int]:
     """(start, end) in nanoseconds from ``endTs`` and ``lookback`` (milliseconds; by
     default now and one day, as in Jaeger)."""
-    params = _group(pairs)
+    params = grouped(pairs)
     end_ms = now_ms
     lookback_ms = DEFAULT_DEPENDENCIES_LOOKBACK_MS
     if (text := _single(params, "endTs")) is not None:

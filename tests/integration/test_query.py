@@ -332,6 +332,7 @@ def test_dependencies(api: httpx.Client):
     assert data(api.get("/api/dependencies", params=dependency_window())) == [
         {"parent": "cart", "child": "cart", "callCount": 2},  # cart.get -> SELECT cart
         {"parent": "frontend", "child": "cart", "callCount": 2},
+        {"parent": "batch", "child": "batch", "callCount": 1},  # nightly -> step
         {"parent": "frontend", "child": "payment", "callCount": 1},
         {"parent": "frontend", "child": "search", "callCount": 1},
     ]
@@ -375,6 +376,7 @@ def test_dependencies_cap_is_reported(store: Settings):
         ("frontend", "payment"),
         ("frontend", "search"),
         ("cart", "cart"),
+        ("batch", "batch"),
     }
     assert set(total) <= calls
 

@@ -8,6 +8,7 @@ from pipeline.query.params import (
     ParamError,
     TraceQuery,
     duration_param,
+    go_bool,
     normalize_trace_id,
     parse_dependencies_window,
     parse_tags,
@@ -164,3 +165,12 @@ def test_raw_flag():
     assert raw_param([("raw", "FALSE")]) is False
     with pytest.raises(ParamError, match="raw: 'yes' is not true or false"):
         raw_param([("raw", "yes")])
+
+
+def test_booleans_as_go_reads_them():
+    for text in ("1", "t", "T", "TRUE", "true", "True"):
+        assert go_bool("groupByOperation", text) is True
+    for text in ("", "0", "f", "F", "FALSE", "false", "False"):
+        assert go_bool("groupByOperation", text) is False
+    with pytest.raises(ParamError, match=r"^groupByOperation: 'tRuE' is not a boolean"):
+        go_bool("groupByOperation", "tRuE")
