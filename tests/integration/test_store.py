@@ -347,6 +347,16 @@ def test_dashboards_style_queries(sink_worker: Settings, opensearch: OpenSearch)
         span_count(t) for t in traces if span_count(t) >= 3
     )
 
+    # Its span table sorts by span id and parent span id (doc values since schema 5;
+    # without them OpenSearch refuses with "Can't load fielddata").
+    for field in ("spanId", "parentSpanId"):
+        hits = opensearch.search(
+            index=alias,
+            body={"query": case_query("dash"), "size": 100, "sort": [{field: "asc"}]},
+        )["hits"]["hits"]
+        values = [hit["_source"][field] for hit in hits]
+        assert len(values) == total and values == sorted(values)
+
 
 # --- installation and lifecycle ------------------------------------------------------------
 
