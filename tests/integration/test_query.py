@@ -11,6 +11,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -103,12 +105,13 @@ def drop_store(client: OpenSearch, settings: Settings) -> None:
     client.indices.delete_index_template(name=f"{prefix}*", ignore=404)
 
 
-@pytest.fixture(scope="module")
-def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator[Settings]:
+@contextmanager
+def private_store(stack: Settings, opensearch: OpenSearch, state_dir: Path) -> Iterator[Settings]:
+    """A store of its own (``qtest-<random>-``) holding ``TRACES``, dropped afterwards."""
     settings = stack.model_copy(
         update={
             "store_index_prefix": f"qtest-{uuid.uuid4().hex[:8]}-",
-            "state_dir": tmp_path_factory.mktemp("query"),
+            "state_dir": state_dir,
             "query_port": free_port(),
         }
     )
@@ -118,6 +121,12 @@ def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator
         yield settings
     finally:
         drop_store(opensearch, settings)
+
+
+@pytest.fixture(scope="module")
+def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator[Settings]:
+    with private_store(stack, opensearch, tmp_path_factory.mktemp("query")) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

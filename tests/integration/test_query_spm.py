@@ -5,13 +5,12 @@ sends them (one message per window and partition) and turned into documents by t
 sink's own code (``metric_documents``); they are indexed into monthly indices under a
 private ``spm-<random>-`` prefix, from the real metrics template. The four windows
 straddle a month boundary, so one step bucket gathers documents of two indices (shards)
-and the histogram script's reduce merges them. The handlers run in-process on a small
-Starlette app, as test_query.py's ``in_process`` does.
+and the histogram script's reduce merges them. The query app runs in-process
+(test_query.py's ``in_process``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,31 +19,22 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from opensearchpy import AsyncOpenSearch, OpenSearch
-from opensearchpy.exceptions import OpenSearchException
-from starlette.applications import Starlette
-from starlette.routing import Route
+from opensearchpy import OpenSearch
 
 from pipeline.config.settings import Settings
 from pipeline.local.run import free_port
 from pipeline.metrics.red import RedAggregator
-from pipeline.query.app import opensearch_failed
-from pipeline.query.search import SpanReader
 from pipeline.query.spm import (
-    metrics_calls,
-    metrics_errors,
-    metrics_latencies,
-    metrics_minstep,
     rfc3339,
 )
 from pipeline.sink.metrics_documents import MetricDocument, metric_documents
-from pipeline.store.indices import store_names
 from pipeline.store.metrics_indices import (
     install_metrics_template,
     metrics_index,
     metrics_index_base,
 )
 from tests.integration.cleanup import drop_indices
+from tests.integration.test_query import in_process
 from tests.unit.metrics.spans import span, tid, trace
 from tests.unit.sink.windows import MS, S, message, sid
 
@@ -118,37 +108,6 @@ def store(stack: Settings, opensearch: OpenSearch) -> Iterator[Settings]:
         yield settings
     finally:
         drop_indices(opensearch, settings)
-
-
-def spm_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
-    """The SPM handlers with what they need of the query app's state."""
-    app = Starlette(
-        routes=[
-            Route("/api/metrics/calls", metrics_calls),
-            Route("/api/metrics/errors", metrics_errors),
-            Route("/api/metrics/latencies", metrics_latencies),
-            Route("/api/metrics/minstep", metrics_minstep),
-        ],
-        exception_handlers={OpenSearchException: opensearch_failed},
-    )
-    app.state.settings = settings
-    app.state.reader = SpanReader(client, store_names(settings).span_alias)
-    return app
-
-
-def in_process(settings: Settings, *paths: str) -> list[httpx.Response]:
-    """GET each path from the SPM handlers run in this process, over a fresh client."""
-
-    async def go() -> list[httpx.Response]:
-        client = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=10, max_retries=0)
-        transport = httpx.ASGITransport(app=spm_app(settings, client))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://query") as http:
-                return [await http.get(path) for path in paths]
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
 
 
 def family(reply: httpx.Response) -> dict[str, Any]:

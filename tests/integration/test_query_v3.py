@@ -35,10 +35,8 @@ from opensearchpy import OpenSearch
 from pipeline.bench.metrics_scrape import scrape
 from pipeline.config.settings import Settings
 from pipeline.local.run import free_port
-from pipeline.store.indices import store_names
-from pipeline.store.setup import ensure_store
 from tests.integration.conftest import running_query
-from tests.integration.test_query import TRACES, drop_store, in_process, index_traces
+from tests.integration.test_query import TRACES, in_process, private_store
 from tests.integration.trace_builder import MS, T0
 
 pytestmark = pytest.mark.integration
@@ -51,19 +49,8 @@ BY_ID = {trace.hex: name for name, trace in TRACES.items()}
 
 @pytest.fixture(scope="module")
 def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator[Settings]:
-    settings = stack.model_copy(
-        update={
-            "store_index_prefix": f"qtest-{uuid.uuid4().hex[:8]}-",
-            "state_dir": tmp_path_factory.mktemp("query-v3"),
-            "query_port": free_port(),
-        }
-    )
-    try:
-        ensure_store(opensearch, settings)
-        index_traces(opensearch, store_names(settings).span_alias)
+    with private_store(stack, opensearch, tmp_path_factory.mktemp("query-v3")) as settings:
         yield settings
-    finally:
-        drop_store(opensearch, settings)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from pipeline.query.jaeger import envelope, error, iso_micros, jaeger_trace, span_kind_name, tag
 from pipeline.sink.documents import span_documents
-from pipeline.wire.otlp import set_any_value
+from tests.unit.otlp_builders import add_attributes, resource_spans
 
 TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 OTHER_TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -20,26 +20,13 @@ ROOT, CHILD, DB, LINKED = (bytes([n]) * 8 for n in (1, 2, 3, 4))
 T0 = 1_700_000_000_123_456_789
 
 
-def _attributes(target, values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        set_any_value(target.add(key=key).value, value)
-
-
-def _resource(data: TracesData, attributes: dict[str, Any], scope: str = "", version: str = ""):
-    resource_spans = data.resource_spans.add()
-    _attributes(resource_spans.resource.attributes, attributes)
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name, scope_spans.scope.version = scope, version
-    return scope_spans.spans
-
-
 def sample_trace() -> TracesData:
     """frontend root -> cart child (error, event, link) -> cart db client; the db span's
     resource repeats the cart one (same process), the frontend's differs."""
     data = TracesData()
-    root = _resource(data, {"service.name": "frontend", "host.name": "a"}, "otel.http", "1.2")
-    cart = _resource(data, {"service.name": "cart", "host.name": "b", "cpu.count": 4})
-    db = _resource(data, {"service.name": "cart", "host.name": "b", "cpu.count": 4})
+    root = resource_spans(data, {"service.name": "frontend", "host.name": "a"}, "otel.http", "1.2")
+    cart = resource_spans(data, {"service.name": "cart", "host.name": "b", "cpu.count": 4})
+    db = resource_spans(data, {"service.name": "cart", "host.name": "b", "cpu.count": 4})
     span = root.add(
         trace_id=TRACE,
         span_id=ROOT,
@@ -50,7 +37,7 @@ def sample_trace() -> TracesData:
         trace_state="vendor=1",
     )
     span.status.code = 1
-    _attributes(
+    add_attributes(
         span.attributes,
         {"http.request.method": "GET", "http.response.status_code": 200, "ratio": 0.25},
     )
@@ -64,9 +51,9 @@ def sample_trace() -> TracesData:
         end_time_unix_nano=T0 + 200_000_000,
     )
     span.status.code, span.status.message = 2, "boom"
-    _attributes(span.attributes, {"retry": True, "tags.list": ["a", "b"]})
+    add_attributes(span.attributes, {"retry": True, "tags.list": ["a", "b"]})
     event = span.events.add(name="exception", time_unix_nano=T0 + 5_000)
-    _attributes(event.attributes, {"exception.type": "KeyError", "attempt": 3})
+    add_attributes(event.attributes, {"exception.type": "KeyError", "attempt": 3})
     span.links.add(trace_id=OTHER_TRACE, span_id=LINKED)
     db.add(
         trace_id=TRACE,

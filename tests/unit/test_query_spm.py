@@ -20,6 +20,7 @@ from pipeline.config.settings import Settings
 from pipeline.metrics.otlp import CALLS, DURATION, span_kind_str
 from pipeline.metrics.red import DEFAULT_BUCKETS_MS
 from pipeline.metrics.summary import histogram_quantile as summary_quantile
+from pipeline.query.app import bad_parameter
 from pipeline.query.params import ParamError
 from pipeline.query.spm import (
     CALL_SUMS,
@@ -558,7 +559,8 @@ def serve(client: FakeClient, *paths: str, **settings: Any) -> list[httpx.Respon
             Route("/api/metrics/errors", metrics_errors),
             Route("/api/metrics/latencies", metrics_latencies),
             Route("/api/metrics/minstep", metrics_minstep),
-        ]
+        ],
+        exception_handlers={ParamError: bad_parameter},  # as the query app answers them
     )
     app.state.settings = Settings(store_index_prefix="t-", **settings)
     app.state.reader = SimpleNamespace(client=client)

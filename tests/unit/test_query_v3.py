@@ -34,7 +34,7 @@ from pipeline.query.v3 import (
 )
 from pipeline.sink.documents import span_documents
 from pipeline.store.fields import nanos_to_iso
-from pipeline.wire.otlp import set_any_value
+from tests.unit.otlp_builders import add_attributes, resource_spans
 
 TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 OTHER_TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -45,26 +45,13 @@ S = 1_000_000_000
 MAX_TRACES = 1_500
 
 
-def _attributes(target, values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        set_any_value(target.add(key=key).value, value)
-
-
-def _spans_of(data: TracesData, resource: dict[str, Any], scope: str = "", version: str = ""):
-    resource_spans = data.resource_spans.add()
-    _attributes(resource_spans.resource.attributes, resource)
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name, scope_spans.scope.version = scope, version
-    return scope_spans.spans
-
-
 def sample_trace() -> TracesData:
     """frontend root -> cart child (error, event, link) -> cart db client; the db span's
     resource repeats the cart one (one resource in OTLP), the frontend's differs."""
     data = TracesData()
-    front = _spans_of(data, {"service.name": "frontend", "host.name": "a"}, "otel.http", "1.2")
-    cart = _spans_of(data, {"service.name": "cart", "host.name": "a", "cpu.count": 4})
-    db = _spans_of(data, {"service.name": "cart", "host.name": "a", "cpu.count": 4})
+    front = resource_spans(data, {"service.name": "frontend", "host.name": "a"}, "otel.http", "1.2")
+    cart = resource_spans(data, {"service.name": "cart", "host.name": "a", "cpu.count": 4})
+    db = resource_spans(data, {"service.name": "cart", "host.name": "a", "cpu.count": 4})
     span = front.add(
         trace_id=TRACE,
         span_id=ROOT,
@@ -75,7 +62,7 @@ def sample_trace() -> TracesData:
         trace_state="vendor=1",
     )
     span.status.code = 1
-    _attributes(span.attributes, {"http.response.status_code": 200, "ratio": 0.25})
+    add_attributes(span.attributes, {"http.response.status_code": 200, "ratio": 0.25})
     span = cart.add(
         trace_id=TRACE,
         span_id=CHILD,
@@ -86,9 +73,9 @@ def sample_trace() -> TracesData:
         end_time_unix_nano=T0 + 200 * MS,
     )
     span.status.code, span.status.message = 2, "boom"
-    _attributes(span.attributes, {"retry": True, "tags.list": ["a", "b"]})
+    add_attributes(span.attributes, {"retry": True, "tags.list": ["a", "b"]})
     event = span.events.add(name="exception", time_unix_nano=T0 + 5_000)
-    _attributes(event.attributes, {"exception.type": "KeyError", "attempt": 3})
+    add_attributes(event.attributes, {"exception.type": "KeyError", "attempt": 3})
     span.links.add(trace_id=OTHER_TRACE, span_id=LINKED, trace_state="k=v")
     db.add(
         trace_id=TRACE,
@@ -430,8 +417,8 @@ def skewed_trace() -> TracesData:
     """A client on host web-1 and the server it called on api-7, whose clock runs 45 ms
     behind: the server seems to start before its caller."""
     data = TracesData()
-    web = _spans_of(data, {"service.name": "web", "host.name": "web-1"})
-    api = _spans_of(data, {"service.name": "api", "host.name": "api-7"})
+    web = resource_spans(data, {"service.name": "web", "host.name": "web-1"})
+    api = resource_spans(data, {"service.name": "api", "host.name": "api-7"})
     web.add(
         trace_id=TRACE,
         span_id=ROOT,
