@@ -54,7 +54,7 @@ def sample_trace() -> TracesData:
     add_attributes(span.attributes, {"retry": True, "tags.list": ["a", "b"]})
     event = span.events.add(name="exception", time_unix_nano=T0 + 5_000)
     add_attributes(event.attributes, {"exception.type": "KeyError", "attempt": 3})
-    span.links.add(trace_id=OTHER_TRACE, span_id=LINKED)
+    span.links.add(trace_id=OTHER_TRACE, span_id=LINKED, trace_state="k=v")
     db.add(
         trace_id=TRACE,
         span_id=DB,

@@ -34,7 +34,8 @@ from pipeline.query.v3 import (
 )
 from pipeline.sink.documents import span_documents
 from pipeline.store.fields import nanos_to_iso
-from tests.unit.otlp_builders import add_attributes, resource_spans
+from tests.unit.otlp_builders import resource_spans
+from tests.unit.test_query_jaeger import sample_trace
 
 TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 OTHER_TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -43,50 +44,6 @@ T0 = 1_700_000_000_123_456_789
 MS = 1_000_000
 S = 1_000_000_000
 MAX_TRACES = 1_500
-
-
-def sample_trace() -> TracesData:
-    """frontend root -> cart child (error, event, link) -> cart db client; the db span's
-    resource repeats the cart one (one resource in OTLP), the frontend's differs."""
-    data = TracesData()
-    front = resource_spans(data, {"service.name": "frontend", "host.name": "a"}, "otel.http", "1.2")
-    cart = resource_spans(data, {"service.name": "cart", "host.name": "a", "cpu.count": 4})
-    db = resource_spans(data, {"service.name": "cart", "host.name": "a", "cpu.count": 4})
-    span = front.add(
-        trace_id=TRACE,
-        span_id=ROOT,
-        name="GET /cart",
-        kind=Span.SPAN_KIND_SERVER,
-        start_time_unix_nano=T0,
-        end_time_unix_nano=T0 + 250_000_999,
-        trace_state="vendor=1",
-    )
-    span.status.code = 1
-    add_attributes(span.attributes, {"http.response.status_code": 200, "ratio": 0.25})
-    span = cart.add(
-        trace_id=TRACE,
-        span_id=CHILD,
-        parent_span_id=ROOT,
-        name="cart.get",
-        kind=Span.SPAN_KIND_INTERNAL,
-        start_time_unix_nano=T0 + 1_000,
-        end_time_unix_nano=T0 + 200 * MS,
-    )
-    span.status.code, span.status.message = 2, "boom"
-    add_attributes(span.attributes, {"retry": True, "tags.list": ["a", "b"]})
-    event = span.events.add(name="exception", time_unix_nano=T0 + 5_000)
-    add_attributes(event.attributes, {"exception.type": "KeyError", "attempt": 3})
-    span.links.add(trace_id=OTHER_TRACE, span_id=LINKED, trace_state="k=v")
-    db.add(
-        trace_id=TRACE,
-        span_id=DB,
-        parent_span_id=CHILD,
-        name="SELECT cart",
-        kind=Span.SPAN_KIND_CLIENT,
-        start_time_unix_nano=T0 + 2_000,
-        end_time_unix_nano=T0 + 3_000,
-    )
-    return data
 
 
 def documents(data: TracesData | None = None) -> list[dict[str, Any]]:
@@ -345,6 +302,7 @@ def test_a_span_in_otlp_json():
         "startTimeUnixNano": str(T0),
         "endTimeUnixNano": str(T0 + 250_000_999),
         "attributes": [
+            {"key": "http.request.method", "value": string("GET")},
             {"key": "http.response.status_code", "value": {"intValue": "200"}},
             {"key": "ratio", "value": {"doubleValue": 0.25}},
         ],
