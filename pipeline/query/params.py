@@ -48,8 +48,8 @@ class TraceQuery:
     """What ``GET /api/traces`` asks for, with times and durations in nanoseconds.
 
     ``service``, ``operation`` and ``tags`` must all hold on one span (as in Jaeger);
-    ``min_duration``/``max_duration`` bound the whole trace's duration (unlike Jaeger,
-    which compares them with each span's).
+    ``min_duration``/``max_duration`` bound that span's own duration when
+    ``span_durations`` (Jaeger's rule), else the whole trace's.
     """
 
     service: str | None = None
@@ -59,6 +59,7 @@ class TraceQuery:
     end: int | None = None
     min_duration: int | None = None
     max_duration: int | None = None
+    span_durations: bool = False
     limit: int = DEFAULT_LIMIT
     trace_ids: tuple[str, ...] = field(default=())
 
@@ -175,6 +176,20 @@ def grouped(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     return by_name
 
 
+DURATION_SCOPES = ("span", "trace")
+
+
+def span_durations(scope: str | None, operation: str | None) -> bool:
+    """Whether durations bound the matching span (``durationScope=span``) or the whole
+    trace (``trace``); by default the span when an operation is given, as Jaeger users
+    who pick one expect, else the trace."""
+    if scope is None:
+        return operation is not None
+    if scope not in DURATION_SCOPES:
+        raise ParamError("durationScope", f"{scope!r} is not one of span, trace")
+    return scope == "span"
+
+
 def parse_trace_query(
     pairs: Sequence[tuple[str, str]], max_traces: int, default_limit: int = DEFAULT_LIMIT
 ) -> TraceQuery:
@@ -204,14 +219,16 @@ def parse_trace_query(
         max_duration = duration_param("maxDuration", text)
     if min_duration is not None and max_duration is not None and min_duration > max_duration:
         raise ParamError("minDuration", "minDuration is greater than maxDuration")
+    operation = _single(params, "operation")
     return TraceQuery(
         service=_single(params, "service"),
-        operation=_single(params, "operation"),
+        operation=operation,
         tags=parse_tags(params.get("tags", []), params.get("tag", [])),
         start=start,
         end=end,
         min_duration=min_duration,
         max_duration=max_duration,
+        span_durations=span_durations(_single(params, "durationScope"), operation),
         limit=limit,
         trace_ids=trace_ids,
     )

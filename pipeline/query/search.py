@@ -123,8 +123,9 @@ def tag_clause(key: str, value: str) -> JSON:
 
 def trace_search_body(query: TraceQuery) -> JSON:
     """Matching spans, one per trace: the ``limit`` traces whose latest matching span
-    started last. Service, operation and tags filter the same span; durations filter the
-    whole trace's (``traceFields.durationInNanos``, on every span).
+    started last. Service, operation and tags filter the same span; durations filter that
+    span's own (``durationInNanos``) or, by default without an operation, the whole
+    trace's (``traceFields.durationInNanos``, on every span).
 
     Field collapsing on ``traceId`` keeps the newest matching span of each trace while
     the search walks the hits by start time. A ``terms`` aggregation on ``traceId``
@@ -151,7 +152,8 @@ def trace_search_body(query: TraceQuery) -> JSON:
             duration["gte"] = query.min_duration
         if query.max_duration is not None:
             duration["lte"] = query.max_duration
-        filters.append({"range": {"traceFields.durationInNanos": duration}})
+        field = "durationInNanos" if query.span_durations else "traceFields.durationInNanos"
+        filters.append({"range": {field: duration}})
     return {
         "size": query.limit,
         "track_total_hits": False,

@@ -45,6 +45,7 @@ from pipeline.query.params import (
     grouped,
     int_param,
     normalize_trace_id,
+    span_durations,
     span_kind_param,
 )
 from pipeline.query.skew import adjust_clock_skew
@@ -267,6 +268,7 @@ def parse_search(pairs: Sequence[tuple[str, str]], max_traces: int) -> SearchReq
         end=None if end is None else end - 1,  # the maximum is exclusive
         min_duration=min_duration,
         max_duration=max_duration,
+        span_durations=span_durations(None, operation[1] if operation else None),
         limit=min(limit, max_traces),
     )
     return SearchRequest(query, raw)

@@ -209,10 +209,21 @@ def test_search_most_recent_first_with_limit(api: httpx.Client):
     assert found(api, service="cart", operation="cart.get") == ["cart_slow", "cart_fast"]
 
 
-def test_durations_bound_the_whole_trace(api: httpx.Client):
-    # The SELECT span takes 1 ms; its trace 300 ms. Jaeger would find nothing here.
+def test_durations_bound_the_whole_trace_or_the_operations_span(api: httpx.Client):
+    # The SELECT span takes 1 ms; its trace 300 ms. With an operation, durations bound
+    # that operation's span, as in Jaeger: nothing here; durationScope=trace asks for the
+    # trace's duration instead.
     slow = {"service": "cart", "operation": "SELECT cart", "minDuration": "200ms"}
-    assert found(api, **slow) == ["cart_slow"]
+    assert found(api, **slow) == []
+    assert found(api, **slow, durationScope="trace") == ["cart_slow"]
+    assert found(api, service="cart", operation="SELECT cart", maxDuration="1ms") == [
+        "cart_slow",
+        "cart_fast",
+    ]
+    # cart.get lasts 298 ms in cart_slow, 48 ms in cart_fast
+    assert found(api, service="cart", operation="cart.get", minDuration="100ms") == ["cart_slow"]
+    # Without an operation, the whole trace's duration
+    assert found(api, service="cart", minDuration="200ms") == ["cart_slow"]
     assert found(api, service="frontend", maxDuration="100ms") == ["cart_fast"]
     assert found(api, minDuration="0.1s", maxDuration="1.5s") == ["search", "checkout", "cart_slow"]
     assert found(api, minDuration="1.5s") == ["nightly"]

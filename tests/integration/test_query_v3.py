@@ -233,14 +233,15 @@ def test_search_as_grafana_sends_it(api: httpx.Client):
     assert traces_in(result_of(found)) == {"cart_fast", "cart_slow"}
     tagged = grafana_search(api, start, end, **{"query.attributes": '{"db.system":"postgresql"}'})
     assert traces_in(result_of(tagged)) == {"cart_fast", "cart_slow"}
-    # Durations bound the whole trace, as in /api/traces: SELECT takes 1 ms, its trace 300.
-    slow = grafana_search(
-        api,
-        start,
-        end,
-        **{"query.operation_name": "SELECT cart", "query.duration_min": "200ms"},
-    )
-    assert traces_in(result_of(slow)) == {"cart_slow"}
+    # With an operation, durations bound its span, as in Jaeger (and /api/traces):
+    # SELECT takes 1 ms (its trace 300); cart.get 298 ms in cart_slow, 48 in cart_fast.
+    select = {"query.operation_name": "SELECT cart", "query.duration_min": "200ms"}
+    assert traces_in(result_of(grafana_search(api, start, end, **select))) == set()
+    get = {"query.operation_name": "cart.get", "query.duration_min": "200ms"}
+    assert traces_in(result_of(grafana_search(api, start, end, **get))) == {"cart_slow"}
+    # Without one, the whole trace's duration.
+    whole = {"query.service_name": "cart", "query.duration_min": "200ms"}
+    assert traces_in(result_of(grafana_search(api, start, end, **whole))) == {"cart_slow"}
     everything = grafana_search(api, start, end)
     assert traces_in(result_of(everything)) == set(TRACES)
 

@@ -174,3 +174,15 @@ def test_booleans_as_go_reads_them():
         assert go_bool("groupByOperation", text) is False
     with pytest.raises(ParamError, match=r"^groupByOperation: 'tRuE' is not a boolean"):
         go_bool("groupByOperation", "tRuE")
+
+
+def test_durations_bound_the_span_when_an_operation_is_given_else_the_trace():
+    def scope(*pairs: tuple[str, str]) -> bool:
+        return parse_trace_query([("minDuration", "1ms"), *pairs], 100).span_durations
+
+    assert scope() is False  # the whole trace's duration
+    assert scope(("operation", "GET /cart")) is True  # that operation's span, as Jaeger
+    assert scope(("operation", "GET /cart"), ("durationScope", "trace")) is False
+    assert scope(("durationScope", "span")) is True
+    with pytest.raises(ParamError, match=r"^durationScope: 'spans' is not one of span, trace"):
+        scope(("durationScope", "spans"))

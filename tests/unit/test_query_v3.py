@@ -184,6 +184,7 @@ def test_search_with_the_jaeger_ui_names():
             end=1_787_223_600 * S - 1,  # the maximum is exclusive
             min_duration=10 * MS,
             max_duration=1_500 * MS,
+            span_durations=True,  # an operation is given: its span's duration, as Jaeger
             limit=20,
         )
     )
