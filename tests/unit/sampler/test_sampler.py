@@ -402,6 +402,20 @@ def test_over_num_traces_the_oldest_traces_are_decided_early(tmp_path):
     run(scenario)
 
 
+def record_views(stack: Stack, read) -> dict:
+    """``read(view)`` of every trace the policies decide, by trace id."""
+    seen: dict = {}
+    engine = stack.worker.sampler.policies.engine
+    evaluate = engine.evaluate
+
+    def recording(view):
+        seen[view.trace_id] = read(view)
+        return evaluate(view)
+
+    engine.evaluate = recording
+    return seen
+
+
 def test_each_decision_carries_the_moment_it_fell_due(tmp_path):
     """The policies learn when a trace's decision fell due, in event time, whichever tick
     decided it (the adaptive policy counts traffic by it): decision_wait after its last
@@ -413,15 +427,7 @@ def test_each_decision_carries_the_moment_it_fell_due(tmp_path):
 
     async def scenario():
         stack = Stack(tmp_path, policies, partitions=1)
-        due: dict[bytes, float] = {}
-        engine = stack.worker.sampler.policies.engine
-        evaluate = engine.evaluate
-
-        def recording(view):
-            due[view.trace_id] = view.due
-            return evaluate(view)
-
-        engine.evaluate = recording
+        due = record_views(stack, lambda view: view.due)
         quiet, rooted = TraceMaker(), TraceMaker()
         stack.clock.advance(0.3)
         await stack.export(quiet.request(2))
@@ -443,23 +449,15 @@ def test_each_decision_carries_the_moment_it_fell_due(tmp_path):
 
 def test_the_services_of_a_trace_come_from_the_pieces_header(tmp_path, monkeypatch):
     """The gateway lists each piece's services; the policies read them without
-    serializing a resource again. Without them (pieces parsed from a message without a
-    header) they are found from the resources."""
+    serializing a resource again. (Without them, ``TraceView`` finds them from the
+    resources: its own unit test.)"""
 
     def not_called(resource):
         raise AssertionError("service found from a resource")
 
     async def scenario():
         stack = Stack(tmp_path, partitions=1)
-        seen: dict[bytes, list[str]] = {}
-        engine = stack.worker.sampler.policies.engine
-        evaluate = engine.evaluate
-
-        def recording(view):
-            seen[view.trace_id] = view.run_services
-            return evaluate(view)
-
-        engine.evaluate = recording
+        seen = record_views(stack, lambda view: view.run_services)
         trace = TraceMaker()
         await stack.export(trace.request(2, root=True, service="web"))
         await stack.export(trace.request(1, service="db"))
