@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import structlog
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
@@ -35,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
 from pipeline.query.dependencies import service_calls
-from pipeline.query.jaeger import envelope, error, jaeger_trace, span_kind_name
+from pipeline.query.jaeger import JsonResponse, envelope, error, jaeger_trace, span_kind_name
 from pipeline.query.params import (
     ParamError,
     normalize_trace_id,
@@ -100,13 +99,6 @@ UI_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
 }
-
-
-class JsonResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 class RequestMetrics:

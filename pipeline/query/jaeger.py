@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+import orjson
+from starlette.responses import Response
+
 from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, iso_to_nanos
 
 JSON = dict[str, Any]
@@ -29,6 +32,15 @@ KIND_TAGS = {
 }
 STATUS_NAMES = {1: "OK", 2: "ERROR"}
 SERVICE_NAME_KEY = "service.name"
+
+
+class JsonResponse(Response):
+    """JSON answers, encoded with orjson (search answers are large)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def envelope(data: Any, *, errors: list[JSON] | None = None, total: int | None = None) -> JSON:

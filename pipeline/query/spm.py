@@ -47,13 +47,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from opensearchpy import AsyncOpenSearch
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pipeline.config.settings import Settings
-from pipeline.query.jaeger import envelope
+from pipeline.query.jaeger import JsonResponse, envelope
 from pipeline.query.params import ParamError, go_bool, grouped, int_param
 from pipeline.store.metrics_indices import metrics_index_base
 
@@ -556,10 +555,6 @@ class SpmReader:
 # --- handlers -----------------------------------------------------------------------------
 
 
-def _json(body: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
-
-
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -580,21 +575,21 @@ def _query(request: Request) -> MetricsQuery:
 
 async def metrics_calls(request: Request) -> Response:
     """``GET /api/metrics/calls``: calls per second per service (and operation)."""
-    return _json(await _reader(request).call_rates(_query(request)))
+    return JsonResponse(await _reader(request).call_rates(_query(request)))
 
 
 async def metrics_errors(request: Request) -> Response:
     """``GET /api/metrics/errors``: errors / calls per service (and operation)."""
-    return _json(await _reader(request).error_rates(_query(request)))
+    return JsonResponse(await _reader(request).error_rates(_query(request)))
 
 
 async def metrics_latencies(request: Request) -> Response:
     """``GET /api/metrics/latencies?quantile=``: that latency quantile, in ms."""
     quantile = parse_quantile(request.query_params.multi_items())
-    return _json(await _reader(request).latencies(_query(request), quantile))
+    return JsonResponse(await _reader(request).latencies(_query(request), quantile))
 
 
 async def metrics_minstep(request: Request) -> Response:
     """``GET /api/metrics/minstep``: the finest step in ms with meaning here, the
     span-metrics window (points closer together mostly fall between windows)."""
-    return _json(envelope(round(_settings(request).span_metrics_window * 1000)))
+    return JsonResponse(envelope(round(_settings(request).span_metrics_window * 1000)))

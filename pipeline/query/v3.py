@@ -29,7 +29,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -49,7 +48,7 @@ from pipeline.query.params import (
     span_kind_param,
 )
 from pipeline.query.skew import adjust_clock_skew
-from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR
+from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, iso_to_nanos
 
 JSON = dict[str, Any]
 
@@ -277,19 +276,6 @@ def parse_search(pairs: Sequence[tuple[str, str]], max_traces: int) -> SearchReq
 # --- documents -> OTLP/JSON ---------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
-def _epoch_nanos(second: str) -> int:
-    """Nanoseconds at a whole ISO second (the spans of a trace share a few of them)."""
-    stamp = datetime.strptime(second, "%Y-%m-%dT%H:%M:%S")
-    return calendar.timegm(stamp.timetuple()) * NANOS_PER_SECOND
-
-
-def iso_nanos(text: str) -> int:
-    """Unix nanoseconds of a stored ISO time (nine fractional digits, UTC)."""
-    second, _, fraction = text.rstrip("Z").partition(".")
-    return _epoch_nanos(second) + int(fraction.ljust(9, "0")[:9])
-
-
 def any_value(value: Any) -> JSON:
     """An OTLP AnyValue of a stored attribute value: strings, booleans, integers (as
     decimal strings, int64 in protobuf JSON) and doubles keep their type; arrays, maps and
@@ -334,8 +320,8 @@ def otlp_span(doc: JSON, shift: int = 0, warnings: Sequence[str] = ()) -> JSON:
         span["name"] = doc["name"]
     if kind := KIND_NUMBERS.get(doc.get("kind", "")):
         span["kind"] = kind
-    span["startTimeUnixNano"] = str(iso_nanos(doc["startTime"]) + shift)
-    span["endTimeUnixNano"] = str(iso_nanos(doc["endTime"]) + shift)
+    span["startTimeUnixNano"] = str(iso_to_nanos(doc["startTime"]) + shift)
+    span["endTimeUnixNano"] = str(iso_to_nanos(doc["endTime"]) + shift)
     attributes = key_values(_flattened(doc, SPAN_ATTRIBUTES))
     if warnings:
         attributes.append(_warnings_attribute(warnings))
@@ -358,7 +344,7 @@ def otlp_span(doc: JSON, shift: int = 0, warnings: Sequence[str] = ()) -> JSON:
 
 
 def _event(event: JSON, shift: int) -> JSON:
-    found: JSON = {"timeUnixNano": str(iso_nanos(event["time"]) + shift)}
+    found: JSON = {"timeUnixNano": str(iso_to_nanos(event["time"]) + shift)}
     if event.get("name"):
         found["name"] = event["name"]
     if attributes := key_values((event.get("attributes") or {}).items()):
@@ -483,7 +469,7 @@ def trace_summary(trace_id: str, docs: Iterable[JSON], max_skew_us: int) -> JSON
     errors = orphans = 0
     for doc in spans:
         shift = adjustments.get(doc["spanId"], (0, []))[0]
-        start, end = iso_nanos(doc["startTime"]) + shift, iso_nanos(doc["endTime"]) + shift
+        start, end = iso_to_nanos(doc["startTime"]) + shift, iso_to_nanos(doc["endTime"]) + shift
         first = start if first is None else min(first, start)
         last = end if last is None else max(last, end)
         counts = services.setdefault(doc.get("serviceName", ""), [0, 0])

@@ -23,7 +23,6 @@ from pipeline.query.v3 import (
     SearchRequest,
     TraceRequest,
     any_value,
-    iso_nanos,
     parse_attributes,
     parse_search,
     parse_trace_request,
@@ -33,7 +32,7 @@ from pipeline.query.v3 import (
     v3_trace_id,
 )
 from pipeline.sink.documents import span_documents
-from pipeline.store.fields import nanos_to_iso
+from pipeline.store.fields import iso_to_nanos, nanos_to_iso
 from tests.unit.otlp_builders import resource_spans
 from tests.unit.test_query_jaeger import sample_trace
 
@@ -433,7 +432,7 @@ def test_attribute_values():
 
 @given(st.integers(min_value=0, max_value=2**63 - 1))
 def test_stored_times_read_back_to_the_nanosecond(nanos):
-    assert iso_nanos(nanos_to_iso(nanos)) == nanos
+    assert iso_to_nanos(nanos_to_iso(nanos)) == nanos
 
 
 # --- trace summaries ----------------------------------------------------------------------
