@@ -103,11 +103,11 @@ def stack_status(**overrides: Any) -> None:
 )
 def gateway(**overrides: Any) -> None:
     """OTLP/gRPC on :4317 and OTLP/HTTP on :4318 into Kafka; health and metrics on :8888."""
-    from pipeline.gateway.server import GatewayConfigError, run_gateway
+    from pipeline.gateway.server import run_gateway
 
     try:
         run_gateway(load_settings(overrides))
-    except (GatewayConfigError, ValueError) as exc:
+    except ValueError as exc:  # ExposureError and bad auth or redaction files
         raise click.ClickException(str(exc)) from None
 
 
@@ -211,13 +211,25 @@ def worker(**overrides: Any) -> None:
     "query_max_traces",
     "query_max_clock_skew",
     "query_dependencies_max_spans",
+    "query_roles",
+    "query_tokens_file",
+    "query_trusted_proxies",
+    "query_proxy_user_header",
+    "query_proxy_groups_header",
+    "query_tls_cert",
+    "query_tls_key",
+    "query_tls_client_ca",
+    "query_allow_insecure",
 )
 def query(**overrides: Any) -> None:
     """Jaeger-compatible query API on :16686 (/api/services, /api/traces, ...) over the store;
     /api/sampling serves the adaptive policies' rates (Redis, keys under topic_prefix)."""
     from pipeline.query import run_query
 
-    run_query(load_settings(overrides))
+    try:
+        run_query(load_settings(overrides))
+    except ValueError as exc:  # ExposureError, a bad roles or tokens file (ConfigError)
+        raise click.ClickException(str(exc)) from None
 
 
 def _loadgen_option(*names: str, **kwargs: Any) -> Callable:

@@ -103,6 +103,31 @@ class Settings(BaseSettings):
     query_dependencies_max_spans: int = Field(
         200_000, gt=0, description="most spans /api/dependencies reads (whole traces, then stop)"
     )
+    query_roles: Path | None = Field(
+        None, description="RBAC roles YAML: services and actions per role (unset: RBAC off)"
+    )
+    query_tokens_file: Path | None = Field(
+        None, description="bearer tokens, one per line: TOKEN NAME ROLE[,ROLE...] (RBAC)"
+    )
+    query_trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses or CIDR blocks whose proxy user and groups "
+        "headers are believed (single sign-on behind a reverse proxy)",
+    )
+    query_proxy_user_header: str = Field(
+        "X-Forwarded-User", description="header a trusted proxy names the user in"
+    )
+    query_proxy_groups_header: str = Field(
+        "X-Forwarded-Groups", description="header a trusted proxy lists the groups in (commas)"
+    )
+    query_tls_cert: Path | None = Field(None, description="PEM server certificate (TLS)")
+    query_tls_key: Path | None = Field(None, description="PEM private key of the certificate")
+    query_tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mTLS)"
+    )
+    query_allow_insecure: bool = Field(
+        False, description="allow listening beyond loopback without RBAC or TLS"
+    )
 
     policies: Path | None = Field(None, description="sampling policy YAML file")
     decision_wait: float = Field(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import ssl
 import time
 
 import structlog
 import uvicorn
 
+from pipeline.config import listen
 from pipeline.config.settings import Settings
 from pipeline.gateway import metrics
 from pipeline.gateway.auth import ApiKeyAuth, load_api_keys
@@ -24,52 +23,25 @@ log = structlog.get_logger(__name__)
 PROBE_INTERVAL = 2.0
 
 
-class GatewayConfigError(ValueError):
-    """The gateway's settings are unsafe or inconsistent; the message says which."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_exposure(settings: Settings, auth: ApiKeyAuth) -> None:
     """Refuse to listen beyond loopback unprotected unless explicitly allowed."""
-    tls = settings.gateway_tls_cert is not None
-    if (settings.gateway_tls_cert is None) != (settings.gateway_tls_key is None):
-        raise GatewayConfigError("set both SPANSIEVE_GATEWAY_TLS_CERT and _TLS_KEY, or neither")
-    if is_loopback(settings.gateway_host) or (auth.enabled and tls):
-        return
-    if not settings.gateway_allow_insecure:
-        missing = " and ".join(
-            what for what, ok in (("API keys", auth.enabled), ("TLS", tls)) if not ok
-        )
-        raise GatewayConfigError(
-            f"gateway_host={settings.gateway_host} is not loopback and {missing} "
-            "are not configured; configure them or pass --gateway-allow-insecure true"
-        )
-    log.warning(
-        "gateway exposed without full protection",
-        host=settings.gateway_host,
-        api_keys=auth.enabled,
-        tls=tls,
+    listen.check_exposure(
+        "gateway",
+        settings.gateway_host,
+        authentication="API keys",
+        authenticated=auth.enabled,
+        cert=settings.gateway_tls_cert,
+        key=settings.gateway_tls_key,
+        allow_insecure=settings.gateway_allow_insecure,
     )
 
 
 def _uvicorn(app, host: str, port: int, settings: Settings | None = None) -> uvicorn.Server:
     tls = {}
-    if settings is not None and settings.gateway_tls_cert:
-        tls = {
-            "ssl_certfile": str(settings.gateway_tls_cert),
-            "ssl_keyfile": str(settings.gateway_tls_key),
-        }
-        if settings.gateway_tls_client_ca:
-            tls["ssl_ca_certs"] = str(settings.gateway_tls_client_ca)
-            tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    if settings is not None:
+        tls = listen.uvicorn_tls(
+            settings.gateway_tls_cert, settings.gateway_tls_key, settings.gateway_tls_client_ca
+        )
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **tls)
     return uvicorn.Server(config)
 

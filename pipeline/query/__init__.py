@@ -6,6 +6,7 @@
 * ``sampling``: Jaeger remote-sampling strategies from the adaptive rates in Redis;
 * ``v3``: Jaeger's API v3 (OTLP/JSON traces, trace summaries for the current Jaeger UI);
 * ``spm``: Jaeger's Service Performance Monitoring answers from the span-metrics store;
+* ``rbac/``: who may see which services' traces (roles, tokens, proxy SSO, audit);
 * ``ui/``: the web UI's static files (package data).
 
 This module runs the app with uvicorn next to one AsyncOpenSearch client and one asyncio
@@ -17,12 +18,12 @@ or ``agents``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 
 import structlog
 import uvicorn
 from opensearchpy import AsyncOpenSearch
 
+from pipeline.config import listen
 from pipeline.config.settings import Settings
 from pipeline.query.app import query_app
 from pipeline.store.client import OrjsonSerializer
@@ -33,32 +34,40 @@ log = structlog.get_logger(__name__)
 REQUEST_TIMEOUT = 30.0  # seconds; a dependencies scan of a large window takes a few pages
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def serve_query(settings: Settings) -> None:
-    """Serve until interrupted. The API has no authentication: it listens on loopback
-    unless told otherwise (put it behind an authenticating proxy then)."""
+    """Serve until interrupted. Beyond loopback it needs RBAC (``query_roles``) and TLS,
+    unless ``query_allow_insecure`` says otherwise."""
+    listen.check_exposure(
+        "query",
+        settings.query_host,
+        authentication="RBAC roles",
+        authenticated=settings.query_roles is not None,
+        cert=settings.query_tls_cert,
+        key=settings.query_tls_key,
+        allow_insecure=settings.query_allow_insecure,
+    )
     client = AsyncOpenSearch(
         hosts=[settings.opensearch_url],
         timeout=REQUEST_TIMEOUT,
         serializer=OrjsonSerializer(),  # search answers are large; orjson reads them fast
     )
     app = query_app(settings, client)
-    config = uvicorn.Config(
-        app, host=settings.query_host, port=settings.query_port, log_config=None, access_log=False
+    tls = listen.uvicorn_tls(
+        settings.query_tls_cert, settings.query_tls_key, settings.query_tls_client_ca
     )
-    if not _loopback(settings.query_host):
-        log.warning(
-            "query API listening beyond loopback, unauthenticated", host=settings.query_host
-        )
+    config = uvicorn.Config(
+        app,
+        host=settings.query_host,
+        port=settings.query_port,
+        log_config=None,
+        access_log=False,
+        **tls,
+    )
+    scheme = "https" if tls else "http"
     log.info(
         "query API listening",
-        url=f"http://{settings.query_host}:{settings.query_port}/api/services",
+        url=f"{scheme}://{settings.query_host}:{settings.query_port}/api/services",
+        rbac=app.state.authenticator is not None,
         span_alias=store_names(settings).span_alias,
         opensearch=settings.opensearch_url,
         sampling_rates=app.state.rates.pattern,

@@ -44,6 +44,10 @@ from pipeline.query.params import (
     sampling_service,
     span_kind_param,
 )
+from pipeline.query.rbac.authenticate import authenticator
+from pipeline.query.rbac.guard import access_of, guarded
+from pipeline.query.rbac.placeholders import mark_jaeger_trace, masked, trace_warning
+from pipeline.query.rbac.roles import Action
 from pipeline.query.sampling import RatesSource, strategy
 from pipeline.query.search import SpanReader
 from pipeline.query.skew import adjust_clock_skew
@@ -162,8 +166,52 @@ async def _operations(request: Request) -> list[dict[str, str]]:
     return [{"name": name, "spanKind": span_kind_name(kind)} for name, kind in found]
 
 
+async def _services(request: Request) -> list[str]:
+    """Stored service names the principal may know of."""
+    found = await _reader(request).services()
+    access = access_of(request)
+    return found if access.unrestricted else [s for s in found if access.sees_any()(s)]
+
+
+def _visible_documents(
+    request: Request, action: Action, documents: list[JSON]
+) -> tuple[list[JSON], int]:
+    """A trace's documents with spans the principal may not ``action`` as placeholders
+    (and how many); none at all when it may see no span of the trace."""
+    access = access_of(request)
+    if access.unrestricted:
+        return documents, 0
+    shown, hidden = masked(documents, access.sees(action))
+    return (shown, hidden) if hidden < len(shown) else ([], hidden)
+
+
+def _visible_traces(
+    request: Request, action: Action, ids: list[str], documents: dict[str, list[JSON]]
+) -> tuple[list[tuple[str, list[JSON]]], int]:
+    """(trace id, visible documents) of the traces found, in order, and the placeholders."""
+    found: list[tuple[str, list[JSON]]] = []
+    hidden = 0
+    for trace_id in ids:
+        shown, masked_count = _visible_documents(request, action, documents.get(trace_id, []))
+        if shown:
+            found.append((trace_id, shown))
+            hidden += masked_count
+    return found, hidden
+
+
+def _require_service(request: Request, service: str | None) -> None:
+    """A principal limited to some services must name one to search: a search across
+    every service would tell it which traces others hold."""
+    if service is None and not access_of(request).unrestricted:
+        raise Forbidden("your role is limited to some services: choose a service to search")
+
+
+class Forbidden(Exception):
+    """403 raised by a handler (the guard raises none: it answers itself)."""
+
+
 async def services(request: Request) -> Response:
-    return JsonResponse(envelope(await _reader(request).services()))
+    return JsonResponse(envelope(await _services(request)))
 
 
 async def service_operations(request: Request) -> Response:
@@ -180,7 +228,10 @@ def _v3_error(status: int, message: str) -> Response:
     return JsonResponse({"error": {"httpCode": status, "message": message}}, status_code=status)
 
 
-def v3_route(handler: Callable[[Request], Awaitable[Response]]) -> Callable:
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def v3_route(handler: Handler) -> Callable:
     """An API v3 handler whose bad parameters (400) and OpenSearch failures (502, 503) are
     answered in v3's error shape: its clients read ``error.httpCode``, not ``errors``."""
 
@@ -190,6 +241,8 @@ def v3_route(handler: Callable[[Request], Awaitable[Response]]) -> Callable:
             return await handler(request)
         except ParamError as exc:
             return _v3_error(400, str(exc))
+        except Forbidden as exc:
+            return _v3_error(403, str(exc))
         except OpenSearchException as exc:
             return _v3_error(*_opensearch_problem(request, exc))
 
@@ -203,7 +256,7 @@ def _v3_skew_limit(request: Request, raw: bool) -> int:
 
 @v3_route
 async def v3_services(request: Request) -> Response:
-    return JsonResponse({"services": await _reader(request).services()})
+    return JsonResponse({"services": await _services(request)})
 
 
 @v3_route
@@ -215,11 +268,19 @@ async def v3_operations(request: Request) -> Response:
 async def v3_trace(request: Request) -> Response:
     """One trace as OTLP/JSON; 404 in v3's error shape when it has no spans."""
     asked = parse_trace_request(request.path_params["trace_id"], _pairs(request))
-    documents = (await _reader(request).trace_documents([asked.trace_id])).get(asked.trace_id)
-    if not documents:
+    stored = await _reader(request).trace_documents([asked.trace_id])
+    found, hidden = _visible_traces(request, "read_trace", [asked.trace_id], stored)
+    if not found:
         return _v3_error(404, f"No traces found: trace {asked.trace_id} is not stored")
-    data = traces_data([(asked.trace_id, documents)], _v3_skew_limit(request, asked.raw))
-    return JsonResponse({"result": data})
+    data = traces_data(found, _v3_skew_limit(request, asked.raw))
+    return JsonResponse(_with_warnings({"result": data}, hidden))
+
+
+def _with_warnings(body: JSON, hidden: int) -> JSON:
+    """API v3 answers have no warnings slot: a top-level key, which clients ignore."""
+    if hidden:
+        body["warnings"] = [trace_warning(hidden)]
+    return body
 
 
 @v3_route
@@ -227,11 +288,12 @@ async def v3_traces(request: Request) -> Response:
     """A search as OTLP/JSON: every span of every trace found. None found is an empty
     result (200), not Jaeger's 404, which Grafana would show as a failed query."""
     search = parse_search(_pairs(request), _settings(request).query_max_traces)
+    _require_service(request, search.query.service)
     reader = _reader(request)
     ids = await reader.find_trace_ids(search.query)
-    documents = await reader.trace_documents(ids)
-    found = [(trace_id, documents[trace_id]) for trace_id in ids if trace_id in documents]
-    return JsonResponse({"result": traces_data(found, _v3_skew_limit(request, search.raw))})
+    found, hidden = _visible_traces(request, "search", ids, await reader.trace_documents(ids))
+    data = traces_data(found, _v3_skew_limit(request, search.raw))
+    return JsonResponse(_with_warnings({"result": data}, hidden))
 
 
 @v3_route
@@ -239,47 +301,55 @@ async def v3_trace_summaries(request: Request) -> Response:
     """The Jaeger UI's search results: one summary per trace found, from its whole trace,
     clock skew always corrected (``query.rawTraces`` has no effect, as in Jaeger)."""
     search = parse_search(_pairs(request), _settings(request).query_max_traces)
+    _require_service(request, search.query.service)
     reader = _reader(request)
     ids = await reader.find_trace_ids(search.query)
-    documents = await reader.trace_documents(ids)
+    found, hidden = _visible_traces(request, "search", ids, await reader.trace_documents(ids))
     skew_limit = _v3_skew_limit(request, False)
-    summaries = [
-        trace_summary(trace_id, documents[trace_id], skew_limit)
-        for trace_id in ids
-        if trace_id in documents
-    ]
-    return JsonResponse({"summaries": summaries})
+    summaries = [trace_summary(trace_id, docs, skew_limit) for trace_id, docs in found]
+    return JsonResponse(_with_warnings({"summaries": summaries}, hidden))
 
 
 async def traces(request: Request) -> Response:
     """Search (or, with ``traceID=``, look up) traces; each comes with all its spans."""
     query = parse_trace_query(_pairs(request), _settings(request).query_max_traces)
+    if not query.trace_ids:
+        _require_service(request, query.service)
     skew_limit = _skew_limit(request)
     reader = _reader(request)
     ids = list(query.trace_ids) or await reader.find_trace_ids(query)
+    action = traces_action(request)
     documents = await reader.trace_documents(ids)
-    found = [
-        _shaped(trace_id, documents[trace_id], skew_limit)
-        for trace_id in ids
-        if trace_id in documents
-    ]
+    found = []
+    for trace_id in ids:
+        shown, hidden = _visible_documents(request, action, documents.get(trace_id, []))
+        if shown:
+            found.append(mark_jaeger_trace(_shaped(trace_id, shown, skew_limit), hidden))
+    shown_ids = {trace["traceID"] for trace in found}
     missing = [
         error(404, "trace not found", trace_id)
         for trace_id in query.trace_ids
-        if trace_id not in documents
+        if trace_id not in shown_ids
     ]
     return JsonResponse(envelope(found, errors=missing))
+
+
+def traces_action(request: Request) -> Action:
+    """``/api/traces`` with ``traceID=`` reads those traces; without, it searches."""
+    return "read_trace" if "traceID" in request.query_params else "search"
 
 
 async def trace(request: Request) -> Response:
     trace_id = normalize_trace_id(request.path_params["trace_id"])
     skew_limit = _skew_limit(request)
-    documents = (await _reader(request).trace_documents([trace_id])).get(trace_id)
-    if not documents:
+    stored = (await _reader(request).trace_documents([trace_id])).get(trace_id, [])
+    documents, hidden = _visible_documents(request, "read_trace", stored)
+    if not documents:  # also when every span is of a service outside the role
         return JsonResponse(
             envelope(None, errors=[error(404, "trace not found", trace_id)]), status_code=404
         )
-    return JsonResponse(envelope([_shaped(trace_id, documents, skew_limit)]))
+    shaped = mark_jaeger_trace(_shaped(trace_id, documents, skew_limit), hidden)
+    return JsonResponse(envelope([shaped]))
 
 
 async def dependencies(request: Request) -> Response:
@@ -288,6 +358,10 @@ async def dependencies(request: Request) -> Response:
     max_spans = _settings(request).query_dependencies_max_spans
     spans, capped = await _reader(request).window_documents(start, end, max_spans)
     links = await asyncio.to_thread(service_calls, spans)  # ~0.5 s per million spans
+    access = access_of(request)
+    if not access.unrestricted:  # an edge names both ends: both must be visible
+        sees = access.sees("dependencies")
+        links = [link for link in links if sees(link["parent"]) and sees(link["child"])]
     body = envelope(links)
     if not capped:
         return JsonResponse(body)
@@ -328,6 +402,23 @@ async def prometheus(_request: Request) -> Response:
 
 async def bad_parameter(_request: Request, exc: Exception) -> Response:
     return JsonResponse(envelope(None, errors=[error(400, str(exc))]), status_code=400)
+
+
+async def forbidden(_request: Request, exc: Exception) -> Response:
+    return JsonResponse(envelope(None, errors=[error(403, str(exc))]), status_code=403)
+
+
+def refuse(status: int, message: str, request: Request) -> Response:
+    """401/403 of the guard, in the error shape of the endpoint's clients."""
+    if request.url.path.startswith("/api/v3/"):
+        return _v3_error(status, message)
+    return JsonResponse(envelope(None, errors=[error(status, message)]), status_code=status)
+
+
+def _visible_log_record(request: Request, record: JSON) -> bool:
+    """Whether a trace's log record may be listed: its service is readable."""
+    access = access_of(request)
+    return access.unrestricted or access.sees("read_trace")(record.get("service", ""))
 
 
 def _opensearch_problem(request: Request, exc: Exception) -> tuple[int, str]:
@@ -377,24 +468,27 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
     """The Jaeger-compatible API over the span alias of ``settings`` (its prefix too);
     sampling strategies from the rates under ``settings.topic_prefix`` in Redis (its
     client is ``app.state.rates``, for the caller to close)."""
+    api: list[tuple[str, Action | Callable[[Request], Action] | None, Handler]] = [
+        ("/api/services", None, services),
+        ("/api/services/{service:path}/operations", None, service_operations),
+        ("/api/operations", None, operations),
+        ("/api/v3/services", None, v3_services),
+        ("/api/v3/operations", None, v3_operations),
+        ("/api/v3/traces", "search", v3_traces),
+        ("/api/v3/traces/{trace_id}", "read_trace", v3_trace),
+        ("/api/v3/trace-summaries", "search", v3_trace_summaries),
+        ("/api/traces", traces_action, traces),
+        ("/api/traces/{trace_id}", "read_trace", trace),
+        ("/api/dependencies", "dependencies", dependencies),
+        ("/api/sampling", "sampling", sampling),
+        ("/api/metrics/calls", "metrics", metrics_calls),
+        ("/api/metrics/errors", "metrics", metrics_errors),
+        ("/api/metrics/latencies", "metrics", metrics_latencies),
+        ("/api/metrics/minstep", "metrics", metrics_minstep),
+    ]
     app = Starlette(
         routes=[
-            Route("/api/services", services),
-            Route("/api/services/{service:path}/operations", service_operations),
-            Route("/api/operations", operations),
-            Route("/api/v3/services", v3_services),
-            Route("/api/v3/operations", v3_operations),
-            Route("/api/v3/traces", v3_traces),
-            Route("/api/v3/traces/{trace_id}", v3_trace),
-            Route("/api/v3/trace-summaries", v3_trace_summaries),
-            Route("/api/traces", traces),
-            Route("/api/traces/{trace_id}", trace),
-            Route("/api/dependencies", dependencies),
-            Route("/api/sampling", sampling),
-            Route("/api/metrics/calls", metrics_calls),
-            Route("/api/metrics/errors", metrics_errors),
-            Route("/api/metrics/latencies", metrics_latencies),
-            Route("/api/metrics/minstep", metrics_minstep),
+            *(Route(path, guarded(action, handler, refuse)) for path, action, handler in api),
             Route("/healthz", healthz),
             Route("/metrics", prometheus),
             Route("/", web_ui),
@@ -403,9 +497,15 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
             Mount("/static", app=UiAssets(directory=UI_DIR), name="static"),
         ],
         middleware=[Middleware(RequestMetrics)],
-        exception_handlers={ParamError: bad_parameter, OpenSearchException: opensearch_failed},
+        exception_handlers={
+            ParamError: bad_parameter,
+            Forbidden: forbidden,
+            OpenSearchException: opensearch_failed,
+        },
     )
     app.state.settings = settings
     app.state.reader = SpanReader(client, store_names(settings).span_alias)
     app.state.rates = RatesSource.from_url(settings.redis_url, settings.topic_prefix)
+    app.state.authenticator = authenticator(settings)
+    app.state.visible_log_record = _visible_log_record
     return app

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from opensearchpy import OpenSearch
 
 from pipeline.config.settings import Settings
@@ -72,14 +75,20 @@ def running_gateway(base: Settings, **overrides) -> Iterator[Settings]:
 
 
 @contextmanager
-def running_query(settings: Settings, timeout: float = 30) -> Iterator[httpx.Client]:
-    """A `spansieve query` process on ``settings.query_port``, and a client of it."""
+def running_query(
+    settings: Settings, timeout: float = 30, verify: ssl.SSLContext | bool = True
+) -> Iterator[httpx.Client]:
+    """A `spansieve query` process on ``settings.query_port``, and a client of it (over
+    TLS when the settings name a certificate; ``verify`` then trusts its CA)."""
     child = start_component("query", settings)
-    base = f"http://127.0.0.1:{settings.query_port}"
+    scheme = "https" if settings.query_tls_cert else "http"
+    base = f"{scheme}://127.0.0.1:{settings.query_port}"
     try:
-        ready = wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, "query", 60)
+        ready = wait_until(
+            lambda: httpx.get(f"{base}/healthz", verify=verify).status_code == 200, "query", 60
+        )
         assert ready, f"query server did not start; see {settings.state_dir}/logs/query.log"
-        with httpx.Client(base_url=base, timeout=timeout) as client:
+        with httpx.Client(base_url=base, timeout=timeout, verify=verify) as client:
             yield client
     finally:
         stop_components([child])
@@ -88,3 +97,30 @@ def running_query(settings: Settings, timeout: float = 30) -> Iterator[httpx.Cli
 @pytest.fixture(scope="session")
 def opensearch(stack: Settings) -> OpenSearch:
     return OpenSearch(hosts=[stack.opensearch_url])
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A CA made for the session, a server certificate for 127.0.0.1 and a client one."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client.example")
+    files = {
+        "ca": folder / "ca.pem",
+        "cert": folder / "server.pem",
+        "key": folder / "server.key",
+        "client_cert": folder / "client.pem",
+        "client_key": folder / "client.key",
+    }
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    server.private_key_pem.write_to_path(str(files["key"]))
+    client.cert_chain_pems[0].write_to_path(str(files["client_cert"]))
+    client.private_key_pem.write_to_path(str(files["client_key"]))
+    return files
+
+
+def trusting(pki: dict[str, Path]) -> ssl.SSLContext:
+    """A client TLS context that trusts the session's CA."""
+    return ssl.create_default_context(cafile=pki["ca"])

@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
-
 import grpc
 import httpx
 import pytest
-import trustme
 
 from pipeline.config.settings import Settings
-from tests.integration.conftest import running_gateway
+from tests.integration.conftest import running_gateway, trusting
 from tests.integration.test_gateway import EXPORT_METHOD, PROTOBUF, build_request
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("client.example")
-    files = {
-        "ca": folder / "ca.pem",
-        "cert": folder / "server.pem",
-        "key": folder / "server.key",
-        "client_cert": folder / "client.pem",
-        "client_key": folder / "client.key",
-    }
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    server.cert_chain_pems[0].write_to_path(str(files["cert"]))
-    server.private_key_pem.write_to_path(str(files["key"]))
-    client.cert_chain_pems[0].write_to_path(str(files["client_cert"]))
-    client.private_key_pem.write_to_path(str(files["client_key"]))
-    return files
-
-
-def trusting(pki) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=pki["ca"])
 
 
 def https_url(settings: Settings) -> str:

@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from pipeline.config.listen import ExposureError
 from pipeline.config.settings import Settings
 from pipeline.gateway.auth import ApiKeyAuth, AuthConfigError, load_api_keys
 from pipeline.gateway.http import RequestRejected, inflate_gzip, parse_body
-from pipeline.gateway.server import GatewayConfigError, check_exposure
+from pipeline.gateway.server import check_exposure
 from pipeline.gateway.validation import rejection_message, span_problem
 from pipeline.wire.otlp import ExportTraceServiceRequest
 from pipeline.wire.otlp_json import JsonRequestError, parse_json_request
@@ -51,15 +52,15 @@ def test_no_keys_means_auth_off():
 def test_exposure_guard(tmp_path):
     no_auth = ApiKeyAuth([])
     check_exposure(Settings(gateway_host="127.0.0.1"), no_auth)
-    with pytest.raises(GatewayConfigError, match="API keys and TLS"):
+    with pytest.raises(ExposureError, match="API keys and TLS"):
         check_exposure(Settings(gateway_host="0.0.0.0"), no_auth)
     check_exposure(Settings(gateway_host="0.0.0.0", gateway_allow_insecure=True), no_auth)
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     protected = Settings(gateway_host="0.0.0.0", gateway_tls_cert=cert, gateway_tls_key=key)
     check_exposure(protected, ApiKeyAuth([(b"k", None)]))
-    with pytest.raises(GatewayConfigError, match="TLS"):
+    with pytest.raises(ExposureError, match="TLS"):
         check_exposure(Settings(gateway_host="0.0.0.0"), ApiKeyAuth([(b"k", None)]))
-    with pytest.raises(GatewayConfigError, match="both"):
+    with pytest.raises(ExposureError, match="both"):
         check_exposure(Settings(gateway_tls_cert=cert), no_auth)
 
 
