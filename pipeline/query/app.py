@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
-from pipeline.query.dependencies import service_calls
+from pipeline.query.dependencies import graph_links, service_calls
 from pipeline.query.jaeger import JsonResponse, envelope, error, jaeger_trace, span_kind_name
 from pipeline.query.params import (
     ParamError,
@@ -51,7 +51,13 @@ from pipeline.query.rbac.roles import Action
 from pipeline.query.sampling import RatesSource, strategy
 from pipeline.query.search import SpanReader
 from pipeline.query.skew import adjust_clock_skew
-from pipeline.query.spm import metrics_calls, metrics_errors, metrics_latencies, metrics_minstep
+from pipeline.query.spm import (
+    metrics_calls,
+    metrics_errors,
+    metrics_latencies,
+    metrics_minstep,
+    metrics_pattern,
+)
 from pipeline.query.v3 import parse_search, parse_trace_request, trace_summary, traces_data
 from pipeline.store.indices import store_names
 
@@ -352,28 +358,53 @@ async def trace(request: Request) -> Response:
     return JsonResponse(envelope([shaped]))
 
 
+DEPENDENCY_SOURCES = ("auto", "graph", "spans")
+SOURCE_HEADER = "X-Spansieve-Dependencies-Source"  # which source answered: graph or spans
+
+
+def _dependency_source(request: Request) -> str:
+    source = request.query_params.get("source", "auto")
+    if source not in DEPENDENCY_SOURCES:
+        raise ParamError("source", f"{source!r} is not one of {', '.join(DEPENDENCY_SOURCES)}")
+    return source
+
+
 async def dependencies(request: Request) -> Response:
-    """Service-to-service call counts over the spans that started in the window."""
+    """Service-to-service call counts of the window: from the service-graph edges of the
+    metrics store when it has any for the window (``source=auto``, the default, or
+    ``graph``), else from the stored spans that started in it (``spans``)."""
     start, end = parse_dependencies_window(_pairs(request), int(time.time() * 1000))
-    max_spans = _settings(request).query_dependencies_max_spans
-    spans, capped = await _reader(request).window_documents(start, end, max_spans)
-    links = await asyncio.to_thread(service_calls, spans)  # ~0.5 s per million spans
+    source = _dependency_source(request)
+    links: list[JSON] = []
+    if source != "spans":
+        index = metrics_pattern(_settings(request))
+        links = await graph_links(_reader(request).client, index, start, end)
+    spans: list[JSON] = []
+    capped = False
+    if links:
+        source = "graph"
+    elif source != "graph":
+        source = "spans"
+        max_spans = _settings(request).query_dependencies_max_spans
+        spans, capped = await _reader(request).window_documents(start, end, max_spans)
+        links = await asyncio.to_thread(service_calls, spans)  # ~0.5 s per million spans
     access = access_of(request)
     if not access.unrestricted:  # an edge names both ends: both must be visible
         sees = access.sees("dependencies")
         links = [link for link in links if sees(link["parent"]) and sees(link["child"])]
     body = envelope(links)
-    if not capped:
-        return JsonResponse(body)
-    # Not in ``errors``: Grafana and the Jaeger UI show those instead of the graph. A key
-    # and a header they ignore say the counts are a sample.
-    DEPENDENCIES_CAPPED.inc()
-    note = (
-        f"partial: computed from {len(spans)} spans (whole traces) of the window, "
-        f"capped by query_dependencies_max_spans={max_spans}; shorten the lookback"
-    )
-    body["warnings"] = [note]
-    return JsonResponse(body, headers={PARTIAL_HEADER: note})
+    headers = {SOURCE_HEADER: source}
+    if capped:
+        # Not in ``errors``: Grafana and the Jaeger UI show those instead of the graph. A
+        # key and a header they ignore say the counts are a sample.
+        DEPENDENCIES_CAPPED.inc()
+        note = (
+            f"partial: computed from {len(spans)} spans (whole traces) of the window, "
+            f"capped by query_dependencies_max_spans={max_spans}; shorten the lookback"
+        )
+        body["warnings"] = [note]
+        headers[PARTIAL_HEADER] = note
+    return JsonResponse(body, headers=headers)
 
 
 async def sampling(request: Request) -> Response:

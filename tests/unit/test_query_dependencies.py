@@ -22,3 +22,14 @@ def test_calls_across_services_and_to_itself_as_jaeger_counts_them():
         {"parent": "api", "child": "api", "callCount": 1},
         {"parent": "api", "child": "db", "callCount": 1},
     ]
+
+
+def test_graph_names_match_the_metrics_library():
+    from pipeline.metrics.service_graph import METRIC_REQUEST_TOTAL
+    from pipeline.query.dependencies import GRAPH_KIND, GRAPH_REQUESTS, graph_edges_body
+    from pipeline.sink.metrics_documents import KIND_SERVICE_GRAPH
+
+    assert GRAPH_REQUESTS == METRIC_REQUEST_TOTAL
+    assert GRAPH_KIND == KIND_SERVICE_GRAPH
+    body = graph_edges_body(0, 10**9, after={"client": "a", "server": "b"})
+    assert body["aggs"]["edges"]["composite"]["after"] == {"client": "a", "server": "b"}
