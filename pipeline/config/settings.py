@@ -6,17 +6,59 @@ uses it, one ``--<field>`` flag of that command (see ``pipeline.cli``).
 
 from __future__ import annotations
 
+import json
+import string
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 TOPIC_NAMES = ("spans", "sampled", "red-metrics", "service-graph", "service-map", "dlq")
 SPAN_ALIAS = "otel-v1-apm-span"
 SERVICE_MAP_INDEX = "otel-v1-apm-service-map"
+#: What a log link's url may hold: ids as hex, the span's service, the trace's window as
+#: ISO-8601 UTC (milliseconds) and as ms since the epoch (``pipeline.query.correlation``).
+LOG_LINK_PLACEHOLDERS = ("trace_id", "span_id", "service", "start", "end", "start_ms", "end_ms")
+
+
+class LogLink(BaseModel):
+    """A link from a trace or span to an outside log viewer, its url a template.
+
+    Checked at startup, so a typo in a placeholder is a configuration error rather than a
+    link that silently leads nowhere; only http(s) or same-server paths, so a configured
+    ``javascript:`` url can never run in the UI.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="the link's label in the UI")
+    url: str = Field(min_length=1, description="url template, placeholders in braces")
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> LogLink:
+        where = f"query_log_links: link {self.name!r}"
+        try:
+            parts = list(string.Formatter().parse(self.url))
+        except ValueError as exc:
+            raise ValueError(f"{where} has a malformed url template: {exc}") from None
+        allowed = ", ".join(f"{{{name}}}" for name in LOG_LINK_PLACEHOLDERS)
+        for _text, field, spec, conversion in parts:
+            if field is None:
+                continue
+            if field not in LOG_LINK_PLACEHOLDERS or spec or conversion:
+                shown = field + (f"!{conversion}" if conversion else "")
+                shown += f":{spec}" if spec else ""
+                raise ValueError(
+                    f"{where} has an unknown placeholder {{{shown}}} in its url; "
+                    f"use {allowed} (write {{{{ and }}}} for literal braces)"
+                )
+        scheme = urlsplit(self.url).scheme.lower()
+        if scheme not in ("http", "https") and not (not scheme and self.url.startswith("/")):
+            raise ValueError(f"{where}: the url must be http(s):// or a path starting with /")
+        return self
 
 
 class Settings(BaseSettings):
@@ -102,6 +144,24 @@ class Settings(BaseSettings):
     )
     query_dependencies_max_spans: int = Field(
         200_000, gt=0, description="most spans /api/dependencies reads (whole traces, then stop)"
+    )
+    query_log_links: Annotated[list[LogLink], NoDecode] = Field(
+        [],
+        description=(
+            'links from a trace or span to a log viewer, as JSON: [{"name": "Logs", "url": '
+            '"https://logs.example/?q={trace_id}&from={start}"}]; placeholders {trace_id}, '
+            "{span_id}, {service}, {start}, {end} (ISO-8601 UTC), {start_ms}, {end_ms}"
+        ),
+    )
+    query_logs_index: str = Field(
+        "logs-otel-v1*",
+        description=(
+            "index pattern of OpenTelemetry log records as Data Prepper writes them, listed "
+            "beside a trace (no store_index_prefix); empty: no inline logs"
+        ),
+    )
+    query_max_logs: int = Field(
+        1000, gt=0, le=10_000, description="most log records listed for one trace"
     )
     query_roles: Path | None = Field(
         None, description="RBAC roles YAML: services and actions per role (unset: RBAC off)"
@@ -209,6 +269,26 @@ class Settings(BaseSettings):
             "many days old"
         ),
     )
+
+    @field_validator("query_log_links", mode="before")
+    @classmethod
+    def _log_links_json(cls, value: Any) -> Any:
+        """The variable and the ``--query-log-links`` flag both hold JSON text; decoding it
+        here (not in the settings source) makes bad JSON a validation error naming the
+        field, as any other bad value is."""
+        if not isinstance(value, str | bytes):
+            return value
+        if not value.strip():
+            return []
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"query_log_links is not JSON: {exc}") from None
+
+    @field_validator("query_logs_index")
+    @classmethod
+    def _strip_index(cls, value: str) -> str:
+        return value.strip()
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of TOPIC_NAMES."""

@@ -6,6 +6,8 @@
 * ``sampling``: Jaeger remote-sampling strategies from the adaptive rates in Redis;
 * ``v3``: Jaeger's API v3 (OTLP/JSON traces, trace summaries for the current Jaeger UI);
 * ``spm``: Jaeger's Service Performance Monitoring answers from the span-metrics store;
+* ``correlation``: logs and metrics beside a trace (log links, its log records from Data
+  Prepper's log indices, exemplar traces of the span metrics);
 * ``rbac/``: who may see which services' traces (roles, tokens, proxy SSO, audit);
 * ``ui/``: the web UI's static files (package data).
 

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
+from pipeline.query.correlation import metrics_exemplars, trace_logs, ui_config
 from pipeline.query.dependencies import graph_links, service_calls
 from pipeline.query.jaeger import JsonResponse, envelope, error, jaeger_trace, span_kind_name
 from pipeline.query.params import (
@@ -516,6 +517,9 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
         ("/api/metrics/errors", "metrics", metrics_errors),
         ("/api/metrics/latencies", "metrics", metrics_latencies),
         ("/api/metrics/minstep", "metrics", metrics_minstep),
+        ("/api/metrics/exemplars", "metrics", metrics_exemplars),
+        ("/api/traces/{trace_id}/logs", "read_trace", trace_logs),
+        ("/api/ui/config", None, ui_config),
     ]
     app = Starlette(
         routes=[

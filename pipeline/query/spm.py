@@ -269,6 +269,14 @@ def parse_quantile(pairs: Sequence[tuple[str, str]]) -> float:
     return value
 
 
+def parse_window(pairs: Sequence[tuple[str, str]], now_ms: int) -> tuple[int, int]:
+    """(start, end) in ms from ``endTs`` and ``lookback`` as the metrics endpoints read them
+    (now and one hour by default), for answers over a window without steps (exemplars)."""
+    params = grouped(pairs)
+    end = _millis(params, "endTs", now_ms, 0)
+    return end - _millis(params, "lookback", DEFAULT_LOOKBACK_MS, 0), end
+
+
 # --- OpenSearch request bodies ------------------------------------------------------------
 
 
@@ -514,6 +522,11 @@ def latency_family(query: MetricsQuery, quantile: float, buckets: Iterable[JSON]
 # --- calls --------------------------------------------------------------------------------
 
 
+def metrics_pattern(settings: Settings) -> str:
+    """Every monthly metrics index of these settings (their ``store_index_prefix`` too)."""
+    return f"{metrics_index_base(settings)}-*"
+
+
 class SpmReader:
     """Reads the RED documents of every monthly metrics index; OpenSearch errors propagate
     (the app answers them with 502/503)."""
@@ -525,7 +538,7 @@ class SpmReader:
 
     @classmethod
     def of(cls, client: AsyncOpenSearch, settings: Settings) -> SpmReader:
-        return cls(client, f"{metrics_index_base(settings)}-*")
+        return cls(client, metrics_pattern(settings))
 
     async def buckets(self, query: MetricsQuery, metric: str, sums: JSON) -> list[JSON]:
         """Every composite bucket of ``series_body``, page after page."""
