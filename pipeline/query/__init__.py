@@ -1,6 +1,8 @@
 """`spansieve query`: the Jaeger-compatible HTTP API and the web UI over the trace store.
 
 * ``app``: the Starlette app (routes, metrics); ``params``: query parameters;
+* ``conditions``: the ``where`` search parameter (OR, regexes, negation, numeric and
+  trace-level comparisons) and its OpenSearch filters;
 * ``search``: OpenSearch request bodies and reads; ``jaeger``: documents -> Jaeger JSON;
 * ``skew``: clock-skew correction; ``dependencies``: service calls of a window;
 * ``sampling``: Jaeger remote-sampling strategies from the adaptive rates in Redis;

@@ -33,11 +33,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config.package_data import data_path
 from pipeline.config.settings import Settings
+from pipeline.query.conditions import withheld_keys
 from pipeline.query.correlation import metrics_exemplars, trace_logs, ui_config
 from pipeline.query.dependencies import graph_links, service_calls
 from pipeline.query.jaeger import JsonResponse, envelope, error, jaeger_trace, span_kind_name
 from pipeline.query.params import (
     ParamError,
+    TraceQuery,
     normalize_trace_id,
     parse_dependencies_window,
     parse_trace_query,
@@ -206,11 +208,20 @@ def _visible_traces(
     return found, hidden
 
 
-def _require_service(request: Request, service: str | None) -> None:
-    """A principal limited to some services must name one to search: a search across
-    every service would tell it which traces others hold."""
-    if service is None and not access_of(request).unrestricted:
+def _check_search(request: Request, query: TraceQuery) -> None:
+    """What a principal limited to some services may not search by: every service at
+    once (a search must name one), or trace-level facts that foreign spans make up
+    (``conditions.withheld_keys``: other services' names, root names, statuses)."""
+    if access_of(request).unrestricted:
+        return
+    if query.service is None:
         raise Forbidden("your role is limited to some services: choose a service to search")
+    withheld = withheld_keys(query.conditions)
+    if withheld:
+        raise Forbidden(
+            f"your role is limited to some services: {', '.join(withheld)} would tell of "
+            "services outside it; search without them"
+        )
 
 
 class Forbidden(Exception):
@@ -295,7 +306,7 @@ async def v3_traces(request: Request) -> Response:
     """A search as OTLP/JSON: every span of every trace found. None found is an empty
     result (200), not Jaeger's 404, which Grafana would show as a failed query."""
     search = parse_search(_pairs(request), _settings(request).query_max_traces)
-    _require_service(request, search.query.service)
+    _check_search(request, search.query)
     reader = _reader(request)
     ids = await reader.find_trace_ids(search.query)
     found, hidden = _visible_traces(request, "search", ids, await reader.trace_documents(ids))
@@ -308,7 +319,7 @@ async def v3_trace_summaries(request: Request) -> Response:
     """The Jaeger UI's search results: one summary per trace found, from its whole trace,
     clock skew always corrected (``query.rawTraces`` has no effect, as in Jaeger)."""
     search = parse_search(_pairs(request), _settings(request).query_max_traces)
-    _require_service(request, search.query.service)
+    _check_search(request, search.query)
     reader = _reader(request)
     ids = await reader.find_trace_ids(search.query)
     found, hidden = _visible_traces(request, "search", ids, await reader.trace_documents(ids))
@@ -321,7 +332,7 @@ async def traces(request: Request) -> Response:
     """Search (or, with ``traceID=``, look up) traces; each comes with all its spans."""
     query = parse_trace_query(_pairs(request), _settings(request).query_max_traces)
     if not query.trace_ids:
-        _require_service(request, query.service)
+        _check_search(request, query)
     skew_limit = _skew_limit(request)
     reader = _reader(request)
     ids = list(query.trace_ids) or await reader.find_trace_ids(query)

@@ -12,10 +12,14 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
 from pipeline.config.durations import NANOS_PER_MICRO, NANOS_PER_MILLI, parse_go_duration
+
+if TYPE_CHECKING:
+    from pipeline.query.conditions import Condition
 
 TRACE_ID_HEX = 32
 DEFAULT_LIMIT = 20
@@ -49,7 +53,9 @@ class TraceQuery:
 
     ``service``, ``operation`` and ``tags`` must all hold on one span (as in Jaeger);
     ``min_duration``/``max_duration`` bound that span's own duration when
-    ``span_durations`` (Jaeger's rule), else the whole trace's.
+    ``span_durations`` (Jaeger's rule), else the whole trace's. ``conditions`` come from
+    ``where`` (``pipeline.query.conditions``): their span-level comparisons hold on that
+    same span too.
     """
 
     service: str | None = None
@@ -62,6 +68,7 @@ class TraceQuery:
     span_durations: bool = False
     limit: int = DEFAULT_LIMIT
     trace_ids: tuple[str, ...] = field(default=())
+    conditions: tuple[Condition, ...] = ()
 
 
 def duration_param(name: str, text: str) -> int:
@@ -197,7 +204,12 @@ def parse_trace_query(
 
     ``limit`` above ``max_traces`` is lowered to it; 0 or absent means ``default_limit``.
     ``traceID`` (repeatable) asks for those traces and, as in Jaeger, overrides the rest.
+    ``where`` (repeatable, ours) adds conditions.
     """
+    # conditions build on this module (ParamError) and on search's tag clauses, so it is
+    # imported here, not at the top, where it would be a circular import.
+    from pipeline.query.conditions import WHERE, parse_where
+
     params = grouped(pairs)
     trace_ids = tuple(dict.fromkeys(normalize_trace_id(t) for t in params.get("traceID", [])))
     limit = default_limit
@@ -231,6 +243,7 @@ def parse_trace_query(
         span_durations=span_durations(_single(params, "durationScope"), operation),
         limit=limit,
         trace_ids=trace_ids,
+        conditions=parse_where(params.get(WHERE, [])),
     )
 
 

@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import RequestError
 
-from pipeline.query.params import SPAN_KINDS, STATUS_CODES, TraceQuery
+from pipeline.query.params import SPAN_KINDS, STATUS_CODES, ParamError, TraceQuery
 from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, nanos_to_iso
 
 JSON = dict[str, Any]
@@ -123,9 +124,10 @@ def tag_clause(key: str, value: str) -> JSON:
 
 def trace_search_body(query: TraceQuery) -> JSON:
     """Matching spans, one per trace: the ``limit`` traces whose latest matching span
-    started last. Service, operation and tags filter the same span; durations filter that
-    span's own (``durationInNanos``) or, by default without an operation, the whole
-    trace's (``traceFields.durationInNanos``, on every span).
+    started last. Service, operation, tags and the span-level ``where`` comparisons
+    filter the same span; durations filter that span's own (``durationInNanos``) or, by
+    default without an operation, the whole trace's (``traceFields.durationInNanos``, on
+    every span).
 
     Field collapsing on ``traceId`` keeps the newest matching span of each trace while
     the search walks the hits by start time. A ``terms`` aggregation on ``traceId``
@@ -139,6 +141,9 @@ def trace_search_body(query: TraceQuery) -> JSON:
     if query.operation:
         filters.append({"term": {"name": query.operation}})
     filters.extend(tag_clause(key, value) for key, value in query.tags)
+    # ``where``: span-level comparisons on this same span, trace-level ones on the trace
+    # fields every span carries; each clause knows its own filter.
+    filters.extend(condition.clause() for condition in query.conditions)
     if query.start is not None or query.end is not None:
         window: JSON = {}
         if query.start is not None:
@@ -162,6 +167,20 @@ def trace_search_body(query: TraceQuery) -> JSON:
         "sort": [{"startTime": "desc"}],
         "collapse": {"field": "traceId"},
     }
+
+
+def refused_regex(query: TraceQuery, exc: RequestError) -> ParamError | None:
+    """A ``where`` regex OpenSearch cannot read, as the client's mistake (HTTP 400 with
+    Lucene's reason) rather than a failed request (502). OpenSearch is the judge of its
+    own regex syntax, so it is not second-guessed before the search."""
+    regexes = [str(regex) for condition in query.conditions for regex in condition.regexes()]
+    info = exc.info if isinstance(exc.info, dict) else {}
+    causes = (info.get("error") or {}).get("root_cause") or [{}]
+    if not regexes or causes[0].get("type") != "query_shard_exception":
+        return None
+    reason = str(causes[0].get("reason", exc.error)).removeprefix("failed to create query: ")
+    which = f"the regex of {regexes[0]}" if len(regexes) == 1 else f"one of {' '.join(regexes)}"
+    return ParamError("where", f"OpenSearch cannot read {which}: {reason}")
 
 
 def collapsed_trace_ids(answer: JSON) -> list[str]:
@@ -254,7 +273,13 @@ class SpanReader:
 
     async def find_trace_ids(self, query: TraceQuery) -> list[str]:
         """Ids of the matching traces, most recent first."""
-        return collapsed_trace_ids(await self._search(trace_search_body(query)))
+        try:
+            return collapsed_trace_ids(await self._search(trace_search_body(query)))
+        except RequestError as exc:
+            refused = refused_regex(query, exc)
+            if refused is None:
+                raise
+            raise refused from None
 
     async def trace_documents(self, trace_ids: Sequence[str]) -> dict[str, list[JSON]]:
         """The span documents of each trace (absent ids have none), fetched in routed

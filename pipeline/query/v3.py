@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from pipeline.config.durations import NANOS_PER_MICRO, NANOS_PER_SECOND
+from pipeline.query.conditions import V3_WHERE, parse_where
 from pipeline.query.jaeger import iso_micros, jaeger_trace
 from pipeline.query.params import (
     STATUS_CODES,
@@ -225,7 +226,8 @@ def parse_search(pairs: Sequence[tuple[str, str]], max_traces: int) -> SearchReq
     ``query.startTimeMin`` is inclusive and ``query.startTimeMax`` exclusive, as Jaeger
     documents them; both are optional here (Jaeger requires them). ``query.searchDepth``
     (or ``query.search_depth``, ``query.num_traces``) is the number of traces: 100 when
-    absent or 0, as in Jaeger, and at most ``max_traces``.
+    absent or 0, as in Jaeger, and at most ``max_traces``. ``query.where`` (ours,
+    repeatable) adds conditions in ``pipeline.query.conditions``' grammar.
     """
     params = grouped(pairs)
     if _param(params, (FILTER,)) is not None:
@@ -269,6 +271,7 @@ def parse_search(pairs: Sequence[tuple[str, str]], max_traces: int) -> SearchReq
         max_duration=max_duration,
         span_durations=span_durations(None, operation[1] if operation else None),
         limit=min(limit, max_traces),
+        conditions=parse_where(params.get(V3_WHERE, []), V3_WHERE),
     )
     return SearchRequest(query, raw)
 

@@ -189,6 +189,22 @@ def test_search_refusals(secured: Settings):
     assert v3_foreign.status_code == 403 and "error" in v3_foreign.json()
 
 
+def test_trace_level_conditions_that_would_tell_of_foreign_services(secured: Settings):
+    told, timing, sre = call(
+        secured,
+        [
+            ("/api/traces", {"service": "frontend", "where": "trace.services=payment"}, FRONT),
+            ("/api/traces", {"service": "frontend", "where": "trace.duration>300ms"}, FRONT),
+            ("/api/traces", {"service": "frontend", "where": "trace.services=payment"}, SRE),
+        ],
+    )
+    assert told.status_code == 403
+    assert "trace.services" in told.json()["errors"][0]["msg"]
+    # Durations are no secret: placeholders keep their timing.
+    assert {t["traceID"] for t in timing.json()["data"]} == {trace_id("checkout")}
+    assert [t["traceID"] for t in sre.json()["data"]] == [trace_id("checkout")]
+
+
 def test_trace_by_id_hides_what_the_role_cannot_read(secured: Settings):
     cart_view, none_visible, sre_view, lookup = call(
         secured,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.query.conditions import format_where
 from pipeline.query.params import (
     ParamError,
     TraceQuery,
@@ -138,6 +139,18 @@ def test_trace_query_consistency():
         parse_trace_query([("end", "yesterday")], max_traces=10)
     with pytest.raises(ParamError, match=r"^minDuration: invalid duration '1\.2'"):
         parse_trace_query([("minDuration", "1.2")], max_traces=10)
+
+
+def test_where_conditions_in_a_search():
+    query = parse_trace_query(
+        [("where", "trace.error=true"), ("where", ""), ("where", "(a=1 OR b!=2)")], 10
+    )
+    assert format_where(query.conditions) == "trace.error=true (a=1 OR b!=2)"
+    assert hash(query) == hash(parse_trace_query([("where", format_where(query.conditions))], 10))
+    # Jaeger's tags keep their meaning: a "where" expression is no tag.
+    assert parse_trace_query([("tag", "a:>1")], 10).tags == (("a", ">1"),)
+    with pytest.raises(ParamError, match=r'^where: at 2 of value 2: expected an operator .* "a"'):
+        parse_trace_query([("where", "a=1"), ("where", "a")], 10)
 
 
 def test_trace_ids_in_a_search():

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pipeline.query.params import TraceQuery
+from opensearchpy.exceptions import RequestError
+
+from pipeline.query.conditions import parse_where
+from pipeline.query.params import ParamError, TraceQuery
 from pipeline.query.search import (
     ROUTING_BATCH,
     UNIQUE_SORT,
     SpanReader,
     batches,
     operations_body,
+    refused_regex,
     services_body,
     tag_clause,
     trace_search_body,
@@ -108,6 +112,44 @@ def test_trace_search_filters_one_span_and_the_whole_trace_duration():
     assert body["collapse"] == {"field": "traceId"}
     assert body["sort"] == [{"startTime": "desc"}]
     assert "aggs" not in body and body["_source"] is False
+
+
+def test_where_conditions_filter_the_same_span_and_the_trace():
+    conditions = parse_where(["db.system=redis (trace.duration>2s OR trace.error=true)"])
+    body = trace_search_body(TraceQuery(service="cart", conditions=conditions))
+    assert body["query"]["bool"]["filter"] == [
+        {"term": {"serviceName": "cart"}},
+        tag_clause("db.system", "redis"),
+        {
+            "bool": {
+                "should": [
+                    {"range": {"traceFields.durationInNanos": {"gt": 2_000 * MS}}},
+                    {"term": {"traceFields.error": True}},
+                ],
+                "minimum_should_match": 1,
+            }
+        },
+    ]
+
+
+def test_a_regex_opensearch_cannot_read_is_a_bad_parameter():
+    cause = {"type": "query_shard_exception", "reason": "failed to create query: expected ')'"}
+    refused = RequestError(
+        400, "search_phase_execution_exception", {"error": {"root_cause": [cause]}}
+    )
+    query = TraceQuery(conditions=parse_where(['name=~"(x" a=1']))
+    problem = refused_regex(query, refused)
+    assert isinstance(problem, ParamError)
+    assert str(problem) == "where: OpenSearch cannot read the regex of name=~\"(x\": expected ')'"
+    both = TraceQuery(conditions=parse_where(["(a=~x OR b!~y)"]))
+    assert str(refused_regex(both, refused)).startswith(
+        "where: OpenSearch cannot read one of a=~x b!~y:"
+    )
+    # Without a regex, or for another failure, OpenSearch's error stands (502).
+    assert refused_regex(TraceQuery(conditions=parse_where(["a=1"])), refused) is None
+    other = RequestError(400, "parsing_exception", {"error": {"root_cause": [{"type": "x"}]}})
+    assert refused_regex(query, other) is None
+    assert refused_regex(query, RequestError(400, "text", "not json")) is None
 
 
 def test_open_ended_ranges():
