@@ -60,6 +60,9 @@ _EXCEPTIONS = {
 }
 _GRPC_ERRORS = (2, 4, 13, 14)  # UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE
 _HTTP_ERRORS = (500, 500, 500, 502, 503, 504)
+# Status messages of spans that fail in a replay but did not when generated.
+HTTP_FAILURE = "HTTP 500"
+GRPC_FAILURE = "gRPC status 14"  # UNAVAILABLE
 _USER_AGENTS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile",
@@ -96,6 +99,12 @@ class SpanRecord:
     remote_parent: bool = False
     events: list[tuple[str, int, Attributes]] | None = None
     links: list[tuple[bytes, bytes]] | None = None
+    # How replays of a pre-built request vary errors (pipeline.loadgen.pool): the chance
+    # the span fails on its own (its topology error rate), the status message it then
+    # gets, and for a client span the server span whose outcome it reports instead.
+    error_rate: float = 0.0
+    failure: str = ""
+    reports: bytes = b""
 
 
 @dataclass(slots=True)
@@ -435,10 +444,11 @@ class TraceGenerator:
         path: str,
         extra: Attributes,
         link: tuple[bytes, bytes] | None,
-    ) -> tuple[int, bool, int]:
+    ) -> tuple[int, bool, int, bytes]:
         """Run an operation (server or consumer span).
 
-        Returns (true end time, failed, HTTP or gRPC status code; 0 for consumers).
+        Returns (true end time, failed, HTTP or gRPC status code (0 for consumers), its
+        span id).
         """
         rng = self.rng
         service = op.service
@@ -499,9 +509,11 @@ class TraceGenerator:
                 remote_parent=bool(parent),
                 events=events,
                 links=[link] if link else None,
+                error_rate=op.error_rate,
+                failure=_failure(op),
             )
         )
-        return end, failed, code
+        return end, failed, code, span_id
 
     def _step(
         self,
@@ -556,7 +568,7 @@ class TraceGenerator:
         callee = world.services[step.target[0]].ops[step.target[1]]
         client_id = self._span_id()
         path = self._path(callee)
-        server_end, failed, code = self._serve(
+        server_end, failed, code, server_id = self._serve(
             world, builder, callee, client_id, t + self._network(rng), path, [], None
         )
         end = server_end + self._network(rng)
@@ -584,6 +596,8 @@ class TraceGenerator:
                 instance=instance,
                 attributes=attributes,
                 error=message,
+                failure=_failure(callee),
+                reports=server_id,
             )
         )
         return end, failed
@@ -623,6 +637,8 @@ class TraceGenerator:
                 attributes=list(step.attributes),
                 error="query failed" if failed else None,
                 events=events,
+                error_rate=step.error_rate,
+                failure="query failed",
             )
         )
         return t + duration, failed
@@ -654,6 +670,8 @@ class TraceGenerator:
                 instance=instance,
                 attributes=[*step.attributes, ("messaging.message.id", message_id)],
                 error="send failed" if failed else None,
+                error_rate=step.error_rate,
+                failure="send failed",
             )
         )
         if failed:
@@ -673,6 +691,16 @@ class TraceGenerator:
             else:
                 self._serve(world, builder, handler, producer_id, delivered, "", extra, None)
         return end, False
+
+
+def _failure(op: _Op) -> str:
+    """The status message of an operation's server (or client) span that fails in a
+    replay without having failed when generated."""
+    if op.path_parts:
+        return HTTP_FAILURE
+    if op.kind == SERVER:
+        return GRPC_FAILURE
+    return "message processing failed"
 
 
 # --------------------------------------------------------------------------- OTLP encoding

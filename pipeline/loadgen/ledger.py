@@ -5,7 +5,9 @@ complete, visibility latency from send time), so nothing may go missing here: ev
 response status is counted, and a request that failed for good is listed by its traces.
 Replayed pool requests are stored by reference (batch, replay number, time), not per
 trace, so a long run at 100 000 spans/s costs a few bytes per request; trace records
-are expanded on demand.
+are expanded on demand. Which traces of a replay have an error is recomputed from the
+batch and the replay number (``Batch.trace_errors``): replays vary it, so a pool trace's
+generated flag is not the truth of what was sent.
 """
 
 from __future__ import annotations
@@ -91,11 +93,12 @@ class Ledger:
         self._timeline[max(0, int(sent_at - self.started_at))] += spans
 
     def batch_delivered(self, batch: Batch, cycle: int, sent_at: float) -> None:
+        errors = sum(batch.trace_errors(cycle))  # outside the lock: one draw per unit
         with self._lock:
             self._batches.append((batch, cycle, sent_at))
             self._delivered(batch.spans, sent_at)
             self.traces_sent += len(batch.traces)
-            self.error_traces_sent += sum(1 for t in batch.traces if t.error)
+            self.error_traces_sent += errors
 
     def batch_failed(self, batch: Batch, cycle: int, message: str) -> None:
         with self._lock:
@@ -125,9 +128,7 @@ class Ledger:
             batches = list(self._batches)
             singles = list(self._traces)
         for batch, cycle, sent_at in batches:
-            for info in batch.traces:
-                trace_id = replay_trace_id(info.trace_id, cycle).hex()
-                yield TraceRecord(trace_id, info.spans, info.error, sent_at)
+            yield from _records(batch, cycle, sent_at)
         yield from singles
 
     def delivered_since(self, position: int) -> tuple[int, list[TraceRecord]]:
@@ -135,11 +136,7 @@ class Ledger:
         position: lets an observer follow a run while it lasts (protobuf mode)."""
         with self._lock:
             batches = self._batches[position:]
-        records = [
-            TraceRecord(replay_trace_id(info.trace_id, cycle).hex(), info.spans, info.error, at)
-            for batch, cycle, at in batches
-            for info in batch.traces
-        ]
+        records = [record for batch, cycle, at in batches for record in _records(batch, cycle, at)]
         return position + len(batches), records
 
     def failed_traces(self) -> Iterator[TraceRecord]:
@@ -148,9 +145,7 @@ class Ledger:
             batches = list(self._failed_batches)
             singles = list(self._failed_traces)
         for batch, cycle in batches:
-            for info in batch.traces:
-                trace_id = replay_trace_id(info.trace_id, cycle).hex()
-                yield TraceRecord(trace_id, info.spans, info.error, 0.0)
+            yield from _records(batch, cycle, 0.0)
         yield from singles
 
     def timeline(self, seconds: float) -> list[int]:
@@ -158,6 +153,12 @@ class Ledger:
         with self._lock:
             last = max([int(seconds), *self._timeline]) if self._timeline else int(seconds)
             return [self._timeline.get(second, 0) for second in range(last + 1)]
+
+
+def _records(batch: Batch, cycle: int, sent_at: float) -> Iterator[TraceRecord]:
+    """The traces of replay ``cycle`` of a pool request, with that replay's ids and errors."""
+    for info, error in zip(batch.traces, batch.trace_errors(cycle), strict=True):
+        yield TraceRecord(replay_trace_id(info.trace_id, cycle).hex(), info.spans, error, sent_at)
 
 
 @dataclass

@@ -17,15 +17,35 @@ Replays also differ in time: replay ``cycle`` stretches or shrinks each trace by
 between 0.5 and 2 (log-uniform, from the cycle and the trace's place in its request;
 1 in cycle 0), every timestamp's distance to the trace's end multiplied by it, so spans
 stay nested in their parents and the trace still ends where it did.
+
+And in which spans fail. Per replay (not cycle 0), a trace's generated failure happens
+again with probability ``recurrence`` (0.9 by default), all its error spans together, so
+an error chain stays whole; every other span that can fail (its topology error rate is
+above 0) fails on its own with ``(1 - recurrence)`` times that rate, its client span with
+it; a span that failed when generated fails only with its trace's generated failure.
+So a replay keeps the generated outcome or draws a new one, and the share of traces with
+an error stays the generated one (the topology's) on average: at recurrence 1 every replay
+fails as generated, at 0 generated failures never come back and the other spans draw
+anew. A failure new in a replay does not spread to callers, and attributes and exception
+events stay as generated: a replay changes the status only.
+
+The status is patched in place too: every span that can fail is encoded with a status
+whose last two bytes are either ``18 02`` (code = ERROR) or ``12 00`` (an empty message
+again, which replaces the one before it: proto3 keeps a field's last value; code unset),
+so the status keeps its length either way.
+The draws come from a PRNG seeded by the request and the cycle, so the ledger recomputes
+which traces of a sent replay have an error (``Batch.trace_errors``) without storing it.
 """
 
 from __future__ import annotations
 
+import random
 import struct
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pipeline.loadgen.generator import GeneratedTrace, TraceGenerator, encode_request
+from pipeline.loadgen.generator import STATUS_ERROR, GeneratedTrace, TraceGenerator, encode_request
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct(">I")
@@ -35,6 +55,10 @@ _TAG_EVENT_TIME = b"\x09"  # Span.Event.time_unix_nano: field 1, fixed64
 _ID_PREFIX = b"\x0a\x10"  # field 1 (trace_id), 16 bytes; same tag in Span and Span.Link
 _SPAN_ID_PREFIX = b"\x12\x08"  # field 2 (span_id), 8 bytes; same tag in Span and Span.Link
 _PARENT_PREFIX = b"\x22\x08"  # Span.parent_span_id: field 4, 8 bytes
+_TAG_STATUS = b"\x7a"  # Span.status: field 15, length-delimited
+STATUS_FAILED = b"\x18\x02"  # the status's last bytes when it fails: code (field 3) = ERROR
+STATUS_CLEARED = b"\x12\x00"  # ... when not: message (field 2) = "" again, code unset
+RECURRENCE = 0.9  # default chance that a trace's generated failure happens again
 
 
 def cycle_mask(cycle: int) -> int:
@@ -66,9 +90,14 @@ def duration_scale(cycle: int, trace: int) -> float:
     return 2.0 ** (2.0 * mixed / 0xFFFFFFFF - 1.0)
 
 
+def _threshold(probability: float) -> int:
+    """A 32-bit draw below this happens with ``probability``."""
+    return min(1 << 32, max(0, int(probability * (1 << 32))))
+
+
 @dataclass(slots=True)
 class TraceInfo:
-    """Ground truth about one pool trace."""
+    """Ground truth about one pool trace (``error``: as generated, i.e. in cycle 0)."""
 
     trace_id: bytes
     spans: int
@@ -92,6 +121,33 @@ class Batch:
     times_to_end: list[int]  # each timestamp's distance to its trace's end
     span_id_offsets: list[int]  # where a span id starts (own, parent's, a link's) ...
     span_id_prefixes: list[int]  # ... and its first 4 bytes
+    # Error variation: a unit is what fails or not as one (a trace's generated failure,
+    # or a span with its client span); the first ``recurring`` units are the generated
+    # failures, ERROR in ``body``, the others not.
+    unit_thresholds: list[int]  # a unit fails when its draw is below this
+    unit_traces: list[int]  # which of `traces` it belongs to
+    unit_offsets: list[list[int]]  # where the last two bytes of its spans' statuses are
+    recurring: int
+    salt: int  # with the cycle, seeds the replay's draws
+
+    def failed_units(self, cycle: int) -> list[int]:
+        """The units that fail in replay ``cycle``, ascending; one draw per unit."""
+        if not cycle:
+            return list(range(self.recurring))
+        thresholds = self.unit_thresholds
+        if not thresholds:
+            return []
+        raw = random.Random(self.salt ^ (cycle << 64)).randbytes(4 * len(thresholds))
+        draws = memoryview(raw).cast("I")
+        return [unit for unit, (d, t) in enumerate(zip(draws, thresholds, strict=True)) if d < t]
+
+    def trace_errors(self, cycle: int) -> list[bool]:
+        """Per trace of the request, whether replay ``cycle`` has an ERROR span in it."""
+        errors = [False] * len(self.traces)
+        unit_traces = self.unit_traces
+        for unit in self.failed_units(cycle):
+            errors[unit_traces[unit]] = True
+        return errors
 
     def render(self, cycle: int, now_ns: int) -> bytes:
         """The request for replay ``cycle``, shifted so its last span ends at ``now_ns``."""
@@ -115,7 +171,25 @@ class Batch:
         pack_id = _U32.pack_into
         for offset, prefix in zip(self.span_id_offsets, self.span_id_prefixes, strict=True):
             pack_id(buffer, offset, prefix ^ mask)
+        if self.unit_thresholds:
+            self._patch_statuses(buffer, cycle)
         return bytes(buffer)
+
+    def _patch_statuses(self, buffer: bytearray, cycle: int) -> None:
+        """Flip the statuses whose unit's outcome in ``cycle`` differs from the body's."""
+        failed = self.failed_units(cycle)
+        recurring = self.recurring
+        split = bisect_left(failed, recurring)
+        offsets = self.unit_offsets
+        if split < recurring:  # some generated failures do not happen again
+            again = set(failed[:split])
+            for unit in range(recurring):
+                if unit not in again:
+                    for offset in offsets[unit]:
+                        buffer[offset : offset + 2] = STATUS_CLEARED
+        for unit in failed[split:]:
+            for offset in offsets[unit]:
+                buffer[offset : offset + 2] = STATUS_FAILED
 
 
 @dataclass(slots=True)
@@ -128,6 +202,8 @@ class _Offsets:
     time_values: list[int]
     time_traces: list[int]
     span_id_offsets: list[int]
+    status_offsets: list[int]  # the last two bytes of a failing span's status ...
+    status_spans: list[tuple[bytes, bytes]]  # ... and its (trace id, span id)
 
 
 def _locate(body: bytes, traces: list[GeneratedTrace], request) -> _Offsets:
@@ -138,7 +214,7 @@ def _locate(body: bytes, traces: list[GeneratedTrace], request) -> _Offsets:
     each span's own fields are found by searching forward from its trace id + span id.
     """
     index_of = {t.trace_id: i for i, t in enumerate(traces)}
-    found = _Offsets([], [], [], [], [], [])
+    found = _Offsets([], [], [], [], [], [], [], [])
     id_offsets, id_traces = found.id_offsets, found.id_traces
     time_offsets, time_values = found.time_offsets, found.time_values
     span_id_offsets = found.span_id_offsets
@@ -186,15 +262,91 @@ def _locate(body: bytes, traces: list[GeneratedTrace], request) -> _Offsets:
                         id_traces.append(index_of[link.trace_id])
                         span_id_offsets.append(cursor + 16 + 2)
                     cursor += 16 + 10
+                if span.status.code == STATUS_ERROR:
+                    status = span.status.SerializeToString()
+                    pattern = _TAG_STATUS + _varint(len(status)) + status
+                    cursor = find(pattern, cursor) + len(pattern)
+                    if body[cursor - 2 : cursor] != STATUS_FAILED:
+                        raise AssertionError("an error status does not end in its code")
+                    found.status_offsets.append(cursor - 2)
+                    found.status_spans.append((span.trace_id, span.span_id))
                 position = cursor
     return found
 
 
-def build_batch(traces: list[GeneratedTrace]) -> Batch:
-    """Encode traces into one request and index its ids and timestamps."""
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@dataclass(slots=True)
+class _Units:
+    """How the spans of a request fail or not in replays (see ``Batch``)."""
+
+    unit_of: dict[tuple[bytes, bytes], int]  # (trace id, span id) -> unit
+    thresholds: list[int]
+    traces: list[int]
+    recurring: int
+
+
+def _failure_units(traces: list[GeneratedTrace], recurrence: float) -> _Units:
+    """One unit per trace with generated errors (its error spans, at ``recurrence``), then
+    one per other span with an error rate (at ``1 - recurrence`` times it, so a replay
+    has as many error traces as the generated ones on average), which its client span
+    (if any) shares."""
+    units = _Units({}, [], [], 0)
+    for index, trace in enumerate(traces):
+        failed = [span for span in trace.spans if span.error is not None]
+        if failed:
+            for span in failed:
+                units.unit_of[(trace.trace_id, span.span_id)] = len(units.thresholds)
+            units.thresholds.append(_threshold(recurrence))
+            units.traces.append(index)
+    units.recurring = len(units.thresholds)
+    for index, trace in enumerate(traces):
+        for span in trace.spans:
+            chance = (1.0 - recurrence) * span.error_rate
+            if span.error is None and chance > 0:
+                units.unit_of[(trace.trace_id, span.span_id)] = len(units.thresholds)
+                units.thresholds.append(_threshold(chance))
+                units.traces.append(index)
+        for span in trace.spans:
+            if span.error is None and span.reports:
+                unit = units.unit_of.get((trace.trace_id, span.reports))
+                if unit is not None and unit >= units.recurring:
+                    units.unit_of[(trace.trace_id, span.span_id)] = unit
+    return units
+
+
+def build_batch(traces: list[GeneratedTrace], recurrence: float = RECURRENCE) -> Batch:
+    """Encode traces into one request and index its ids, timestamps and the statuses of
+    the spans that can fail (see the module doc; ``recurrence``: the chance a trace's
+    generated failure happens again in a replay)."""
     request = encode_request(traces)
-    body = request.SerializeToString()
-    found = _locate(body, traces, request)
+    units = _failure_units(traces, recurrence)
+    records = {(t.trace_id, s.span_id): s for t in traces for s in t.spans}
+    # Spans that can fail but did not get an error status too, cleared below in the body.
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                key = (span.trace_id, span.span_id)
+                if key in units.unit_of and span.status.code != STATUS_ERROR:
+                    span.status.code = STATUS_ERROR
+                    span.status.message = records[key].failure
+    encoded = request.SerializeToString()
+    found = _locate(encoded, traces, request)
+    buffer = bytearray(encoded)
+    unit_offsets: list[list[int]] = [[] for _ in units.thresholds]
+    for offset, key in zip(found.status_offsets, found.status_spans, strict=True):
+        unit = units.unit_of[key]
+        unit_offsets[unit].append(offset)
+        if unit >= units.recurring:
+            buffer[offset : offset + 2] = STATUS_CLEARED
+    body = bytes(buffer)
     trace_ends = [0] * len(traces)
     for value, index in zip(found.time_values, found.time_traces, strict=True):
         trace_ends[index] = max(trace_ends[index], value)
@@ -215,6 +367,11 @@ def build_batch(traces: list[GeneratedTrace]) -> Batch:
         ],
         span_id_offsets=found.span_id_offsets,
         span_id_prefixes=[_U32.unpack_from(body, o)[0] for o in found.span_id_offsets],
+        unit_thresholds=units.thresholds,
+        unit_traces=units.traces,
+        unit_offsets=unit_offsets,
+        recurring=units.recurring,
+        salt=int.from_bytes(traces[0].trace_id[8:], "big") if traces else 0,
     )
 
 
@@ -246,13 +403,15 @@ def build_pool(
     elapsed: float = 0.0,
     start_ns: int = 1_700_000_000_000_000_000,
     spacing_ns: int = 100_000,
+    recurrence: float = RECURRENCE,
 ) -> list[Batch]:
     """``requests`` pre-built requests of about ``spans_per_request`` spans each.
 
-    ``elapsed`` picks the phase of the run (before or after the topology's bad deploy).
+    ``elapsed`` picks the phase of the run (before or after the topology's bad deploy);
+    ``recurrence`` is the chance a trace's generated failure happens again in a replay.
     """
     return [
-        build_batch(group)
+        build_batch(group, recurrence)
         for group in generate_requests(
             generator, requests, spans_per_request, elapsed, start_ns, spacing_ns
         )

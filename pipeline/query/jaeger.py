@@ -32,6 +32,21 @@ KIND_TAGS = {
 }
 STATUS_NAMES = {1: "OK", 2: "ERROR"}
 SERVICE_NAME_KEY = "service.name"
+# The member of a document (and of its events and links) naming the attributes that hold
+# bytes as base64 text; the sink writes it (pipeline.sink.documents.BINARY_ATTRIBUTES).
+BINARY_ATTRIBUTES = "binaryAttributes"
+
+
+class Base64(str):
+    """A stored attribute value that was bytes, as its base64 text: typed apart from strings
+    so Jaeger's JSON says ``binary`` and OTLP/JSON ``bytesValue``, as Jaeger's do."""
+
+    __slots__ = ()
+
+
+def stored_value(value: Any, binary: bool) -> Any:
+    """A stored attribute value, as ``Base64`` when its document lists it as bytes."""
+    return Base64(value) if binary and isinstance(value, str) else value
 
 
 class JsonResponse(Response):
@@ -64,25 +79,30 @@ def span_kind_name(kind: str) -> str:
 
 
 def tag(key: str, value: Any) -> JSON:
-    """A Jaeger key-value with its type: JSON booleans, integers and floats keep theirs
-    (arrays, maps and bytes were stored as text and stay strings)."""
+    """A Jaeger key-value with its type: JSON booleans, integers and floats keep theirs,
+    ``Base64`` (bytes) is ``binary`` with the base64 as value, as Jaeger writes it; arrays
+    and maps were stored as text and stay strings, as do bytes of documents from before
+    schema 6 (hex, not marked)."""
     if isinstance(value, bool):  # before int: bool is an int in Python
         return {"key": key, "type": "bool", "value": value}
     if isinstance(value, int):
         return {"key": key, "type": "int64", "value": value}
     if isinstance(value, float):
         return {"key": key, "type": "float64", "value": value}
+    if isinstance(value, Base64):
+        return {"key": key, "type": "binary", "value": str(value)}
     return {"key": key, "type": "string", "value": value if isinstance(value, str) else str(value)}
 
 
 def _flattened_tags(doc: JSON, prefix: str, skip: str = "") -> list[JSON]:
     """Tags of ``<prefix><key with . written @>`` fields, with their dotted keys back."""
+    binary = doc.get(BINARY_ATTRIBUTES) or ()
     tags = []
     for field, value in doc.items():
         if field.startswith(prefix) and value is not None:
             key = field[len(prefix) :].replace("@", ".")
             if key != skip:
-                tags.append(tag(key, value))
+                tags.append(tag(key, stored_value(value, field in binary)))
     return tags
 
 
@@ -127,8 +147,9 @@ def span_logs(doc: JSON) -> list[JSON]:
     logs = []
     for event in doc.get("events") or []:
         fields = [tag("event", event["name"])]
+        binary = event.get(BINARY_ATTRIBUTES) or ()
         fields.extend(
-            tag(key, value)
+            tag(key, stored_value(value, key in binary))
             for key, value in (event.get("attributes") or {}).items()
             if value is not None
         )

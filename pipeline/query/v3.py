@@ -35,7 +35,7 @@ import orjson
 
 from pipeline.config.durations import NANOS_PER_MICRO, NANOS_PER_SECOND
 from pipeline.query.conditions import V3_WHERE, parse_where
-from pipeline.query.jaeger import iso_micros, jaeger_trace
+from pipeline.query.jaeger import BINARY_ATTRIBUTES, Base64, iso_micros, jaeger_trace, stored_value
 from pipeline.query.params import (
     STATUS_CODES,
     ParamError,
@@ -281,14 +281,17 @@ def parse_search(pairs: Sequence[tuple[str, str]], max_traces: int) -> SearchReq
 
 def any_value(value: Any) -> JSON:
     """An OTLP AnyValue of a stored attribute value: strings, booleans, integers (as
-    decimal strings, int64 in protobuf JSON) and doubles keep their type; arrays, maps and
-    bytes were stored as text and stay strings."""
+    decimal strings, int64 in protobuf JSON) and doubles keep their type, bytes
+    (``Base64``) are ``bytesValue`` in base64 as protobuf JSON writes them; arrays and maps
+    were stored as text and stay strings, as do bytes of documents from before schema 6."""
     if isinstance(value, bool):  # before int: bool is an int in Python
         return {"boolValue": value}
     if isinstance(value, int):
         return {"intValue": str(value)}
     if isinstance(value, float):
         return {"doubleValue": value}
+    if isinstance(value, Base64):
+        return {"bytesValue": str(value)}
     return {"stringValue": value if isinstance(value, str) else str(value)}
 
 
@@ -298,11 +301,22 @@ def key_values(items: Iterable[tuple[str, Any]]) -> list[JSON]:
 
 
 def _flattened(doc: JSON, prefix: str) -> list[tuple[str, Any]]:
-    """Attributes stored as ``<prefix><key with . written @>`` fields, keys dotted again."""
+    """Attributes stored as ``<prefix><key with . written @>`` fields, keys dotted again,
+    bytes as ``Base64``."""
+    binary = doc.get(BINARY_ATTRIBUTES) or ()
     return [
-        (field[len(prefix) :].replace("@", "."), value)
+        (field[len(prefix) :].replace("@", "."), stored_value(value, field in binary))
         for field, value in doc.items()
         if field.startswith(prefix)
+    ]
+
+
+def _nested(item: JSON) -> list[tuple[str, Any]]:
+    """An event's or link's attributes, bytes (the keys it lists) as ``Base64``."""
+    binary = item.get(BINARY_ATTRIBUTES) or ()
+    return [
+        (key, stored_value(value, key in binary))
+        for key, value in (item.get("attributes") or {}).items()
     ]
 
 
@@ -350,7 +364,7 @@ def _event(event: JSON, shift: int) -> JSON:
     found: JSON = {"timeUnixNano": str(iso_to_nanos(event["time"]) + shift)}
     if event.get("name"):
         found["name"] = event["name"]
-    if attributes := key_values((event.get("attributes") or {}).items()):
+    if attributes := key_values(_nested(event)):
         found["attributes"] = attributes
     return found
 
@@ -359,7 +373,7 @@ def _link(link: JSON) -> JSON:
     found: JSON = {"traceId": link["traceId"], "spanId": link["spanId"]}
     if link.get("traceState"):
         found["traceState"] = link["traceState"]
-    if attributes := key_values((link.get("attributes") or {}).items()):
+    if attributes := key_values(_nested(link)):
         found["attributes"] = attributes
     return found
 

@@ -4,6 +4,14 @@ OpenSearch Dashboards' Trace Analytics reads these fields; names and encodings f
 schema: hex ids, ``parentSpanId`` "" on roots, ``SPAN_KIND_*`` names, nanosecond ISO times,
 attributes flattened under ``span.attributes.`` / ``resource.attributes.`` with "." -> "@".
 
+Bytes attribute values are stored as standard base64 text (so a term query for the
+base64 finds them) and the document's ``binaryAttributes`` lists the stored fields that
+hold bytes (``span.attributes.…``, ``resource.attributes.…``); an event or link lists the
+keys of its own bytes attributes the same way. Readers turn exactly those back into bytes;
+documents from before schema 6 (bytes as hex, no list) read as strings. The list is only
+written when a span has bytes, and spans without any pay nothing for it (see
+``_AttributeMembers``).
+
 On top of it every span carries ``traceFields``: facts about its whole trace (duration from
 the first start to the last end, error flag, services, span count). The sink receives
 whole kept traces, so these are known at write time, and "traces where some span has X
@@ -18,7 +26,8 @@ prove in tests that the mapping keeps what it should).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import binascii
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -43,9 +52,25 @@ _KIND_NAMES = {value: name for name, value in Span.SpanKind.items()}
 _KIND_VALUES = dict(Span.SpanKind.items())
 
 
+# The document member that names the fields holding bytes (base64 text). The query server
+# reads it under the same name (pipeline.query.jaeger.BINARY_ATTRIBUTES).
+BINARY_ATTRIBUTES = "binaryAttributes"
+_BINARY_MEMBER = b',"' + BINARY_ATTRIBUTES.encode() + b'":'
+
+
+def base64_text(value: bytes) -> str:
+    """Standard base64 with padding: how Jaeger and OTLP/JSON write bytes."""
+    return binascii.b2a_base64(value, newline=False).decode("ascii")
+
+
 def any_value(value: AnyValue) -> Any:
-    """Plain Python value of an OTLP AnyValue; arrays and maps become JSON text."""
-    kind = value.WhichOneof("value")
+    """Plain Python value of an OTLP AnyValue; arrays and maps become JSON text, bytes
+    base64 text (inside arrays and maps too, as the collector's ``AsString`` writes them)."""
+    return _plain_value(value, value.WhichOneof("value"))
+
+
+def _plain_value(value: AnyValue, kind: str | None) -> Any:
+    """``any_value`` for a value whose oneof case is already known."""
     if kind == "string_value":
         return value.string_value
     if kind is None:
@@ -55,12 +80,30 @@ def any_value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return orjson.dumps(attributes_dict(value.kvlist_value.values)).decode()
     if kind == "bytes_value":
-        return value.bytes_value.hex()
+        return base64_text(value.bytes_value)
     return getattr(value, kind)
 
 
-def attributes_dict(attributes: list[KeyValue]) -> dict[str, Any]:
+def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in attributes}
+
+
+def _attributes_and_binary(attributes: Iterable[KeyValue]) -> tuple[dict[str, Any], list[str]]:
+    """An event's or link's attributes as a dict, and the keys whose (last) value is bytes:
+    what its ``binaryAttributes`` lists."""
+    values: dict[str, Any] = {}
+    binary: dict[str, bool] = {}
+    for kv in attributes:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        values[kv.key] = _plain_value(value, kind)
+        binary[kv.key] = kind == "bytes_value"
+    return values, [key for key, is_bytes in binary.items() if is_bytes]
+
+
+def _binary_marker(fields: list[str]) -> bytes:
+    """The ``,"binaryAttributes":[…]`` member of a document."""
+    return _BINARY_MEMBER + orjson.dumps(fields)
 
 
 def _members(fields: dict[str, Any]) -> bytes:
@@ -76,6 +119,11 @@ class _AttributeMembers:
     The hot loop of the sink: most spans repeat most attribute values (method, route,
     status, peer, ...), so a dict lookup by the attribute's bytes replaces reading key,
     value kind and value through protobuf wrappers and encoding them.
+
+    Members of bytes values are cached apart (``_binary``), so the loop over cached
+    members never meets one: only a miss finds out that a span has bytes, and then the
+    span's attributes are collected again, naming its bytes fields (``with_binary``).
+    Spans without bytes attributes pay nothing for the marker.
     """
 
     MAX_ENTRIES = 50_000  # high-cardinality values fill it; start over rather than grow
@@ -83,24 +131,42 @@ class _AttributeMembers:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._cache: dict[bytes, tuple[str, bytes]] = {}
+        self._binary: dict[bytes, tuple[str, bytes]] = {}  # bytes values, never in _cache
         self._names: dict[str, tuple[str, bytes]] = {}  # key -> (field, ',"field":')
 
-    def _convert(self, kv: KeyValue) -> tuple[str, bytes]:
-        key = kv.key
+    def _member(self, key: str, value: Any) -> tuple[str, bytes]:
         named = self._names.get(key)
         if named is None:
             if len(self._names) >= self.MAX_ENTRIES:
                 self._names.clear()
             field = self.prefix + key.replace(".", "@")
             named = self._names[key] = (field, b"," + orjson.dumps(field) + b":")
-        return named[0], named[1] + orjson.dumps(any_value(kv.value))
+        return named[0], named[1] + orjson.dumps(value)
+
+    def _miss(self, raw: bytes) -> tuple[str, bytes] | None:
+        """(field, member) of an attribute not in the cache, now cached; None when its value
+        is bytes (its member is then in ``_binary``)."""
+        binary = self._binary
+        if raw in binary:
+            return None
+        kv = KeyValue.FromString(raw)
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "bytes_value":
+            if len(binary) >= self.MAX_ENTRIES:
+                binary.clear()
+            binary[raw] = self._member(kv.key, base64_text(value.bytes_value))
+            return None
+        hit = self._cache[raw] = self._member(kv.key, _plain_value(value, kind))
+        return hit
 
     def of(self, attributes: Iterable[KeyValue]) -> Iterable[bytes]:
         """The members; a repeated key keeps its last value, as in a dict."""
         return self.of_serialized([kv.SerializeToString() for kv in attributes])
 
-    def of_serialized(self, entries: Iterable[bytes]) -> Iterable[bytes]:
-        """``of`` for attributes given as serialized KeyValues (see ``parse_traces``)."""
+    def of_serialized(self, entries: Sequence[bytes]) -> Iterable[bytes]:
+        """``of`` for attributes given as serialized KeyValues (see ``parse_traces``); with
+        the ``binaryAttributes`` member when some value is bytes."""
         cache = self._cache
         if len(cache) > self.MAX_ENTRIES:
             cache.clear()
@@ -108,9 +174,39 @@ class _AttributeMembers:
         for raw in entries:
             hit = cache.get(raw)
             if hit is None:
-                hit = cache[raw] = self._convert(KeyValue.FromString(raw))
+                hit = self._miss(raw)
+                if hit is None:  # bytes: start over on the slower path that names them
+                    return self.with_binary(entries)
             members[hit[0]] = hit[1]
         return members.values()
+
+    def collect(self, entries: Iterable[bytes]) -> tuple[dict[str, bytes], list[str]]:
+        """(field -> member, the fields whose last value is bytes) of serialized KeyValues."""
+        cache, binary_cache = self._cache, self._binary
+        if len(cache) > self.MAX_ENTRIES:
+            cache.clear()
+        members: dict[str, bytes] = {}
+        binary: dict[str, bytes] = {}
+        for raw in entries:
+            hit = cache.get(raw)
+            if hit is None:
+                hit = self._miss(raw)
+                if hit is None:
+                    hit = binary_cache[raw]
+                    binary[hit[0]] = hit[1]
+            members[hit[0]] = hit[1]
+        # A field counts when its last value is a bytes member (identity, not equality: a
+        # string may have the same text).
+        return members, [field for field, member in binary.items() if members[field] is member]
+
+    def with_binary(self, entries: Iterable[bytes], extra: Sequence[str] = ()) -> list[bytes]:
+        """The members plus, when ``extra`` (the resource's bytes fields) or these
+        attributes name any, the ``binaryAttributes`` member listing them."""
+        members, binary = self.collect(entries)
+        values = list(members.values())
+        if extra or binary:
+            values.append(_binary_marker([*extra, *binary]))
+        return values
 
 
 _SPAN_MEMBERS = _AttributeMembers(SPAN_ATTRIBUTES)
@@ -276,23 +372,45 @@ def _span_head(span: Span, start: int, end: int, code: int) -> bytes:
     if not span.events and not span.links:
         return head + _NO_EVENTS_OR_LINKS + (_members(rare) if rare else b"")
     rare["events"] = [
-        {
-            "name": event.name,
-            "time": nanos_to_iso(event.time_unix_nano),
-            "attributes": attributes_dict(event.attributes),
-        }
+        _with_attributes(
+            {"name": event.name, "time": nanos_to_iso(event.time_unix_nano)}, event.attributes
+        )
         for event in span.events
     ]
     rare["links"] = [
-        {
-            "traceId": link.trace_id.hex(),
-            "spanId": link.span_id.hex(),
-            "traceState": link.trace_state,
-            "attributes": attributes_dict(link.attributes),
-        }
+        _with_attributes(
+            {
+                "traceId": link.trace_id.hex(),
+                "spanId": link.span_id.hex(),
+                "traceState": link.trace_state,
+            },
+            link.attributes,
+        )
         for link in span.links
     ]
     return head + _members(rare)
+
+
+def _with_attributes(item: dict[str, Any], attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    """An event or link object with its ``attributes`` and, if any is bytes, the
+    ``binaryAttributes`` naming their keys."""
+    item["attributes"], binary = _attributes_and_binary(attributes)
+    if binary:
+        item[BINARY_ATTRIBUTES] = binary
+    return item
+
+
+def _resource_binary_members(
+    raw_attributes: bool, resource_binary: list[str]
+) -> Callable[[Any], Iterable[bytes]]:
+    """Span members for the spans of a resource with bytes attributes: every document's
+    ``binaryAttributes`` then lists the resource's fields with the span's own."""
+
+    def members(attributes: Any) -> Iterable[bytes]:
+        entries = attributes if raw_attributes else [kv.SerializeToString() for kv in attributes]
+        return _SPAN_MEMBERS.with_binary(entries, resource_binary)
+
+    return members
 
 
 def encoded_documents(data: TracesData | Message) -> Iterator[tuple[str, str, bytes]]:
@@ -314,11 +432,14 @@ def encoded_documents(data: TracesData | Message) -> Iterator[tuple[str, str, by
     pending: list[tuple[str, _Trace, list[bytes]]] = []
     # Attributes as serialized KeyValues (``parse_traces``) or as KeyValue messages.
     raw_attributes = isinstance(data, _SinkTraces)
-    span_members = _SPAN_MEMBERS.of_serialized if raw_attributes else _SPAN_MEMBERS.of
+    plain_members = _SPAN_MEMBERS.of_serialized if raw_attributes else _SPAN_MEMBERS.of
     for resource_spans in data.resource_spans:
         attributes = resource_spans.resource.attributes
         service = service_name(attributes)
-        resource = b"".join([*_RESOURCE_MEMBERS.of(attributes), b"}"])
+        members, binary = _RESOURCE_MEMBERS.collect([kv.SerializeToString() for kv in attributes])
+        resource = b"".join([*members.values(), b"}"])
+        # Chosen once per resource: the spans of one without bytes take the plain path.
+        span_members = _resource_binary_members(raw_attributes, binary) if binary else plain_members
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_and_service = _members(
@@ -364,19 +485,33 @@ def _set_value(target: AnyValue, value: Any) -> None:
         set_any_value(target, value)
 
 
+def _stored_value(value: Any, binary: bool) -> Any:
+    """A stored attribute value, its bytes back when the document says it holds bytes."""
+    return binascii.a2b_base64(value) if binary and value is not None else value
+
+
 def _unflatten(prefix: str, doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    binary = doc.get(BINARY_ATTRIBUTES) or ()
     return [
-        (key[len(prefix) :].replace("@", "."), value)
+        (key[len(prefix) :].replace("@", "."), _stored_value(value, key in binary))
         for key, value in doc.items()
         if key.startswith(prefix)
     ]
 
 
+def _nested_attributes(item: dict[str, Any]) -> list[tuple[str, Any]]:
+    """An event's or link's attributes, bytes back for the keys it lists as bytes."""
+    binary = item.get(BINARY_ATTRIBUTES) or ()
+    return [(key, _stored_value(value, key in binary)) for key, value in item["attributes"].items()]
+
+
 def span_from_document(doc: dict[str, Any]) -> tuple[list[tuple[str, Any]], Span]:
     """(resource attributes, OTLP span) of a stored document.
 
-    Lossy only where the document is: arrays and maps come back as their JSON text, bytes
-    as hex, and "@" in an attribute key reads back as ".".
+    Lossy only where the document is: arrays and maps come back as their JSON text (bytes
+    inside them as base64), and "@" in an attribute key reads back as ".". Bytes come back
+    as bytes where ``binaryAttributes`` names them; documents from before schema 6 hold
+    them as hex text, which reads back as a string.
     """
     span = Span(
         trace_id=bytes.fromhex(doc["traceId"]),
@@ -397,7 +532,7 @@ def span_from_document(doc: dict[str, Any]) -> tuple[list[tuple[str, Any]], Span
         _set_value(span.attributes.add(key=key).value, value)
     for event in doc.get("events", []):
         added = span.events.add(name=event["name"], time_unix_nano=iso_to_nanos(event["time"]))
-        for key, value in event["attributes"].items():
+        for key, value in _nested_attributes(event):
             _set_value(added.attributes.add(key=key).value, value)
     for link in doc.get("links", []):
         added = span.links.add(
@@ -405,6 +540,6 @@ def span_from_document(doc: dict[str, Any]) -> tuple[list[tuple[str, Any]], Span
             span_id=bytes.fromhex(link["spanId"]),
             trace_state=link["traceState"],
         )
-        for key, value in link["attributes"].items():
+        for key, value in _nested_attributes(link):
             _set_value(added.attributes.add(key=key).value, value)
     return _unflatten(RESOURCE_ATTRIBUTES, doc), span

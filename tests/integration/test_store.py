@@ -26,6 +26,7 @@ from pipeline.cli import main
 from pipeline.config.settings import Settings
 from pipeline.kafka.topics import ensure_topics
 from pipeline.local.run import start_component, stop_components, wait_until
+from pipeline.sink.documents import encoded_documents, parse_traces
 from pipeline.store.fields import document_id, nanos_to_iso
 from pipeline.store.indices import store_names, write_index
 from pipeline.store.lifecycle import has_ism, node_plugins, run_worker_lifecycle
@@ -401,6 +402,47 @@ def test_older_mapping_is_rolled_over_at_start(stack: Settings, opensearch: Open
         state = ensure_store(opensearch, settings)
         assert state.upgraded and state.write_index == f"{alias}-000008"
         assert not ensure_store(opensearch, settings).upgraded
+    finally:
+        drop_store(opensearch, settings)
+
+
+def test_bytes_attributes_index_as_base64_and_are_found_by_it(
+    stack: Settings, opensearch: OpenSearch
+):
+    """Schema 6: bytes (span, resource, event, link) are base64 keywords, a term query for
+    the base64 finds them, and the ``binaryAttributes`` lists are kept in ``_source`` only."""
+    settings = private_store(stack)
+    alias = store_names(settings).span_alias
+    data = kept_trace(case="bytes")
+    root = data.resource_spans[0].scope_spans[0].spans[0]
+    set_any_value(root.attributes.add(key="digest").value, b"\xfb\xff")
+    set_any_value(data.resource_spans[0].resource.attributes.add(key="host.id").value, b"\x01")
+    event = root.events.add(name="signed", time_unix_nano=T0)
+    set_any_value(event.attributes.add(key="signature").value, b"\x00")
+    link = root.links.add(trace_id=os.urandom(16), span_id=os.urandom(8))
+    set_any_value(link.attributes.add(key="token").value, b"\x07")
+    try:
+        ensure_store(opensearch, settings)
+        for doc_id, routing, source in encoded_documents(parse_traces(data.SerializeToString())):
+            opensearch.index(index=alias, id=doc_id, routing=routing, body=source)
+        opensearch.indices.refresh(index=alias)
+        assert count(opensearch, alias, {"term": {"span.attributes.digest": "+/8="}}) == 1
+        assert count(opensearch, alias, {"term": {"resource.attributes.host@id": "AQ=="}}) == 1
+        [hit] = opensearch.search(
+            index=alias, body={"query": {"term": {"span.attributes.digest": "+/8="}}}
+        )["hits"]["hits"]
+        source = hit["_source"]
+        assert source["binaryAttributes"] == [
+            "resource.attributes.host@id",
+            "span.attributes.digest",
+        ]
+        assert source["events"][0]["binaryAttributes"] == ["signature"]
+        assert source["links"][0]["binaryAttributes"] == ["token"]
+        mapping = next(iter(opensearch.indices.get_mapping(index=alias).values()))["mappings"]
+        assert mapping["_meta"]["spansieve_schema"] == 6
+        marker = {"type": "keyword", "index": False, "doc_values": False}
+        assert mapping["properties"]["binaryAttributes"] == marker
+        assert mapping["properties"]["events"]["properties"]["binaryAttributes"] == marker
     finally:
         drop_store(opensearch, settings)
 

@@ -1,5 +1,7 @@
 """The span document keeps what it should: OTLP span -> document (as JSON) -> the same span.
 
+Attribute values include bytes, in spans, resources, events and links alike.
+
 Also the trace-level fields every span carries (duration, error flag, services, group).
 """
 
@@ -27,6 +29,7 @@ scalars = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
+    st.binary(max_size=12),  # bytes: base64 in the document, named by binaryAttributes
 )
 attributes = st.dictionaries(keys, scalars, max_size=5)
 nanos = st.integers(min_value=0, max_value=MAX_NANOS // 2)

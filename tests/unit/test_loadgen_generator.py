@@ -194,6 +194,32 @@ def test_error_rates_follow_the_topology():
     assert all(s.events and s.events[0][0] == "exception" for s in failed)
 
 
+def test_spans_say_how_replays_may_fail_them():
+    """What the pool varies errors with: each span's own error rate (after a bad deploy,
+    the deploy's), the status message a replay gives it, and for a client span the server
+    span whose outcome it reports."""
+    topology = parse_topology(textwrap.dedent(LEAF))
+    for elapsed, back_rate in ((0.0, 0.2), (60.0, 0.6)):
+        [trace] = TraceGenerator(topology, 2).generate(START, elapsed)
+        by_name = {(s.name, s.kind): s for s in trace.spans}
+        server = by_name["shop.back/Get", SERVER]
+        client = by_name["shop.back/Get", CLIENT]
+        db = by_name["SELECT t", CLIENT]
+        front = by_name["GET /", SERVER]
+        assert (server.error_rate, server.failure, server.reports) == (
+            back_rate,
+            "gRPC status 14",
+            b"",
+        )
+        assert (client.error_rate, client.failure, client.reports) == (
+            0.0,
+            "gRPC status 14",
+            server.span_id,
+        )
+        assert (db.error_rate, db.failure) == (0.05, "query failed")
+        assert (front.error_rate, front.failure) == (0.0, "HTTP 500")
+
+
 def test_bad_deploy_raises_the_error_rate_from_its_start():
     topology = parse_topology(textwrap.dedent(LEAF))
     generator = TraceGenerator(topology, 3)

@@ -1,17 +1,26 @@
-"""Replaying pre-built requests: fresh unique ids and times patched in, ground truth kept."""
+"""Replaying pre-built requests: fresh unique ids, times and errors patched in, ground
+truth kept."""
 
+import statistics
 import time
 from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest as ProtoExportRequest,
+)
 
-from pipeline.loadgen.generator import TraceGenerator
+from pipeline.loadgen.generator import CLIENT, SERVER, TraceGenerator
 from pipeline.loadgen.ledger import Ledger, LoadgenResult
 from pipeline.loadgen.pacing import RateProfile
 from pipeline.loadgen.pool import (
+    STATUS_CLEARED,
+    STATUS_FAILED,
+    Batch,
     Replay,
+    build_batch,
     build_pool,
     cycle_mask,
     duration_scale,
@@ -44,7 +53,8 @@ def test_replay_zero_at_the_original_time_is_the_original(pool):
 def test_render_patches_ids_and_times_and_nothing_else(pool):
     """Replay 5: every trace id and span id (own, parent's, a linked one of the request)
     is the replay id; each trace is stretched by its factor towards its end, so spans
-    stay nested; the last span ends at ``now``; nothing else changes."""
+    stay nested; the last span ends at ``now``; statuses may flip (tested below); nothing
+    else changes."""
     batch = pool[1]
     now = time.time_ns()
     delta = now - batch.latest_end
@@ -77,8 +87,11 @@ def test_render_patches_ids_and_times_and_nothing_else(pool):
             ours = old.trace_id in index
             assert link.trace_id == (replay_trace_id(old.trace_id, 5) if ours else old.trace_id)
             assert link.span_id == (replay_span_id(old.span_id, 5) if ours else old.span_id)
-        for field in ("name", "kind", "attributes", "status", "flags"):
-            assert getattr(span, field) == getattr(before, field)
+        for field in ("name", "kind", "attributes", "flags", "events", "dropped_events_count"):
+            if field != "events":
+                assert getattr(span, field) == getattr(before, field)
+        assert [e.name for e in span.events] == [e.name for e in before.events]
+        assert span.status == before.status or (span.status.code == 2) != (before.status.code == 2)
     assert max(s.end_time_unix_nano for s in rendered) == now
     assert links, "the pool should hold a span link to patch"
 
@@ -178,3 +191,102 @@ def test_any_replay_parses_and_keeps_the_trace_shapes(pool, which, cycle, shift)
     per_trace = Counter(span.trace_id for span in spans)
     assert per_trace == Counter({replay_trace_id(t.trace_id, cycle): t.spans for t in batch.traces})
     assert max(span.end_time_unix_nano for span in spans) == now
+
+
+# --- errors vary between replays --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def error_pool() -> list[Batch]:
+    """The estate after its bad deploy: error traces in every request."""
+    generator = TraceGenerator(load_topology("topologies/estate-30.yaml"), 8)
+    return build_pool(generator, 3, 600, elapsed=100.0)
+
+
+def decoded_errors(body: bytes) -> dict[bytes, bool]:
+    """Trace id -> whether a span of it has status ERROR, read with opentelemetry-proto."""
+    errors: dict[bytes, bool] = {}
+    for resource_spans in ProtoExportRequest.FromString(body).resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                failed = span.status.code == 2
+                errors[span.trace_id] = errors.get(span.trace_id, False) or failed
+    return errors
+
+
+def test_replays_of_one_request_vary_its_error_traces(error_pool):
+    batch = error_pool[0]
+    template = sum(t.error for t in batch.traces)
+    assert template >= 2
+    counts = [sum(decoded_errors(batch.render(c, time.time_ns())).values()) for c in range(300)]
+    assert counts[0] == template  # replay 0 is the request as generated
+    assert len(set(counts)) >= 4  # varies from replay to replay ...
+    assert statistics.mean(counts[1:]) == pytest.approx(template, rel=0.25)  # ... around it
+    # A generated failure comes back in about 90 % of the replays, all its spans together.
+    failing = next(i for i, t in enumerate(batch.traces) if t.error)
+    again = [batch.trace_errors(c)[failing] for c in range(1, 1001)]
+    assert 0.86 < sum(again) / len(again) < 0.94
+
+
+def test_the_ledger_counts_the_errors_of_the_bytes_sent(error_pool):
+    """Over many replays, what the ledger records per trace is what the bytes say."""
+    ledger = Ledger(started_at=0.0)
+    sent_errors = 0
+    for cycle in range(60):
+        for batch in error_pool:
+            decoded = decoded_errors(batch.render(cycle, time.time_ns()))
+            ledger.batch_delivered(batch, cycle, 1.0)
+            sent_errors += sum(decoded.values())
+            records = ledger.delivered_since(ledger.requests_sent - 1)[1]
+            assert {bytes.fromhex(r.trace_id): r.error for r in records} == decoded
+    assert ledger.error_traces_sent == sent_errors
+    assert sum(r.error for r in ledger.traces()) == sent_errors
+    ledger.batch_failed(error_pool[0], 61, "gave up")
+    failed = {bytes.fromhex(r.trace_id): r.error for r in ledger.failed_traces()}
+    assert failed == decoded_errors(error_pool[0].render(61, time.time_ns()))
+
+
+def test_a_replay_flips_statuses_in_place_and_consistently(error_pool):
+    """Failing spans carry ERROR with a message, the others an unset status without one;
+    a client span reports what its server span did; lengths never change."""
+    batch = error_pool[1]
+    for cycle in range(1, 40):
+        body = batch.render(cycle, time.time_ns())
+        assert len(body) == len(batch.body)
+        for offsets in batch.unit_offsets:
+            for offset in offsets:
+                assert body[offset : offset + 2] in (STATUS_FAILED, STATUS_CLEARED)
+        spans = list(spans_of(body))
+        by_id = {(s.trace_id, s.span_id): s for s in spans}
+        for span in spans:
+            assert (span.status.code == 2) == bool(span.status.message)
+            parent = by_id.get((span.trace_id, span.parent_span_id))
+            if span.kind == SERVER and parent is not None and parent.kind == CLIENT:
+                assert parent.status.code == span.status.code
+
+
+def test_recurrence_one_replays_the_generated_errors_and_zero_redraws_them():
+    generator = TraceGenerator(load_topology("topologies/estate-30.yaml"), 8)
+    traces = [t for _ in range(60) for t in generator.generate(1_700_000_000_000_000_000, 100.0)]
+    fixed = build_batch(traces, recurrence=1.0)
+    template = [t.error for t in fixed.traces]
+    assert any(template)
+    assert all(fixed.trace_errors(cycle) == template for cycle in range(1, 50))
+    assert fixed.recurring == len(fixed.unit_thresholds)  # no other span can fail
+    fresh = build_batch(traces, recurrence=0.0)
+    assert fresh.render(0, fresh.latest_end) == fresh.body
+    assert decoded_errors(fresh.body) == {t.trace_id: t.error for t in fresh.traces}
+    # At 0 a generated failure never comes back; the trace's other spans may fail anew,
+    # as every span that can.
+    failed = [fresh.failed_units(cycle) for cycle in range(1, 200)]
+    assert fresh.recurring and not any(unit < fresh.recurring for f in failed for unit in f)
+    assert sum(map(len, failed)) > 0
+
+
+def test_varying_errors_keeps_rendering_linear_in_spans(error_pool):
+    """One draw per unit (a span that can fail, or a trace's generated failure) and two
+    bytes per flipped status: bounded by the spans (their cost is measured by the load
+    generator's render benchmark, not asserted here: these machines are noisy)."""
+    for batch in error_pool:
+        assert len(batch.unit_thresholds) <= batch.spans
+        assert sum(len(offsets) for offsets in batch.unit_offsets) <= batch.spans

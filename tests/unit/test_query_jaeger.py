@@ -10,7 +10,15 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from pipeline.query.jaeger import envelope, error, iso_micros, jaeger_trace, span_kind_name, tag
+from pipeline.query.jaeger import (
+    Base64,
+    envelope,
+    error,
+    iso_micros,
+    jaeger_trace,
+    span_kind_name,
+    tag,
+)
 from pipeline.sink.documents import span_documents
 from tests.unit.otlp_builders import add_attributes, resource_spans
 
@@ -185,6 +193,60 @@ def test_tag_types():
     assert tag("a", 2**62)["value"] == 2**62
     assert tag("a", 1.0)["type"] == "float64"
     assert tag("a", "x")["type"] == "string"
+    assert tag("a", Base64("AP8=")) == {"key": "a", "type": "binary", "value": "AP8="}
+    assert type(tag("a", Base64("AP8="))["value"]) is str
+
+
+def bytes_trace() -> TracesData:
+    """One span with bytes in its attributes, its resource's and an event's, next to a
+    string whose text is the same base64."""
+    data = TracesData()
+    spans = resource_spans(data, {"service.name": "vault", "host.id": b"\x01\x02\x03"})
+    span = spans.add(
+        trace_id=TRACE,
+        span_id=ROOT,
+        name="sign",
+        start_time_unix_nano=T0,
+        end_time_unix_nano=T0 + 1_000_000,
+    )
+    add_attributes(span.attributes, {"digest": b"\xfb\xff", "digest.text": "+/8="})
+    event = span.events.add(name="signed", time_unix_nano=T0 + 1_000)
+    add_attributes(event.attributes, {"signature": b"\x00", "length": 1})
+    span.links.add(trace_id=OTHER_TRACE, span_id=LINKED)
+    add_attributes(span.links[0].attributes, {"token": b"\x07"})
+    return data
+
+
+def test_bytes_are_binary_tags_in_base64():
+    """As Jaeger answers for an OTLP bytes attribute: type ``binary``, value base64."""
+    docs = [doc for _id, doc in span_documents(bytes_trace())]
+    trace = jaeger_trace(TRACE.hex(), docs)
+    [span] = trace["spans"]
+    tags = tags_of(span)
+    assert tags["digest"] == ("binary", "+/8=")
+    assert tags["digest.text"] == ("string", "+/8=")
+    assert trace["processes"]["p1"]["tags"] == [
+        {"key": "host.id", "type": "binary", "value": "AQID"}
+    ]
+    assert span["logs"][0]["fields"] == [
+        {"key": "event", "type": "string", "value": "signed"},
+        {"key": "signature", "type": "binary", "value": "AA=="},
+        {"key": "length", "type": "int64", "value": 1},
+    ]
+    # A process with the same text as a string is another process.
+    other = dict(docs[0], spanId="09" * 8, binaryAttributes=["span.attributes.digest"])
+    assert len(jaeger_trace(TRACE.hex(), [docs[0], other])["processes"]) == 2
+
+
+def test_documents_from_before_schema_6_keep_bytes_as_strings():
+    """Hex text and no ``binaryAttributes``: what older documents hold, shown as before."""
+    [doc] = [doc for _id, doc in span_documents(bytes_trace())]
+    del doc["binaryAttributes"]
+    doc["span.attributes.digest"] = "fbff"
+    del doc["events"][0]["binaryAttributes"]
+    [span] = jaeger_trace(TRACE.hex(), [doc])["spans"]
+    assert tags_of(span)["digest"] == ("string", "fbff")
+    assert span["logs"][0]["fields"][1] == {"key": "signature", "type": "string", "value": "AA=="}
 
 
 def test_helpers():

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
+from pipeline.query.jaeger import Base64
 from pipeline.query.params import ParamError, TraceQuery
 from pipeline.query.v3 import (
     DEFAULT_SEARCH_DEPTH,
@@ -34,7 +35,7 @@ from pipeline.query.v3 import (
 from pipeline.sink.documents import span_documents
 from pipeline.store.fields import iso_to_nanos, nanos_to_iso
 from tests.unit.otlp_builders import resource_spans
-from tests.unit.test_query_jaeger import sample_trace
+from tests.unit.test_query_jaeger import bytes_trace, sample_trace
 
 TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 OTHER_TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -428,6 +429,40 @@ def test_attribute_values():
     assert any_value(True) == {"boolValue": True}
     assert any_value(2**62) == {"intValue": str(2**62)}
     assert any_value(-1.5) == {"doubleValue": -1.5}
+    assert any_value(Base64("AP8=")) == {"bytesValue": "AP8="}
+
+
+def test_bytes_are_bytes_values_in_base64():
+    """As Jaeger's API v3 (pdata's JSON) writes an OTLP bytes attribute: ``bytesValue``."""
+    docs = documents(bytes_trace())
+    [resource] = traces_data([(TRACE.hex(), docs)], 0)["resourceSpans"]
+    assert resource["resource"]["attributes"] == [
+        {"key": "service.name", "value": string("vault")},
+        {"key": "host.id", "value": {"bytesValue": "AQID"}},
+    ]
+    [span] = resource["scopeSpans"][0]["spans"]
+    assert span["attributes"] == [
+        {"key": "digest", "value": {"bytesValue": "+/8="}},
+        {"key": "digest.text", "value": string("+/8=")},
+    ]
+    assert span["events"][0]["attributes"] == [
+        {"key": "signature", "value": {"bytesValue": "AA=="}},
+        {"key": "length", "value": {"intValue": "1"}},
+    ]
+    assert span["links"][0]["attributes"] == [{"key": "token", "value": {"bytesValue": "Bw=="}}]
+    # The same text as a string is another resource.
+    other = dict(docs[0], spanId="09" * 8, binaryAttributes=["span.attributes.digest"])
+    assert len(traces_data([(TRACE.hex(), [docs[0], other])], 0)["resourceSpans"]) == 2
+
+
+def test_documents_from_before_schema_6_give_bytes_as_strings():
+    [doc] = documents(bytes_trace())
+    del doc["binaryAttributes"]
+    doc["span.attributes.digest"] = "fbff"
+    del doc["links"][0]["binaryAttributes"]
+    [span] = spans_by_name(traces_data([(TRACE.hex(), [doc])], 0)).values()
+    assert span["attributes"][0] == {"key": "digest", "value": string("fbff")}
+    assert span["links"][0]["attributes"] == [{"key": "token", "value": string("Bw==")}]
 
 
 @given(st.integers(min_value=0, max_value=2**63 - 1))
