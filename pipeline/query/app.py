@@ -61,7 +61,13 @@ from pipeline.query.spm import (
     metrics_minstep,
     metrics_pattern,
 )
-from pipeline.query.v3 import parse_search, parse_trace_request, trace_summary, traces_data
+from pipeline.query.v3 import (
+    parse_search,
+    parse_trace_request,
+    trace_summary,
+    traces_data,
+    v3_trace_id,
+)
 from pipeline.store.indices import store_names
 
 log = structlog.get_logger(__name__)
@@ -137,7 +143,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, record)
         finally:
-            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            # A base64 trace id may hold "/": those routes take a path; the label keeps
+            # the plain template.
+            endpoint = getattr(scope.get("route"), "path", "unmatched").replace(":path}", "}")
             REQUESTS.labels(endpoint, str(status)).inc()
             LATENCY.labels(endpoint).observe(time.perf_counter() - started)
 
@@ -352,13 +360,25 @@ async def traces(request: Request) -> Response:
     return JsonResponse(envelope(found, errors=missing))
 
 
+def _v1_trace_id(text: str) -> str:
+    """Hex as Jaeger's rules have it, else base64 of 8 or 16 bytes (the Jaeger UI sends an
+    id as typed, and Jaeger's v1 handler accepts base64); the hex message when neither."""
+    try:
+        return normalize_trace_id(text)
+    except ParamError as hex_problem:
+        try:
+            return v3_trace_id(text)
+        except ParamError:
+            raise hex_problem from None
+
+
 def traces_action(request: Request) -> Action:
     """``/api/traces`` with ``traceID=`` reads those traces; without, it searches."""
     return "read_trace" if "traceID" in request.query_params else "search"
 
 
 async def trace(request: Request) -> Response:
-    trace_id = normalize_trace_id(request.path_params["trace_id"])
+    trace_id = _v1_trace_id(request.path_params["trace_id"])
     skew_limit = _skew_limit(request)
     stored = (await _reader(request).trace_documents([trace_id])).get(trace_id, [])
     documents, hidden = _visible_documents(request, "read_trace", stored)
@@ -518,10 +538,11 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
         ("/api/v3/services", None, v3_services),
         ("/api/v3/operations", None, v3_operations),
         ("/api/v3/traces", "search", v3_traces),
-        ("/api/v3/traces/{trace_id}", "read_trace", v3_trace),
+        ("/api/v3/traces/{trace_id:path}", "read_trace", v3_trace),
         ("/api/v3/trace-summaries", "search", v3_trace_summaries),
         ("/api/traces", traces_action, traces),
-        ("/api/traces/{trace_id}", "read_trace", trace),
+        ("/api/traces/{trace_id}/logs", "read_trace", trace_logs),  # before {trace_id:path}
+        ("/api/traces/{trace_id:path}", "read_trace", trace),
         ("/api/dependencies", "dependencies", dependencies),
         ("/api/sampling", "sampling", sampling),
         ("/api/metrics/calls", "metrics", metrics_calls),
@@ -529,7 +550,6 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
         ("/api/metrics/latencies", "metrics", metrics_latencies),
         ("/api/metrics/minstep", "metrics", metrics_minstep),
         ("/api/metrics/exemplars", "metrics", metrics_exemplars),
-        ("/api/traces/{trace_id}/logs", "read_trace", trace_logs),
         ("/api/ui/config", None, ui_config),
     ]
     app = Starlette(

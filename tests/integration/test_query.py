@@ -329,8 +329,8 @@ def test_short_and_missing_trace_ids(api: httpx.Client):
     missing = "f" * 32
     [problem] = errors(api.get(f"/api/traces/{missing}"), 404)
     assert problem == {"code": 404, "msg": "trace not found", "traceID": missing}
-    [problem] = errors(api.get("/api/traces/not-a-trace"), 400)
-    assert problem["msg"].startswith("traceID: 'not-a-trace' is not a hexadecimal trace id")
+    [problem] = errors(api.get("/api/traces/not a trace!"), 400)
+    assert problem["msg"].startswith("traceID: 'not a trace!' is not a hexadecimal trace id")
 
 
 def test_trace_ids_as_search_parameters(api: httpx.Client):
