@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, iso_to_nanos
+from pipeline.store.fields import (
+    RESOURCE_ATTRIBUTES,
+    SPAN_ATTRIBUTES,
+    STATUS_ERROR,
+    iso_to_nanos,
+    status_of,
+)
 
 JSON = dict[str, Any]
 
@@ -124,12 +130,11 @@ def span_tags(doc: JSON) -> list[JSON]:
     kind = span_kind_name(doc.get("kind", ""))
     if kind:
         tags.append(tag("span.kind", kind))
-    status = doc.get("status") or {}
-    code = status.get("code", 0)
+    code, message = status_of(doc)
     if code in STATUS_NAMES:
         tags.append(tag("otel.status_code", STATUS_NAMES[code]))
-    if status.get("message"):
-        tags.append(tag("otel.status_description", status["message"]))
+    if message:
+        tags.append(tag("otel.status_description", message))
     if code == STATUS_ERROR:
         tags.append(tag("error", True))
     scope = doc.get("instrumentationScope") or {}

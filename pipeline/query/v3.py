@@ -49,7 +49,13 @@ from pipeline.query.params import (
     span_kind_param,
 )
 from pipeline.query.skew import adjust_clock_skew
-from pipeline.store.fields import RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES, STATUS_ERROR, iso_to_nanos
+from pipeline.store.fields import (
+    RESOURCE_ATTRIBUTES,
+    SPAN_ATTRIBUTES,
+    STATUS_ERROR,
+    iso_to_nanos,
+    status_of,
+)
 
 JSON = dict[str, Any]
 
@@ -356,7 +362,7 @@ def otlp_span(doc: JSON, shift: int = 0, warnings: Sequence[str] = ()) -> JSON:
         span["links"] = links
     if doc.get("droppedLinksCount"):
         span["droppedLinksCount"] = doc["droppedLinksCount"]
-    span["status"] = _status(doc.get("status") or {})
+    span["status"] = _status(*status_of(doc))
     return span
 
 
@@ -378,12 +384,12 @@ def _link(link: JSON) -> JSON:
     return found
 
 
-def _status(status: JSON) -> JSON:
+def _status(code: int, message: str) -> JSON:
     found: JSON = {}
-    if status.get("message"):
-        found["message"] = status["message"]
-    if status.get("code"):
-        found["code"] = status["code"]
+    if message:
+        found["message"] = message
+    if code:
+        found["code"] = code
     return found
 
 
@@ -491,7 +497,7 @@ def trace_summary(trace_id: str, docs: Iterable[JSON], max_skew_us: int) -> JSON
         last = end if last is None else max(last, end)
         counts = services.setdefault(doc.get("serviceName", ""), [0, 0])
         counts[0] += 1
-        if (doc.get("status") or {}).get("code") == STATUS_ERROR:
+        if status_of(doc)[0] == STATUS_ERROR:
             counts[1] += 1
             errors += 1
         parent = doc.get("parentSpanId")

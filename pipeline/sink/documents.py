@@ -45,6 +45,7 @@ from pipeline.store.fields import (
     document_id,
     iso_to_nanos,
     nanos_to_iso,
+    status_of,
 )
 from pipeline.wire.otlp import service_name, set_any_value
 
@@ -337,7 +338,17 @@ class _JsonCache:
 
 
 _NAMES = _JsonCache()
-_STATUSES = _JsonCache()
+_MESSAGES = _JsonCache()
+
+
+def _status_members(code: int, message: str) -> str:
+    """``"status.code":N`` and, for a non-empty message, ``"status.message":"…"``: the
+    dotted keys Data Prepper writes, which Dashboards' span flyout and table read."""
+    if not message:
+        return f'"status.code":{code}'
+    return f'"status.code":{code},"status.message":{_MESSAGES.get(message, message)}'
+
+
 _NO_EVENTS_OR_LINKS = b',"events":[],"links":[]'
 
 
@@ -358,7 +369,7 @@ def _span_head(span: Span, start: int, end: int, code: int) -> bytes:
         f',"kind":"{_KIND_NAMES.get(span.kind, "SPAN_KIND_UNSPECIFIED")}"'
         f',"startTime":"{nanos_to_iso(start)}","endTime":"{nanos_to_iso(end)}"'
         f',"durationInNanos":{end - start}'
-        f',"status":{_STATUSES.get((code, message), {"code": code, "message": message})}'
+        f",{_status_members(code, message)}"
     ).encode()
     rare: dict[str, Any] = {}
     if span.trace_state:
@@ -526,8 +537,7 @@ def span_from_document(doc: dict[str, Any]) -> tuple[list[tuple[str, Any]], Span
         dropped_events_count=doc.get("droppedEventsCount", 0),
         dropped_links_count=doc.get("droppedLinksCount", 0),
     )
-    span.status.code = doc["status"]["code"]
-    span.status.message = doc["status"]["message"]
+    span.status.code, span.status.message = status_of(doc)
     for key, value in _unflatten(SPAN_ATTRIBUTES, doc):
         _set_value(span.attributes.add(key=key).value, value)
     for event in doc.get("events", []):

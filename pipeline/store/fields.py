@@ -48,6 +48,17 @@ def iso_to_nanos(text: str) -> int:
     return _second_to_nanos(stamp) + int(fraction.ljust(9, "0")[:9])
 
 
+def status_of(doc: dict) -> tuple[int, str]:
+    """(status code, message) of a span document: the dotted top-level keys Data Prepper
+    writes (``"status.code"``, ``"status.message"``, which OpenSearch Dashboards' span
+    views read), or the ``status`` object of documents written before schema 7."""
+    code = doc.get("status.code")
+    if code is not None:
+        return code, doc.get("status.message", "")
+    nested = doc.get("status") or {}
+    return nested.get("code", 0), nested.get("message", "")
+
+
 def document_id(trace_id: bytes, span_id: bytes) -> str:
     """Idempotent document id: trace id + span id, as URL-safe base64 (32 characters).
 

@@ -464,15 +464,6 @@ def test_span_flyout_finds_the_span_and_its_fields(opensearch: OpenSearch, store
     assert dq.parse_iso_to_nano(span["startTime"]) == failed.start + 25 * MS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product defect: pipeline/sink/documents.py writes status as an object "
-        '{"status": {"code", "message"}}; Data Prepper writes the dotted keys "status.code" / '
-        "\"status.message\", and the span flyout (span['status.code'] === 2) and the span "
-        "table's Errors column read only those, so error spans show Errors: No"
-    ),
-)
 def test_span_flyout_and_span_table_mark_an_error_span(opensearch: OpenSearch, store: Store):
     failed = TRACES["failed"]
     for key in ("Charge", "POST /checkout"):

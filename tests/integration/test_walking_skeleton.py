@@ -12,6 +12,7 @@ from opensearchpy import OpenSearch
 from pipeline.config.settings import SPAN_ALIAS, Settings
 from pipeline.local.demo import send_demo_trace
 from pipeline.local.run import wait_until
+from pipeline.store.fields import status_of
 from pipeline.store.indices import trace_span_count
 from tests.integration.conftest import DECISION_WAIT
 
@@ -44,10 +45,8 @@ def test_error_trace_is_stored_whole(pipeline_settings: Settings, opensearch: Op
     roots = [span for span in spans if span["parentSpanId"] == ""]
     assert [root["name"] for root in roots] == ["GET /checkout"]
     assert all(span["traceGroup"] == "GET /checkout" for span in spans)
-    errors = [span for span in spans if span["status"]["code"] == 2]
-    assert [(e["serviceName"], e["status"]["message"]) for e in errors] == [
-        ("payments", "card declined")
-    ]
+    errors = [span for span in spans if status_of(span)[0] == 2]
+    assert [(e["serviceName"], status_of(e)[1]) for e in errors] == [("payments", "card declined")]
 
 
 def test_trace_without_error_is_dropped_at_zero_percent(
