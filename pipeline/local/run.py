@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 from opensearchpy import OpenSearch
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -101,9 +102,16 @@ def start_component(name: str, settings: Settings) -> subprocess.Popen:
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as SPANSIEVE_* variables, so children see the flags given to `run`."""
-    values = settings.model_dump(exclude_none=True)
-    return {f"SPANSIEVE_{key.upper()}": str(value) for key, value in values.items()}
+    """The settings as SPANSIEVE_* variables, so children see the flags given to `run`;
+    lists and mappings (``query_log_links``) as JSON, which is how settings read them."""
+    values = settings.model_dump(mode="json", exclude_none=True)
+    return {f"SPANSIEVE_{key.upper()}": _env_text(value) for key, value in values.items()}
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
 
 
 def stop_components(children: list[subprocess.Popen]) -> None:

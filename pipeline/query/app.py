@@ -1,5 +1,6 @@
 """The query server's HTTP routes: Jaeger's ``/api/...``, ``/healthz``, ``/metrics`` and the
-web UI (``/``, ``/search``, ``/trace/{id}``: one page, its assets under ``/static``).
+web UI (``/``, ``/search``, ``/trace/{id}``, ``/services``, ``/map``: one page, its assets
+under ``/static``).
 
 Handlers only parse (``params``, ``v3``), read (``search.SpanReader``,
 ``sampling.RatesSource``) and shape (``jaeger``, ``v3``, ``dependencies``, ``sampling``);
@@ -506,7 +507,8 @@ async def opensearch_failed(request: Request, exc: Exception) -> Response:
 
 
 async def web_ui(_request: Request) -> Response:
-    """The web UI's single page; its script routes ``/``, ``/search`` and ``/trace/{id}``."""
+    """The web UI's single page; its script routes ``/``, ``/search``, ``/trace/{id}``,
+    ``/services`` and ``/map``."""
     return FileResponse(UI_DIR / "index.html", headers=UI_HEADERS)
 
 
@@ -559,6 +561,8 @@ def query_app(settings: Settings, client: AsyncOpenSearch) -> Starlette:
             Route("/metrics", prometheus),
             Route("/", web_ui),
             Route("/search", web_ui),
+            Route("/services", web_ui),
+            Route("/map", web_ui),
             Route("/trace/{trace_id}", web_ui),
             Mount("/static", app=UiAssets(directory=UI_DIR), name="static"),
         ],

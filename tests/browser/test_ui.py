@@ -1,17 +1,24 @@
 """The web UI of `spansieve query` in headless Chromium, over a private store.
 
-Four traces (one of 1 201 spans) are indexed directly (the sink's encoder and ``_bulk``
-body) behind a private ``uitest-<random>-`` prefix; a real `spansieve query` process
-serves the API and the UI; Selenium drives Chromium through search, filters, the back
-button, the timeline, span details, collapsing and the error messages. The page's state
-is read with one script per check (no stale elements); the console must stay free of
-script errors.
+Five traces (one of 1 201 spans) are indexed directly (the sink's encoder and ``_bulk``
+body) behind a private ``uitest-<random>-`` prefix, with span metrics of the last hour
+(the metrics store's documents) and log records (a Data Prepper-shaped logs index); a
+real `spansieve query` process serves the API and the UI; Selenium drives Chromium
+through search, filters, the back button, the timeline and its critical path, span
+details, collapsing, the error messages, the services page, the service map and a
+trace's log records. The page's state is read with one script per check (no stale
+elements); the console must stay free of script errors.
+
+With ``SPANSIEVE_SCREENSHOTS=<dir>`` the services page, the map and a trace are saved
+there as PNGs (the README's screenshots come from this).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +27,7 @@ import pytest
 from opensearchpy import OpenSearch
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -32,6 +40,14 @@ from pipeline.store.indices import store_names
 from pipeline.store.lifecycle import ISM_POLICIES, has_ism, ism_policy_id, node_plugins
 from pipeline.store.setup import ensure_store
 from tests.browser.conftest import MISSING, SKIP_REASON
+from tests.browser.observability import (
+    Operation,
+    index_logs,
+    index_metrics,
+    log_document,
+    red_documents,
+    window_starts,
+)
 from tests.integration.trace_builder import MS, TraceBuilder
 
 pytestmark = [
@@ -79,11 +95,65 @@ def build_traces() -> dict[str, TraceBuilder]:
         for item in range(29):
             at = 2 + chunk * 120 + item * 3
             big.span("bulk", "item", f"c{chunk}", key=f"c{chunk}i{item}", at=at, ms=2)
-    return {"cart": cart, "checkout": checkout, "search": search, "big": big}
+    # Parallel shards: only the one that finished last (and its cache call) holds the
+    # root up, so the critical path leaves the other two out.
+    fanout = TraceBuilder(4_000)
+    fanout.span("search", "search.fanout", ms=100)
+    fanout.span("index", "shard.query", "search.fanout", key="shard1", at=5, ms=35)
+    fanout.span("index", "shard.query", "search.fanout", key="shard2", at=5, ms=85)
+    fanout.span("index", "shard.query", "search.fanout", key="shard3", at=50, ms=20)
+    fanout.span("cache", "cache.get", "shard2", at=60, ms=25)
+    return {"cart": cart, "checkout": checkout, "search": search, "big": big, "fanout": fanout}
 
 
 TRACES = build_traces()
-SPAN_COUNTS = {"cart": 3, "checkout": 6, "search": 2, "big": 1_201}
+SPAN_COUNTS = {"cart": 3, "checkout": 6, "search": 2, "big": 1_201, "fanout": 5}
+
+
+def operations() -> list[Operation]:
+    """Span metrics per window (one a minute): the traces' operations, steady traffic."""
+    t = {name: builder.trace_id for name, builder in TRACES.items()}
+    return [
+        Operation("frontend", "GET /cart", 3, 30, t["cart"]),
+        Operation("frontend", "POST /checkout", 1, 380, t["checkout"]),
+        Operation("frontend", "GET /search", 2, 110, t["search"]),
+        Operation("cart", "cart.get", 4, 20, t["cart"]),
+        Operation("cart", "SELECT cart", 4, 4, t["cart"]),
+        Operation("payment", "charge", 1, 350, t["checkout"], fail_every=5),
+        Operation("payment", "card.authorize", 2, 120, t["checkout"]),
+        Operation("search", "query", 2, 90, t["search"]),
+        Operation("search", "search.fanout", 1, 95, t["fanout"]),
+        Operation("index", "shard.query", 3, 40, t["fanout"]),
+        Operation("cache", "cache.get", 1, 20, t["fanout"]),
+    ]
+
+
+def log_records() -> list[dict[str, Any]]:
+    """Log records of the checkout and fan-out traces, and one of the cart trace."""
+    checkout, fanout, cart = TRACES["checkout"], TRACES["fanout"], TRACES["cart"]
+    root, charge = checkout.ids["POST /checkout"], checkout.ids["charge"]
+    at = checkout.start
+    return [
+        log_document(checkout.trace_id, root, "frontend", at + 1 * MS, "INFO",
+                     "checkout started", {"user.id": "u-42", "cart.items": 3}),
+        log_document(checkout.trace_id, charge, "payment", at + 140 * MS, "WARN",
+                     "card authorization timed out, retrying", {"retry.count": 1}),
+        log_document(checkout.trace_id, charge, "payment", at + 389 * MS, "ERROR",
+                     "card declined", {"payment.provider": "acme"}),
+        log_document(checkout.trace_id, None, "frontend", at + 400 * MS, "INFO",
+                     "order audit written"),
+        log_document(cart.trace_id, cart.ids["GET /cart"], "frontend", cart.start + MS,
+                     "INFO", "cart viewed"),
+        log_document(fanout.trace_id, fanout.ids["search.fanout"], "search",
+                     fanout.start + 1 * MS, "INFO", "fan-out to 3 shards"),
+        log_document(fanout.trace_id, fanout.ids["cache.get"], "cache", fanout.start + 61 * MS,
+                     "DEBUG", "cache miss", {"cache.key": "q:shoes"}),
+        log_document(fanout.trace_id, fanout.ids["shard2"], "index", fanout.start + 88 * MS,
+                     "WARN", "shard 2 answered slowly", {"shard": 2, "took.ms": 85}),
+    ]  # fmt: skip
+
+
+LOG_LINKS = [{"name": "Logs", "url": "https://logs.example/?trace={trace_id}"}]
 
 
 def drop_store(client: OpenSearch, settings: Settings) -> None:
@@ -117,15 +187,25 @@ def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator
         alias = store_names(settings).span_alias
         answer = opensearch.bulk(body=bulk_body(docs), index=alias, refresh="true")
         assert not answer["errors"], answer
+        index_metrics(opensearch, settings, red_documents(operations(), window_starts()))
+        index_logs(opensearch, logs_index(settings), log_records())
         yield settings
     finally:
         drop_store(opensearch, settings)
 
 
+def logs_index(settings: Settings) -> str:
+    return f"{settings.store_index_prefix}logs"
+
+
 @pytest.fixture(scope="module")
 def base(store: Settings) -> Iterator[str]:
-    """A `spansieve query` process over the private store; its URL."""
-    child = start_component("query", store)
+    """A `spansieve query` process over the private store, its log records and a log link
+    template; its URL."""
+    settings = Settings.model_validate(
+        {**store.model_dump(), "query_logs_index": logs_index(store), "query_log_links": LOG_LINKS}
+    )
+    child = start_component("query", settings)
     url = f"http://127.0.0.1:{store.query_port}"
     try:
         ready = wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, "query", 60)
@@ -281,7 +361,16 @@ FRONTEND = ["frontend: GET /search", "frontend: POST /checkout", "frontend: GET 
 def test_search_by_service(page: WebDriver, base: str):
     page.get(f"{base}/")
     until(page, lambda d: "frontend" in options(d, "service"), "the services")
-    assert options(page, "service") == ["", "bulk", "cart", "frontend", "payment", "search"]
+    assert options(page, "service") == [
+        "",
+        "bulk",
+        "cache",
+        "cart",
+        "frontend",
+        "index",
+        "payment",
+        "search",
+    ]
     assert page.switch_to.active_element.get_attribute("id") == "service"  # focus on search
 
     Select(page.find_element(By.ID, "service")).select_by_value("payment")
@@ -540,4 +629,414 @@ def test_opensearch_down_is_shown(page: WebDriver, store: Settings):
         message(page, "HTTP 503: OpenSearch unreachable")
         assert page.find_element(By.ID, "results-title").text == "Search failed"
     finally:
+        stop_components([child])
+
+
+# --- services page, service map, critical path, log records ----------------------------
+
+SCREENSHOTS = os.environ.get("SPANSIEVE_SCREENSHOTS")
+NO_VALUE = "\N{EN DASH}"  # what the services page shows for a figure it has no data for
+
+
+def screenshot(driver: WebDriver, name: str, height: int | None = None) -> None:
+    """Save the page as ``<SPANSIEVE_SCREENSHOTS>/<name>`` when that is set, its viewport
+    ``height`` pixels high for the shot."""
+    if not SCREENSHOTS:
+        return
+    folder = Path(SCREENSHOTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = driver.get_window_size()
+    if height:
+        frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+        driver.set_window_size(size["width"], height + frame)
+    try:
+        driver.execute_script("window.scrollTo(0, 0); document.activeElement?.blur()")
+        driver.save_screenshot(str(folder / name))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
+SERVICES_JS = """
+const view = document.getElementById('services-view');
+if (!view || view.hidden || view.getAttribute('aria-busy') !== 'false') return null;
+const notice = document.getElementById('services-notice');
+return {
+  title: document.getElementById('services-title').textContent,
+  status: document.getElementById('services-status').textContent,
+  notice: notice.hidden ? null : notice.textContent,
+  traces: document.getElementById('services-traces').hidden ? null
+    : document.getElementById('services-traces').getAttribute('href'),
+  rows: [...document.querySelectorAll('#services-body tr')].map(tr => ({
+    name: tr.dataset.name,
+    values: Object.fromEntries([...tr.querySelectorAll('td.fig')].map(
+      td => [td.dataset.figure, td.querySelector('.fig-value').textContent])),
+    sparks: tr.querySelectorAll('svg.spark-svg path.spark-line').length,
+    focused: tr.classList.contains('is-focused'),
+    traces: tr.querySelector('.traces-link').getAttribute('href'),
+  })),
+};
+"""
+
+
+def services_page(driver: WebDriver, title: str, first: str | None = None) -> dict[str, Any]:
+    """The services page's state once it shows ``title`` (and ``first`` as its first row)."""
+
+    def check(d: WebDriver) -> Any:
+        state = d.execute_script(SERVICES_JS)
+        if not state or state["title"] != title:
+            return None
+        if first is not None and (not state["rows"] or state["rows"][0]["name"] != first):
+            return None
+        return state
+
+    try:
+        return until(driver, check, f"the services page {title!r}")
+    except TimeoutException:
+        shown = driver.execute_script(SERVICES_JS)
+        raise AssertionError(f"services page: {shown}; message: {shown_message(driver)}") from None
+
+
+def shown_message(driver: WebDriver) -> str:
+    """The message area's text ("" when hidden), to say why a page did not load."""
+    return driver.execute_script(
+        "const box = document.getElementById('message');"
+        "return box && !box.hidden ? box.textContent.trim() : ''"
+    )
+
+
+def rows_by_name(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in state["rows"]}
+
+
+def test_services_page(page: WebDriver, base: str):
+    page.get(f"{base}/services?lookback=1h")
+    state = services_page(page, "Services", first="cart")
+    assert page.find_element(By.ID, "nav-services").get_attribute("aria-current") == "page"
+    # Busiest first (requests per second over the hour), no metrics last.
+    names = [row["name"] for row in state["rows"]]
+    assert names == ["cart", "frontend", "index", "payment", "search", "cache", "bulk"]
+    assert state["notice"] is None
+    assert state["status"].startswith("7 services, 6 with span metrics")
+    rows = rows_by_name(state)
+    # 50 one-minute windows in the hour: frontend 6 calls each, cart 8, payment 3 (every
+    # fifth window one failed charge).
+    assert rows["frontend"]["values"]["calls"] == "0.08/s"
+    assert rows["cart"]["values"]["calls"] == "0.11/s"
+    assert rows["payment"]["values"]["calls"] == "0.04/s"
+    assert rows["payment"]["values"]["errors"] == "6.67%"
+    assert rows["frontend"]["values"]["errors"] == "0%"
+    for name in names[:-1]:
+        assert rows[name]["sparks"] == 5, name
+        for quantile in ("p50", "p95", "p99"):
+            assert rows[name]["values"][quantile].endswith("ms"), (name, rows[name]["values"])
+    assert rows["bulk"]["sparks"] == 0
+    assert set(rows["bulk"]["values"].values()) == {NO_VALUE}
+    assert rows["payment"]["traces"] == "/search?service=payment&lookback=1h"
+    screenshot(page, "services.png", height=540)
+
+    # Hovering a sparkline reads out the nearest point.
+    hover = page.find_element(
+        By.CSS_SELECTOR, '#services-body tr[data-name="cart"] td[data-figure="calls"] .spark-hover'
+    )
+    ActionChains(page).move_to_element(hover).perform()
+    tip = page.find_element(By.CSS_SELECTOR, '#services-body tr[data-name="cart"] .spark-tip')
+    until(page, lambda d: tip.is_displayed(), "the sparkline's readout")
+    assert " at " in tip.text and tip.text.endswith(tuple("0123456789"))
+
+    # Sorting: by errors (highest first), then by name.
+    page.find_element(By.CSS_SELECTOR, '#services-head button[data-sort="errors"]').click()
+    assert services_page(page, "Services")["rows"][0]["name"] == "payment"
+    page.find_element(By.CSS_SELECTOR, '#services-head button[data-sort="name"]').click()
+    state = services_page(page, "Services", first="bulk")
+    assert [row["name"] for row in state["rows"]] == sorted(names)
+
+    # A service's operations, and from there its traces.
+    page.find_element(By.LINK_TEXT, "frontend").click()
+    state = services_page(page, "frontend: operations")
+    assert query_of(page) == ("/services", {"lookback": ["1h"], "service": ["frontend"]})
+    assert [row["name"] for row in state["rows"]] == ["GET /cart", "GET /search", "POST /checkout"]
+    assert rows_by_name(state)["GET /cart"]["values"]["calls"] == "0.04/s"
+    assert state["traces"] == "/search?service=frontend&lookback=1h"
+    checkout = rows_by_name(state)["POST /checkout"]
+    assert checkout["traces"] == "/search?service=frontend&operation=POST+%2Fcheckout&lookback=1h"
+    page.find_element(By.LINK_TEXT, "← All services").click()
+    state = services_page(page, "Services")
+    assert rows_by_name(state)["frontend"]["focused"]
+    back(page)
+    services_page(page, "frontend: operations")
+    page.find_element(
+        By.CSS_SELECTOR, '#services-body tr[data-name="POST /checkout"] .traces-link'
+    ).click()
+    results(page, ["frontend: POST /checkout"])
+
+
+def test_services_page_without_span_metrics(page: WebDriver, base: str):
+    """No span of that kind was counted: the page says so instead of an empty table."""
+    page.get(f"{base}/services?lookback=1h&kind=client")
+    state = services_page(page, "Services")
+    assert state["notice"].startswith("No span metrics for these services in this window.")
+    assert "span-metrics feature may be off" in state["notice"]
+    assert all(set(row["values"].values()) == {NO_VALUE} for row in state["rows"])
+    assert page.find_element(By.ID, "services-kind").get_attribute("value") == "client"
+
+
+MAP_JS = """
+const view = document.getElementById('map-view');
+if (!view || view.hidden || view.getAttribute('aria-busy') !== 'false') return null;
+return {
+  status: document.getElementById('map-status').textContent,
+  legend: !document.getElementById('map-legend').hidden,
+  nodes: Object.fromEntries([...document.querySelectorAll('#map .map-node')].map(a => {
+    const dot = a.querySelector('.map-dot');
+    return [a.dataset.service, {
+      x: Number(dot.getAttribute('cx')), y: Number(dot.getAttribute('cy')),
+      ring: a.querySelector('.map-ring').getAttribute('class'),
+      href: a.getAttribute('href'),
+    }];
+  })),
+  edges: [...document.querySelectorAll('#map .map-edge')].map(
+    g => [g.dataset.from, g.dataset.to, Number(g.dataset.calls)]),
+  counts: [...document.querySelectorAll('#map .map-count')].map(t => t.textContent),
+};
+"""
+
+
+def test_service_map(page: WebDriver, base: str):
+    page.get(f"{base}/map?lookback=1h")
+    state = until(page, lambda d: d.execute_script(MAP_JS), "the service map")
+    assert state["edges"], (state["status"], shown_message(page))
+    assert state["status"].startswith("7 services, 8 call paths")
+    assert sorted(state["edges"]) == [
+        ["bulk", "bulk", 1_200],
+        ["cart", "cart", 2],
+        ["frontend", "cart", 2],
+        ["frontend", "payment", 1],
+        ["frontend", "search", 1],
+        ["index", "cache", 1],
+        ["payment", "payment", 2],
+        ["search", "index", 3],
+    ]
+    assert "1.2k" in state["counts"]
+    nodes = state["nodes"]
+    # Layers from callers to callees, left to right.
+    assert nodes["frontend"]["x"] == nodes["bulk"]["x"]
+    assert nodes["frontend"]["x"] < nodes["cart"]["x"]
+    assert nodes["cart"]["x"] == nodes["payment"]["x"] == nodes["search"]["x"]
+    assert nodes["search"]["x"] < nodes["index"]["x"] < nodes["cache"]["x"]
+    # Rings by error share: payment failed 6.67 % of its calls; bulk has no span metrics.
+    assert "map-ring-bad" in nodes["payment"]["ring"]
+    assert "map-ring-ok" in nodes["frontend"]["ring"]
+    assert nodes["bulk"]["ring"] == "map-ring"
+    assert state["legend"]
+    screenshot(page, "service-map.png", height=560)
+
+    page.find_element(By.CSS_SELECTOR, '#map .map-node[data-service="payment"]').click()
+    state = services_page(page, "Services")
+    assert query_of(page) == ("/services", {"lookback": ["1h"], "focus": ["payment"]})
+    assert rows_by_name(state)["payment"]["focused"]
+    assert page.switch_to.active_element.text == "payment"
+
+
+CRITICAL_JS = """
+return [...document.querySelectorAll('#timeline .tl-row')].map(row => {
+  const lane = row.querySelector('.tl-lane').getBoundingClientRect();
+  return {
+    label: row.querySelector('.tl-span').textContent.replace(/\\s+/g, ' ').trim(),
+    critical: row.classList.contains('tl-critical'),
+    marks: [...row.querySelectorAll('.tl-crit')].map(m => {
+      const box = m.getBoundingClientRect();
+      return box.width ? [100 * (box.left - lane.left) / lane.width,
+                          100 * (box.right - lane.left) / lane.width] : null;
+    }),
+  };
+});
+"""
+
+
+def test_critical_path(page: WebDriver, base: str):
+    fanout = TRACES["fanout"]
+    page.get(f"{base}/trace/{fanout.hex}")
+    timeline(page, SPAN_COUNTS["fanout"])
+    rows = page.execute_script(CRITICAL_JS)
+    assert [(row["label"], row["critical"]) for row in rows] == [
+        ("search search.fanout", True),
+        ("index shard.query", False),  # shard 1: done long before the end
+        ("index shard.query", True),  # shard 2: finished last
+        ("cache cache.get", True),
+        ("index shard.query", False),  # shard 3: overlaps shard 2
+    ]
+    expected = [
+        [[0, 5], [90, 100]],
+        [],
+        [[5, 60], [85, 90]],
+        [[60, 85]],
+        [],
+    ]
+    for row, marks in zip(rows, expected, strict=True):
+        assert len(row["marks"]) == len(marks), row
+        for got, want in zip(row["marks"], marks, strict=True):
+            assert got == pytest.approx(want, abs=1), row
+    legend = page.find_element(By.CSS_SELECTOR, ".trace-tools .legend").text
+    assert "waited on" in legend
+
+    toggle = page.find_element(By.ID, "critical-toggle")
+    assert toggle.is_selected()
+    toggle.click()
+    assert all(mark is None for row in page.execute_script(CRITICAL_JS) for mark in row["marks"])
+    toggle.click()
+    assert page.execute_script(CRITICAL_JS)[0]["marks"][0] is not None
+
+    # The README's trace: shard 2 selected, its operation's metrics and its log records.
+    shard2 = fanout.ids["shard2"].hex()
+    page.find_element(By.CSS_SELECTOR, f'.tl-row[data-span-id="{shard2}"] .tl-span').click()
+    until(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#span-detail .spark-line"), "metrics")
+    until(page, lambda d: d.find_element(By.ID, "trace-logs").is_displayed(), "the log records")
+    screenshot(page, "trace.png", height=820)
+
+
+LOGS_JS = """
+const section = document.getElementById('trace-logs');
+if (section.hidden) return null;
+const records = list => [...list.querySelectorAll('.log-record')].map(li => ({
+  span: li.dataset.spanId,
+  time: li.querySelector('.log-time').textContent,
+  severity: li.querySelector('.log-sev').textContent,
+  body: li.querySelector('.log-body').textContent,
+  button: li.querySelector('button.log-span')?.textContent ?? null,
+}));
+const slot = document.querySelector('#span-detail [data-part="log-records"]');
+return {
+  title: document.getElementById('trace-logs-title').textContent,
+  records: records(section),
+  links: [...document.querySelectorAll('#trace-links a')].map(a => [a.textContent, a.href]),
+  span: slot && !slot.hidden ? {
+    heading: slot.querySelector('h4').textContent,
+    records: records(slot),
+    links: [...document.querySelectorAll('#span-detail [data-part="links"] a')].map(
+      a => [a.textContent, a.href]),
+  } : null,
+};
+"""
+
+
+def test_trace_logs_links_and_span_metrics(page: WebDriver, base: str):
+    checkout = TRACES["checkout"]
+    root, charge = checkout.ids["POST /checkout"].hex(), checkout.ids["charge"].hex()
+    page.get(f"{base}/trace/{checkout.hex}")
+    timeline(page, SPAN_COUNTS["checkout"])
+    logs = until(page, lambda d: d.execute_script(LOGS_JS), "the trace's log records")
+    link = f"https://logs.example/?trace={checkout.hex}"
+    assert logs["links"] == [["Logs", link]]
+    assert logs["title"] == "Logs (4)"  # the cart trace's record is not among them
+    shown = [(r["time"], r["severity"], r["body"], r["span"], r["button"]) for r in logs["records"]]
+    assert shown == [
+        ("+1ms", "INFO", "checkout started", root, "POST /checkout"),
+        ("+140ms", "WARN", "card authorization timed out, retrying", charge, "charge"),
+        ("+389ms", "ERROR", "card declined", charge, "charge"),
+        ("+400ms", "INFO", "order audit written", "", None),
+    ]
+    # A record's span opens in the timeline, and its details list the span's own records.
+    page.find_element(
+        By.XPATH, "//li[contains(@class,'log-record')][.//div[.='card declined']]//button"
+    ).click()
+    until(page, lambda d: detail_facts(d).get("Operation") == "charge", "the span's details")
+    selected = page.find_element(By.CSS_SELECTOR, ".tl-row.tl-selected")
+    assert selected.get_attribute("data-span-id") == charge
+    assert query_of(page)[1] == {"span": [charge]}
+    span_logs = until(page, lambda d: d.execute_script(LOGS_JS)["span"], "the span's records")
+    assert span_logs["heading"] == "Log records (2)"
+    assert [r["body"] for r in span_logs["records"]] == [
+        "card authorization timed out, retrying",
+        "card declined",
+    ]
+    assert span_logs["links"] == [["Logs", link]]
+
+    # The operation's metrics around the span: three lines, each marking the span's start.
+    def metrics(d: WebDriver) -> Any:
+        found = d.execute_script(
+            "return [...document.querySelectorAll('#span-detail .span-metric')].map(m => ["
+            " m.dataset.figure, m.querySelector('.span-metric-value').textContent,"
+            " m.querySelectorAll('.spark-line').length,"
+            " m.querySelectorAll('.spark-marker').length])"
+        )
+        return found if len(found) == 3 else None
+
+    figures = until(page, metrics, "the operation's metrics")
+    assert [f[0] for f in figures] == ["calls", "errors", "p95"]
+    assert all(lines == 1 and marker == 1 for _, _, lines, marker in figures), figures
+    assert figures[0][1] == "0.02/s"  # one charge a minute
+
+
+def test_search_conditions(page: WebDriver, base: str):
+    """The Conditions field is the API's ``where``: kept in the URL, its errors under it."""
+    page.get(f"{base}/search?service=frontend")
+    results(page, FRONTEND)
+    submit(page, where="(http.response.status_code=200 OR http.response.status_code>=201)")
+    results(page, ["frontend: GET /search", "frontend: GET /cart"])
+    assert query_of(page)[1]["where"] == [
+        "(http.response.status_code=200 OR http.response.status_code>=201)"
+    ]
+    submit(page, where="trace.duration>300ms")
+    results(page, ["frontend: POST /checkout"])
+
+    submit(page, where="http.route=~")
+    error = page.find_element(By.ID, "where-error")
+    until(page, lambda d: error.is_displayed(), "the condition's error under its field")
+    assert error.text.startswith("where: at ")
+    assert page.find_element(By.ID, "where").get_attribute("aria-invalid") == "true"
+    assert not page.find_element(By.ID, "message").is_displayed()
+    assert page.find_element(By.ID, "results-title").text == "Search failed"
+
+    back(page)
+    results(page, ["frontend: POST /checkout"])
+    assert page.find_element(By.ID, "where").get_attribute("value") == "trace.duration>300ms"
+    assert not page.find_element(By.ID, "where-error").is_displayed()
+
+
+SIGNIN_JS = """
+const panel = document.getElementById('signin');
+return panel.hidden ? null : document.getElementById('signin-reason').textContent;
+"""
+
+
+def test_sign_in_with_a_bearer_token(page: WebDriver, store: Settings, tmp_path: Path):
+    """A query server with RBAC: no token is a 401 and the sign-in panel; a token with too
+    few rights gets the server's 403 message; a good token shows the data."""
+    roles = tmp_path / "roles.yaml"
+    roles.write_text(
+        "roles:\n"
+        "  sre: {services: ['*'], actions: ['*']}\n"
+        "  payments: {services: [payment], actions: [search, read_trace]}\n"
+    )
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-sre sre-user sre\ntok-pay pay-user payments\n")
+    settings = store.model_copy(
+        update={"query_roles": roles, "query_tokens_file": tokens, "query_port": free_port()}
+    )
+    child = start_component("query", settings)
+    url = f"http://127.0.0.1:{settings.query_port}"
+    try:
+        up = wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, "query", 60)
+        assert up, f"query server did not start; see {settings.state_dir}/logs/query.log"
+        page.get(f"{url}/search?service=frontend")
+        reason = until(page, lambda d: d.execute_script(SIGNIN_JS), "the sign-in panel")
+        assert reason.startswith("The query server asks for an access token")
+        assert not page.find_element(By.ID, "message").is_displayed()  # no 401 message
+
+        # A token that may not read frontend: the server's 403 message is shown.
+        page.find_element(By.ID, "signin-token").send_keys("tok-pay" + Keys.ENTER)
+        message(page, "HTTP 403")
+        assert page.execute_script(SIGNIN_JS) is None
+        assert page.find_element(By.ID, "signout").is_displayed()
+        stored = page.execute_script("return sessionStorage.getItem('spansieve.token')")
+        assert stored == "tok-pay"
+
+        # Signing out asks again; a token with every right shows the search.
+        page.find_element(By.ID, "signout").click()
+        until(page, lambda d: d.execute_script(SIGNIN_JS), "the sign-in panel again")
+        page.find_element(By.ID, "signin-token").send_keys("tok-sre" + Keys.ENTER)
+        results(page, FRONTEND)
+        assert page.execute_script(SIGNIN_JS) is None
+    finally:
+        page.execute_script("sessionStorage.clear()")
         stop_components([child])

@@ -23,3 +23,16 @@ def test_every_flag_is_a_settings_variable():
     result = CliRunner().invoke(main, ["gateway", "--help"])
     assert "SPANSIEVE_GATEWAY_API_KEYS" in result.output
     assert "SPANSIEVE_KAFKA_BOOTSTRAP" in result.output
+
+
+def test_run_passes_list_settings_to_children_as_json(monkeypatch):
+    from pipeline.config.settings import Settings
+    from pipeline.local.run import _settings_env
+
+    links = [{"name": "Logs", "url": "https://logs.example/?q={trace_id}"}]
+    env = _settings_env(Settings(query_log_links=links, query_max_traces=7))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    child = Settings()  # as a child process reads its environment
+    assert [link.model_dump() for link in child.query_log_links] == links
+    assert child.query_max_traces == 7

@@ -1,10 +1,16 @@
 // spansieve's web UI: a trace search and a trace timeline over the query server's Jaeger
-// API. Routes (history API, so links can be shared and the back button works):
+// API, the services' span metrics and the service map. Routes (history API, so links can
+// be shared and the back button works):
 //   /                 the search form
 //   /search?…         the form and the results of that search (the query string is the search)
 //   /trace/<id>       one trace; ?span=<spanID> selects a span
+//   /services?…       span metrics per service, or per operation of one (services.js)
+//   /map?…            the service map (servicemap.js)
 
 import { ApiError, apiGet } from "./api.js";
+import { initSignIn } from "./auth.js";
+import { criticalPath, segmentsBySpan } from "./critical.js";
+import { fetchTraceLogs, linkList, loadUiConfig, logRecordList } from "./correlation.js";
 import { el } from "./dom.js";
 import { renderSpanDetail } from "./detail.js";
 import {
@@ -20,6 +26,10 @@ import {
   tagsText,
   timeAgo,
 } from "./format.js";
+import { resolveLinks, spanLinkValues, traceLinkValues } from "./links.js";
+import { initServiceMap, showServiceMap } from "./servicemap.js";
+import { initServicesPage, showServicesPage } from "./services.js";
+import { renderSpanMetrics } from "./spanmetrics.js";
 import { Timeline } from "./timeline.js";
 import { buildTrace } from "./trace.js";
 
@@ -39,6 +49,12 @@ function showMessage(text, kind = "error") {
 function clearMessage() {
   $("message").hidden = true;
   $("message-text").textContent = "";
+}
+
+/** Show a failed request's message; a 401 shows the sign-in panel instead (api.js). */
+function reportError(err, prefix = "") {
+  if (err.status === 401) return;
+  showMessage(prefix ? `${prefix}: ${err.message}` : err.message);
 }
 
 // --- navigation ------------------------------------------------------------------------
@@ -61,24 +77,51 @@ function newRequest() {
 
 function route() {
   navigation++;
-  const match = location.pathname.match(/^\/trace\/([^/]+)\/?$/);
+  const path = location.pathname.replace(/\/+$/, "");
+  const match = path.match(/^\/trace\/([^/]+)$/);
   if (match) {
     showTraceView(decodeURIComponent(match[1]));
+  } else if (path === "/services") {
+    showPage("services", showServicesPage);
+  } else if (path === "/map") {
+    showPage("map", showServiceMap);
   } else {
     showSearchView();
   }
 }
 
+const VIEWS = ["search", "trace", "services", "map"];
+
 function setView(name) {
-  $("search-view").hidden = name !== "search";
-  $("trace-view").hidden = name !== "trace";
+  for (const view of VIEWS) $(`${view}-view`).hidden = view !== name;
+  for (const link of document.querySelectorAll(".nav a[data-page]")) {
+    if (link.dataset.page === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
   // A request of the previous route may have been aborted mid-way: nothing is loading now.
   $("results").setAttribute("aria-busy", "false");
-  $("trace-view").setAttribute("aria-busy", "false");
+  for (const view of ["trace", "services", "map"]) {
+    $(`${view}-view`).setAttribute("aria-busy", "false");
+  }
+  detailRequest?.abort();
   if (name !== "trace") {
     timeline = null;
+    shownTrace = null;
     $("timeline").replaceChildren(); // frees a large trace's rows
+    $("trace-logs-list").replaceChildren();
   }
+}
+
+/** The services page or the map: its module loads it, told how to stop and to fail. */
+function showPage(name, show) {
+  setView(name);
+  clearMessage();
+  const seq = navigation;
+  show({
+    signal: newRequest(),
+    current: () => seq === navigation,
+    fail: (err, what) => reportError(err, what),
+  });
 }
 
 // --- search state: URL <-> form <-> API parameters ------------------------------------
@@ -88,6 +131,7 @@ function searchFromUrl(params) {
     service: params.get("service") || "",
     operation: params.get("operation") || "",
     tags: params.getAll("tag").map(splitTagParam),
+    where: params.get("where") || "",
     minDuration: params.get("minDuration") || "",
     maxDuration: params.get("maxDuration") || "",
     lookback: params.get("start") && params.get("end") ? CUSTOM : params.get("lookback") || "",
@@ -102,6 +146,7 @@ function addFilters(search, add) {
   add("service", search.service);
   add("operation", search.operation);
   for (const [key, value] of search.tags) add("tag", `${key}:${value}`);
+  add("where", search.where);
   add("minDuration", search.minDuration);
   add("maxDuration", search.maxDuration);
 }
@@ -149,6 +194,7 @@ function searchFromForm() {
     service: $("service").value,
     operation: $("operation").value,
     tags,
+    where: $("where").value.trim(),
     minDuration: $("minDuration").value.trim(),
     maxDuration: $("maxDuration").value.trim(),
     lookback,
@@ -177,7 +223,7 @@ async function loadServices() {
     for (const name of data || []) select.append(new Option(name, name));
     if (chosen) ensureOption(select, chosen);
   } catch (err) {
-    showMessage(`Services: ${err.message}`);
+    reportError(err, "Services");
   }
 }
 
@@ -202,7 +248,7 @@ async function fetchOperations(service) {
     for (const name of data || []) if (!present.has(name)) select.append(new Option(name, name));
     select.value = chosen;
   } catch (err) {
-    showMessage(`Operations of ${service}: ${err.message}`);
+    reportError(err, `Operations of ${service}`);
   }
 }
 
@@ -216,6 +262,7 @@ async function fillForm(search, seq) {
   lookback.value = search.lookback || DEFAULT_LOOKBACK;
   if (lookback.value === "") lookback.value = DEFAULT_LOOKBACK; // unknown value in the link
   $("tags").value = tagsText(search.tags);
+  $("where").value = search.where;
   $("minDuration").value = search.minDuration;
   $("maxDuration").value = search.maxDuration;
   $("limit").value = search.limit || DEFAULT_LIMIT;
@@ -240,8 +287,10 @@ function showSearchView() {
   const seq = navigation;
   const search = searchFromUrl(new URLSearchParams(location.search));
   fillForm(search, seq);
+  showWhereError("");
   if (location.pathname === "/search") {
     lastSearchUrl = location.pathname + location.search;
+    $("nav-search").href = lastSearchUrl;
     runSearch(search, seq);
   } else {
     request?.abort();
@@ -271,16 +320,32 @@ async function runSearch(search, seq) {
   } catch (err) {
     if (err.name === "AbortError" || seq !== navigation) return;
     results = [];
-    showMessage(err.message);
     $("results-title").textContent = "Search failed";
-    status.textContent = "The search could not be run; see the message above.";
     $("results-table").hidden = true;
+    // The server names the parameter first ("where: …"): a bad condition is shown
+    // under its field, where it can be fixed.
+    const first = err.messages?.[0] || "";
+    if (err.status === 400 && /^where\b/.test(first)) {
+      showWhereError(first);
+      status.textContent = "The search could not be run; see the message under Conditions.";
+    } else {
+      reportError(err);
+      status.textContent = "The search could not be run; see the message above.";
+    }
   } finally {
     if (seq === navigation) {
       section.dataset.search = location.search; // which search the section shows
       section.setAttribute("aria-busy", "false");
     }
   }
+}
+
+function showWhereError(text) {
+  const box = $("where-error");
+  box.textContent = text;
+  box.hidden = !text;
+  if (text) $("where").setAttribute("aria-invalid", "true");
+  else $("where").removeAttribute("aria-invalid");
 }
 
 const SORTS = {
@@ -355,6 +420,9 @@ function renderResults() {
 
 let timeline = null;
 let shownTrace = null;
+let shownSpan = null;
+let correlation = { config: null, logs: null }; // of the shown trace, once read
+let detailRequest = null; // AbortController of the span detail's metrics requests
 
 async function showTraceView(id) {
   setView("trace");
@@ -367,6 +435,11 @@ async function showTraceView(id) {
   $("trace-id").textContent = id;
   $("trace-facts").replaceChildren();
   $("trace-warnings").hidden = true;
+  $("trace-links").hidden = true;
+  $("trace-logs").hidden = true;
+  $("trace-logs-list").replaceChildren();
+  shownSpan = null;
+  correlation = { config: null, logs: null };
   $("span-detail").replaceChildren(el("p", "muted", "Select a span to see its details."));
   document.title = `spansieve: trace ${id}`;
   const signal = newRequest();
@@ -386,12 +459,15 @@ async function showTraceView(id) {
     }
     renderTraceHead(trace);
     timeline = new Timeline($("timeline"), trace, showSpan);
+    timeline.markCritical(segmentsBySpan(criticalPath(trace.root)));
+    showCritical();
     const chosen = spanParam && trace.byId.get(spanParam);
     if (chosen) timeline.select(chosen.row, { scroll: true });
     $("trace-title").focus();
+    correlate(trace, seq, signal);
   } catch (err) {
     if (err.name === "AbortError" || seq !== navigation) return;
-    showMessage(`Trace ${id}: ${err.message}`);
+    reportError(err, `Trace ${id}`);
     $("trace-title").textContent = "Trace not loaded";
     $("timeline").replaceChildren();
   } finally {
@@ -431,8 +507,85 @@ function renderTraceHead(trace) {
   warnings.hidden = trace.warnings.length === 0;
 }
 
+function showCritical() {
+  $("timeline").classList.toggle("hide-critical", !$("critical-toggle").checked);
+}
+
+// --- trace view: links to other tools, log records, span metrics ----------------------
+
+/** Links and log records of the trace, when the server offers them; quiet otherwise. */
+async function correlate(trace, seq, signal) {
+  const config = await loadUiConfig();
+  if (seq !== navigation) return;
+  correlation.config = config;
+  const links = resolveLinks(config.logLinks, traceLinkValues(trace), location.href);
+  $("trace-links").replaceChildren(...(links.length ? [linkList(links)] : []));
+  $("trace-links").hidden = links.length === 0;
+  if (shownSpan) fillSpanSlots(shownSpan);
+  if (!config.logs) return;
+  let logs;
+  try {
+    logs = await fetchTraceLogs(trace.traceID, signal);
+  } catch {
+    return; // aborted: another route took over
+  }
+  if (seq !== navigation || !logs) return;
+  correlation.logs = logs;
+  renderTraceLogs(trace, logs);
+  if (shownSpan) fillSpanSlots(shownSpan);
+}
+
+function renderTraceLogs(trace, logs) {
+  const { records, total, warnings } = logs;
+  $("trace-logs-title").textContent = `Logs (${total})`;
+  $("trace-logs-status").textContent = records.length
+    ? total > records.length
+      ? `The first ${records.length} of ${total} log records of this trace.`
+      : ""
+    : "No log records carry this trace's id.";
+  $("trace-logs-status").hidden = !$("trace-logs-status").textContent;
+  const list = $("trace-logs-warnings");
+  list.replaceChildren(...warnings.map((w) => el("li", "", w)));
+  list.hidden = warnings.length === 0;
+  $("trace-logs-list").replaceChildren(logRecordList(records, trace, { openSpan }));
+  $("trace-logs").hidden = false;
+}
+
+/** The span detail's links and log records, from what has been read so far. */
+function fillSpanSlots(span) {
+  const panel = $("span-detail");
+  const linksSlot = panel.querySelector('[data-part="links"]');
+  const logsSlot = panel.querySelector('[data-part="log-records"]');
+  if (!linksSlot || !logsSlot) return;
+  const links = resolveLinks(
+    correlation.config?.logLinks,
+    spanLinkValues(shownTrace, span),
+    location.href,
+  );
+  linksSlot.replaceChildren(...(links.length ? [el("h4", "", "Links"), linkList(links)] : []));
+  linksSlot.hidden = links.length === 0;
+  const logs = correlation.logs;
+  if (!logs) return;
+  const own = logs.records.filter((r) => r.spanID === span.spanID);
+  logsSlot.replaceChildren(
+    el("h4", "", `Log records (${own.length})`),
+    own.length
+      ? logRecordList(own, shownTrace, { withSpan: false })
+      : el("p", "muted", "none"),
+  );
+  logsSlot.hidden = false;
+}
+
 function showSpan(span) {
-  renderSpanDetail($("span-detail"), shownTrace, span, openSpan);
+  shownSpan = span;
+  const slots = renderSpanDetail($("span-detail"), shownTrace, span, openSpan);
+  fillSpanSlots(span);
+  detailRequest?.abort();
+  detailRequest = new AbortController();
+  const signal = detailRequest.signal;
+  renderSpanMetrics(slots.metrics, span, shownTrace, signal).catch((err) => {
+    if (err.name !== "AbortError") slots.metrics.hidden = true;
+  });
   const url = `/trace/${shownTrace.traceID}?span=${encodeURIComponent(span.spanID)}`;
   history.replaceState(null, "", url);
 }
@@ -447,6 +600,12 @@ function openSpan(spanID) {
 function init() {
   for (const { value, label } of LOOKBACKS) $("lookback").append(new Option(label, value));
   $("lookback").value = DEFAULT_LOOKBACK;
+  initSignIn(() => {
+    servicesLoaded = loadServices(); // it may have been refused too
+    route();
+  });
+  initServicesPage(navigate);
+  initServiceMap(navigate);
 
   document.addEventListener("click", (event) => {
     const link = event.target.closest("a[data-nav]");
@@ -488,6 +647,8 @@ function init() {
   });
 
   $("message-close").addEventListener("click", clearMessage);
+  $("critical-toggle").addEventListener("change", showCritical);
+  $("where").addEventListener("input", () => showWhereError(""));
   $("expand-all").addEventListener("click", () => timeline?.setAll(false));
   $("collapse-all").addEventListener("click", () => timeline?.setAll(true));
 

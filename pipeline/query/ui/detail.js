@@ -1,32 +1,10 @@
-// The details of one span: what it is, its tags, its process, its logs and references.
+// The details of one span: what it is, its tags, its process, its logs and references,
+// plus empty slots that other modules fill when their data comes (links to other tools,
+// the operation's span metrics, the span's log records).
 
-import { formatDuration, formatTime, serviceColor, tagValue } from "./format.js";
+import { formatDuration, formatTime, serviceColor } from "./format.js";
 import { el } from "./dom.js";
-
-function keyValues(tags, caption) {
-  if (!tags.length) return el("p", "muted", "none");
-  const table = el("table", "kv");
-  table.append(el("caption", "visually-hidden", caption));
-  const head = el("thead");
-  const headRow = el("tr");
-  for (const title of ["Key", "Value", "Type"]) {
-    const th = el("th", "", title);
-    th.scope = "col";
-    headRow.append(th);
-  }
-  head.append(headRow);
-  const body = el("tbody");
-  for (const t of tags) {
-    const row = el("tr");
-    row.dataset.key = t.key;
-    const key = el("th", "kv-key", t.key);
-    key.scope = "row";
-    row.append(key, el("td", "kv-value", tagValue(t.value)), el("td", "kv-type", t.type || ""));
-    body.append(row);
-  }
-  table.append(head, body);
-  return table;
-}
+import { keyValues } from "./kvtable.js";
 
 function section(title, count, content) {
   const part = el("section", "detail-part");
@@ -35,9 +13,17 @@ function section(title, count, content) {
   return part;
 }
 
+function slot(name) {
+  const part = el("section", "detail-part detail-slot");
+  part.dataset.part = name;
+  part.hidden = true; // shown once something fills it
+  return part;
+}
+
 /**
  * Fill `panel` with the details of `span` of `trace`. `openSpan(spanID)` is called when a
- * reference to a span of the same trace is followed; other traces are links.
+ * reference to a span of the same trace is followed; other traces are links. Returns the
+ * empty slots {links, metrics, logRecords} (hidden sections) for the caller to fill.
  */
 export function renderSpanDetail(panel, trace, span, openSpan) {
   const heading = el("h3", "detail-title");
@@ -91,12 +77,16 @@ export function renderSpanDetail(panel, trace, span, openSpan) {
     refs.append(item);
   }
 
+  const slots = { links: slot("links"), metrics: slot("metrics"), logRecords: slot("log-records") };
   const parts = [
     heading,
     facts,
+    slots.links,
+    slots.metrics,
     section("Tags", span.tags.length, keyValues(span.tags, "Span tags")),
     section("Process", span.process.tags.length, keyValues(span.process.tags, "Process tags")),
     section("Logs", span.logs.length, span.logs.length ? logs : el("p", "muted", "none")),
+    slots.logRecords,
     section(
       "References",
       span.references.length,
@@ -109,4 +99,5 @@ export function renderSpanDetail(panel, trace, span, openSpan) {
     parts.push(section("Warnings", span.warnings.length, list));
   }
   panel.replaceChildren(...parts);
+  return slots;
 }

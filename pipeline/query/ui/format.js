@@ -165,3 +165,46 @@ export function serviceColor(name) {
 export function tagValue(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
+
+// --- metric values (the services page, the map, span details) --------------------------
+
+/** Requests per second: 0/s, 0.02/s, 3.5/s, 120/s, 1.2k/s. */
+export function formatRate(perSecond) {
+  const v = Number(perSecond);
+  if (!Number.isFinite(v)) return "–";
+  if (v === 0) return "0/s";
+  if (v >= 1000) return `${compact(v / 1000)}k/s`;
+  if (v < 0.01) return "<0.01/s";
+  return `${compact(v)}/s`;
+}
+
+/** A fraction (0..1) as a percentage: 0%, 0.05%, 1.5%, 12%, 100%. */
+export function formatPercent(fraction) {
+  const v = Number(fraction) * 100;
+  if (!Number.isFinite(v)) return "–";
+  if (v === 0) return "0%";
+  if (v < 0.01) return "<0.01%";
+  return `${compact(v)}%`;
+}
+
+/** Milliseconds (the SPM latencies' unit) as a duration: 0ms, 850µs, 12.3ms, 1.5s. */
+export function formatMillis(ms) {
+  const v = Number(ms);
+  if (!Number.isFinite(v)) return "–";
+  return v === 0 ? "0ms" : formatDuration(v * 1000);
+}
+
+/** Local wall-clock time of an epoch-ms instant, "14:05", with "03-01 " before it on request. */
+export function formatClock(ms, withDate = false) {
+  const d = new Date(ms);
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return withDate ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}` : time;
+}
+
+/** A count in short form: 7, 950, 1.2k, 35k, 1.5M. */
+export function formatCount(count) {
+  const v = Math.max(0, Number(count) || 0);
+  if (v < 1000) return String(Math.round(v));
+  if (v < 999_500) return `${compact(v / 1000)}k`;
+  return `${compact(v / 1e6)}M`;
+}

@@ -130,6 +130,30 @@ export class Timeline {
     return row;
   }
 
+  /**
+   * Mark the critical path: `segments` is Map spanID -> [[start, end], …] (µs). Each
+   * stretch is a dark band over its span's bar; the row says it is on the path.
+   */
+  markCritical(segments) {
+    const { start: traceStart, duration: total } = this.trace;
+    for (const [spanID, parts] of segments) {
+      const span = this.trace.byId.get(spanID);
+      if (!span) continue;
+      const row = this.rows[span.row];
+      row.classList.add("tl-critical");
+      const lane = row.querySelector(".tl-lane");
+      const label = row.querySelector(".tl-span");
+      const share = parts.reduce((sum, [from, to]) => sum + to - from, 0);
+      label.setAttribute("aria-description", `on the critical path for ${formatDuration(share)}`);
+      for (const [from, to] of parts) {
+        const mark = el("span", "tl-crit");
+        mark.style.left = `${percent(from - traceStart, total)}%`;
+        mark.style.width = `${percent(to - from, total)}%`;
+        lane.append(mark);
+      }
+    }
+  }
+
   clicked(event) {
     const row = event.target.closest(".tl-row");
     if (!row) return;
