@@ -39,7 +39,11 @@ twice; ``late_edges`` counts how often. Totals stay exact; such an edge's timing
 its lateness.
 
 The same pass also gathers the relationships of Data Prepper's service map (see
-:mod:`pipeline.metrics.service_map`) into each window, keyed by the trace's latest span end.
+:mod:`pipeline.metrics.service_map`) into each window: :meth:`ServiceGraph.add_trace` from
+every cross-service parent -> child pair (every span indexed by id), keyed by the trace's
+latest span end; :meth:`ServiceGraph.add_sides` (the sampler's path) from the pairs among
+client- and server-side spans only, every server-side child of each parent (see
+:meth:`ServiceGraph._map_from_pairs`), keyed by the root's end.
 """
 
 from __future__ import annotations
@@ -449,13 +453,17 @@ class ServiceGraph:
         service, kind, resource bytes)`` of spans of resources that name their service, in
         trace order (``RedAggregator.add_spans`` gathers them in its pass).
 
-        ``services`` (the trace's named services) turns on the service map from the
-        pairs (see :meth:`_map_from_pairs`). ``raw``, the trace's protobuf bytes when the
+        ``services`` (the trace's named services) turns on the service map from the same
+        spans (see :meth:`_map_from_pairs`). ``raw``, the trace's protobuf bytes when the
         caller has them, spares reading the attributes of client-side spans for a
         database name when no database-name key occurs anywhere in the trace.
         """
-        # Server-side children of client-side spans: first child wins; roots -> "user".
+        mapping = services is not None and self.service_map
+        # Server-side children by parent id: the first child pairs with a client-side
+        # parent; the later ones (all, with no client-side span) only matter to the map.
+        # Roots -> "user".
         child_of: dict[bytes, tuple] = {}
+        more: list[tuple[tuple, bytes]] = []  # (server-side child, its parent id)
         root: tuple | None = None
         rows: list[tuple] = []  # the trace's edges, see _record
         for entry in servers:
@@ -467,15 +475,22 @@ class ServiceGraph:
                 start, end = times[i]
                 key = (VIRTUAL_CLIENT, entry[1], CONNECTION_VIRTUAL_NODE)
                 rows.append((end, key, codes[i] == _STATUS_ERROR, 0.0, _seconds(start, end)))
-            elif clients and parent not in child_of:
+            elif not clients:
+                if mapping:  # no client-side parent to pair with: children for the map
+                    more.append((entry, parent))
+            elif parent not in child_of:
                 child_of[parent] = entry
-        pairs: list[tuple[tuple, tuple]] = []
+            elif mapping:
+                more.append((entry, parent))
+        pairs: list[tuple[tuple, tuple, bytes]] = []
         if clients:
             self._pair(spans, codes, times, clients, child_of, pairs, rows, raw)
         if rows:
             self._record(rows, trace_id, kept)
-        if services is not None and self.service_map:
-            self._map_from_pairs(spans, times, pairs, clients, servers, root, services)
+        if services is not None and mapping:
+            self._map_from_pairs(
+                spans, times, pairs, child_of, more, clients, servers, root, services
+            )
 
     def _pair(
         self,
@@ -484,13 +499,14 @@ class ServiceGraph:
         times: list[tuple[int, int]],
         clients: list[tuple],
         child_of: dict[bytes, tuple],
-        pairs: list[tuple[tuple, tuple]],
+        pairs: list[tuple[tuple, tuple, bytes]],
         rows: list[tuple],
         raw: bytes | None,
     ) -> None:
         """Append the edges of the client-side spans (database, paired, virtual node) to
-        ``rows`` (see :meth:`_record`) and each (client entry, server-side child entry)
-        pair to ``pairs``."""
+        ``rows`` (see :meth:`_record`) and each (client entry, first server-side child
+        entry, client span id) to ``pairs`` for the map, database clients included (Data
+        Prepper relates them too)."""
         db_attrs = self.db_attributes
         # A substring search costs about 2 µs on a 15 KB trace: worth it for the lookups
         # every client-side span would make, not for the peer of an unpaired one.
@@ -503,7 +519,12 @@ class ServiceGraph:
             start, end = times[i]
             client_s = (end - start) / _NANOS if end > start else 0.0
             failed = codes[i] == _STATUS_ERROR
-            child = child_of.get(span.span_id) if child_of else None
+            child = None
+            if child_of:
+                sid = span.span_id
+                child = child_of.get(sid)
+                if child is not None:
+                    pairs.append((entry, child, sid))
             db_name = None
             found: dict[str, str] | None = None
             if has_db:
@@ -524,7 +545,6 @@ class ServiceGraph:
                 key = (service, child[1], CONNECTION_MESSAGING if messaging else CONNECTION_NONE)
                 server_s = _seconds(*times[c])
                 failed = failed or codes[c] == _STATUS_ERROR
-                pairs.append((entry, child))
             else:
                 if found is None:
                     found = _attribute_texts(span.attributes, self._db_or_peer_wanted)
@@ -547,46 +567,68 @@ class ServiceGraph:
         self,
         spans: list[Span],
         times: list[tuple[int, int]],
-        pairs: list[tuple[tuple, tuple]],
+        pairs: list[tuple[tuple, tuple, bytes]],
+        child_of: dict[bytes, tuple],
+        more: list[tuple[tuple, bytes]],
         clients: list[tuple],
         servers: list[tuple],
         root: tuple | None,
         services: set[str],
     ) -> None:
-        """Data Prepper's service-map relationships, from the pairs the graph made.
+        """Data Prepper's service-map relationships and isolated services of one trace.
 
-        Data Prepper relates every cross-service parent -> child span pair; here only the
-        client-side -> server-side pairs count (how calls cross services in practice),
-        which spares indexing every span of every trace by id.
+        Data Prepper relates every cross-service parent -> child span pair. Here the
+        parents are the client- and server-side spans, and the children the server-side
+        ones (every child of a parent, with or without a client span in between): the
+        spans the RED pass hands over with their service. A pair with an internal span
+        on either side (the pass does not hand those over) is left out; its services
+        are isolated unless another pair links them. The window is the root's end, else
+        the latest end of the client/server-side spans, else of any span (a trace of
+        internal spans only, such as a batch job, is an isolated service of the map).
         """
+        if not services:
+            return
         if root is not None:
             root_name: str | None = spans[root[0]].name
             end = times[root[0]][1]
         else:
             root_name = next((sp.name for sp in spans if not sp.parent_span_id), None)
-            end = max((times[entry[0]][1] for entry in (*clients, *servers)), default=0)
-        if not end:
-            return
-        window = self._window(end, count_late=False)
+            if clients or servers:
+                end = max(times[entry[0]][1] for entry in (*clients, *servers))
+            elif root_name is not None:  # internal spans only (a batch job): on the map
+                end = max(t[1] for t in times)
+            else:  # internal spans, no root: late spans of a trace recorded when decided
+                return
+        lo, hi, window = self._current  # the window of the last edge, if not late
+        if not lo <= end < hi or window is None:
+            window = self._window(end, count_late=False)
         paired: set[str] = set()
-        if root_name is not None:
+        # One service: nothing to relate. No root: no trace group, no relationship, as in
+        # add_trace (Data Prepper >= 2.10 relates such pairs with a null trace group).
+        if root_name is not None and len(services) > 1:
+            links: list[tuple[tuple, tuple, bytes]] = pairs
+            if more or len(pairs) != len(child_of):
+                links = pairs + self._other_links(spans, pairs, child_of, more, root, servers)
             seen = window.pair_keys
-            for client, child in pairs:
-                if child[1] == client[1]:
+            note = paired.add
+            for parent, child, _ in links:
+                parent_service = parent[1]
+                child_service = child[1]
+                if child_service == parent_service:
                     continue
-                paired.add(client[1])
-                paired.add(child[1])
+                note(parent_service)
+                note(child_service)
                 name = spans[child[0]].name
                 # A relationship already in the window costs a tuple and a set lookup.
-                key = (client[1], client[2], child[1], child[2], name, root_name)
+                key = (parent_service, parent[2], child_service, child[2], name, root_name)
                 if key in seen:
                     continue
                 seen.add(key)
                 window.relationships.add(
                     ServiceMapRelationship(
-                        client[1],
-                        span_kind_name(client[2]),
-                        child[1],
+                        parent_service,
+                        span_kind_name(parent[2]),
+                        child_service,
                         span_kind_name(child[2]),
                         name,
                         root_name,
@@ -595,6 +637,45 @@ class ServiceGraph:
         isolated = window.isolated
         for service in services - paired if paired else services:
             isolated.add((service, root_name))  # an IsolatedService's fields
+
+    @staticmethod
+    def _other_links(
+        spans: list[Span],
+        pairs: list[tuple[tuple, tuple, bytes]],
+        child_of: dict[bytes, tuple],
+        more: list[tuple[tuple, bytes]],
+        root: tuple | None,
+        servers: list[tuple],
+    ) -> list[tuple[tuple, tuple, bytes]]:
+        """(parent entry, child entry, parent id) of the server-side children ``pairs``
+        lacks: later children of a parent, and children of a server-side parent (a call
+        without a client span).
+
+        A span id read costs about 0.1 µs, so the root's is read first (the usual parent
+        of such a call), the other server-side spans' only for a parent still missing,
+        and only until it is found.
+        """
+        if root is not None and not child_of:  # no client-side span in the trace
+            root_id = spans[root[0]].span_id
+            links = [(root, child, parent) for child, parent in more if parent == root_id]
+            if len(links) == len(more):
+                return links
+        by_id = {sid: client for client, _, sid in pairs}  # their first children: in pairs
+        todo = [(child, parent) for parent, child in child_of.items() if parent not in by_id]
+        todo += more
+        if root is not None:
+            by_id.setdefault(spans[root[0]].span_id, root)
+        links = [(by_id[parent], child, parent) for child, parent in todo if parent in by_id]
+        if len(links) < len(todo):
+            wanted = {parent for _, parent in todo if parent not in by_id}
+            for entry in servers:
+                sid = spans[entry[0]].span_id
+                if sid in wanted:
+                    wanted.discard(sid)
+                    links += [(entry, child, parent) for child, parent in todo if parent == sid]
+                    if not wanted:
+                        break
+        return links
 
     def _add_service_map(
         self, spans: list[Span], by_id: dict[bytes, tuple], root_name: str | None, end: int

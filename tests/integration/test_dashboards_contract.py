@@ -547,16 +547,6 @@ def test_services_table_and_service_view(opensearch: OpenSearch, store: Store):
     assert (node["latency"], node["error_rate"], node["throughput"]) == (190.0, 50.0, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product defect: pipeline/metrics/service_graph.py ServiceGraph._map_from_pairs "
-        "returns before recording isolated services when a trace has no client- or "
-        "server-side span (end == 0), so a service whose traces are internal spans only "
-        "(a batch job) gets no service-map document and Dashboards' services table, which "
-        "lists only services of the service map, leaves it out"
-    ),
-)
 def test_a_service_with_internal_spans_only_is_on_the_map(opensearch: OpenSearch, store: Store):
     answer = dq.send(opensearch, dashboards_service_valid_request(store.service_map, "batch"))
     assert answer["hits"]["total"]["value"] > 0
@@ -600,15 +590,6 @@ def test_service_trends(opensearch: OpenSearch, store: Store, service: str | Non
         assert got["average_latency"]["value"] == average_trace_latency(docs), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product defect: pipeline/metrics/service_graph.py ServiceGraph._map_from_pairs (the "
-        "sampler's path) relates only client-side -> server-side span pairs; Data Prepper "
-        "relates every cross-service parent -> child pair, so a call without a client span "
-        "has no edge and the callee gets no latency, error rate or throughput in Dashboards"
-    ),
-)
 def test_a_call_without_a_client_span_links_the_services(
     opensearch: OpenSearch, stock_store: Store
 ):

@@ -98,7 +98,7 @@ def test_a_span_walks_from_otlp_bytes_to_documents(tmp_path):
         assert charge["spanId"] == trace.span_ids[1].hex()
         assert charge["parentSpanId"] == trace.span_ids[0].hex()
         assert charge["serviceName"] == "payments"
-        assert charge["status"]["code"] == 2
+        assert charge["status.code"] == 2
         assert charge["span.attributes.card@kind"] == "visa"
         assert charge["traceGroup"] == "GET /checkout"
         assert charge["traceFields"]["error"] is True
