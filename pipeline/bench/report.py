@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from pathlib import Path
 
@@ -184,21 +185,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
             )
     query = results.get("query")
     if query:
-        for key, measure in (
-            ("trace_by_id", "trace by id p50 / p99"),
-            ("search", f"search, {query['search_limit']} traces p50 / p99"),
-            ("search_tag_duration", "search by tag + trace duration p50 / p99"),
-        ):
-            figures = query[key]
-            rows.append(
-                (
-                    "query",
-                    measure,
-                    f"{figures['p50_ms']:.1f} / {figures['p99_ms']:.1f} ms",
-                    f"bare OpenSearch {figures['bare_p50_ms']:.1f} / "
-                    f"{figures['bare_p99_ms']:.1f} ms ({figures['ratio_p50']:.2f} x at p50)",
-                )
-            )
+        rows.extend(_query_rows(query))
     e2e = results.get("e2e")
     if e2e:
         rows.extend(_e2e_rows(e2e))
@@ -218,6 +205,115 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
     peer = results.get("peer")
     if peer:
         rows.extend(_peer_rows(peer))
+    return rows
+
+
+def _query_kinds(query: dict) -> list[tuple[str, str]]:
+    """(result key, what it measures) of the query stage's request kinds, as present
+    (results from before the services page, SPM and RBAC have only the first three)."""
+    kinds = [
+        ("trace_by_id", "trace by id"),
+        ("search", f"search, {query['search_limit']} traces"),
+        (
+            "search_tag_duration",
+            f"search by tag + trace duration > {query.get('min_duration_ms', 5)} ms",
+        ),
+        ("services_page", "services page (services + calls, errors, p95 of all, 1 h)"),
+        ("spm_calls", "SPM calls by operation, 1 h"),
+    ]
+    return [(key, measure) for key, measure in kinds if key in query]
+
+
+def _known(value: float | None) -> bool:
+    """Measured: not NaN, nor None (NaN as JSON writes it)."""
+    return value is not None and not math.isnan(value)
+
+
+def _ms(figures: dict, prefix: str) -> str:
+    """``p50 / p95 / p99 ms`` of one side (``p95`` left out where a result lacks it)."""
+    keys = [key for q in (50, 95, 99) if (key := f"{prefix}p{q}_ms") in figures]
+    shown = [f"{figures[key]:.1f}" if _known(figures[key]) else "n/a" for key in keys]
+    return " / ".join(shown) + " ms"
+
+
+def _failed(figures: dict) -> str:
+    """``; failed ...: error`` when some calls of a measurement failed, else ""."""
+    if "failed" not in figures:
+        return ""
+    counts = ", ".join(f"{side} {count}" for side, count in figures["failed"].items())
+    error = figures["error"][:160].replace("|", "/")  # a Markdown table cell
+    return f"; FAILED calls: {counts}: {error}"
+
+
+def _percent(ratio: float | None) -> str:
+    """A ratio as the share it adds: ``+4 %``."""
+    return f"{(ratio - 1) * 100:+.0f} %" if _known(ratio) else "not measured"
+
+
+def _plus_one(added: float | None) -> float | None:
+    return added + 1 if added is not None else None
+
+
+def _query_rows(query: dict) -> list[tuple[str, str, str, str]]:
+    """The store, each kind's percentiles ours against bare, and RBAC's cost per kind."""
+    rows = []
+    workload = query["workload"]
+    if "services" in workload:
+        rows.append(
+            (
+                "query",
+                "store",
+                f"{workload['spans']:,} spans, {workload['traces']:,} traces",
+                f"{workload['services']} services over {workload['traffic_minutes']} min, "
+                f"{workload['metric_documents']:,} span-metrics documents; filled in "
+                f"{query['fill_seconds']:.0f} s",
+            )
+        )
+    percentiles = "p50 / p95 / p99" if "p95_ms" in query["trace_by_id"] else "p50 / p99"
+    for key, measure in _query_kinds(query):
+        figures = query[key]
+        at = ", ".join(
+            f"{figures[f'ratio_p{q}']:.2f} x at p{q}"
+            for q in (50, 95)
+            if _known(figures.get(f"ratio_p{q}"))
+        )
+        at = f" ({at})" if at else ""
+        rows.append(
+            (
+                "query",
+                f"{measure} {percentiles}",
+                _ms(figures, ""),
+                f"bare OpenSearch {_ms(figures, 'bare_')}{at}{_failed(figures)}",
+            )
+        )
+    rbac = query.get("rbac")
+    if not rbac:
+        return rows
+    for key, measure in _query_kinds(query):
+        figures = rbac[key]
+        to_p95 = {name: value for name, value in figures.items() if not name.endswith("p99_ms")}
+        rows.append(
+            (
+                "query",
+                f"RBAC on / off: {measure} p50 / p95",
+                _ms(to_p95, "on_"),
+                f"off {_ms(to_p95, 'off_')}: "
+                f"{_percent(figures['ratio_p50'])} at p50, "
+                f"{_percent(figures['ratio_p95'])} at p95{_failed(figures)}",
+            )
+        )
+    rows.append(
+        (
+            "query",
+            "RBAC added cost, worst kind",
+            f"{_percent(_plus_one(query['rbac_added_p50']))} at p50 / "
+            f"{_percent(_plus_one(query['rbac_added_p95']))} at p95",
+            f"budget 10 %, worst: {query.get('rbac_worst_kind')}; a token granted "
+            f"{rbac['granted']} ({rbac['granted_services']} of "
+            f"{workload['services']} services), {rbac['placeholders_per_trace']:.1f} "
+            "placeholder spans per looked-up trace; both servers alternating",
+        )
+    )
     return rows
 
 

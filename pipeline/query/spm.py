@@ -24,8 +24,9 @@ the answer's points; filters on ``kind: red``, the metric, ``service.name`` and
 ``span.kind`` (stored as ``SPAN_KIND_SERVER``, which is what Jaeger maps its ``server``
 to). A point at ``t`` adds the ``ceil(ratePer / step)`` buckets before it, so the rate
 window is ``ratePer`` rounded up to whole steps (as Jaeger's Elasticsearch metrics reader
-does). ``bucket_counts`` is stored without doc values, so the histograms are summed by a
-Painless ``scripted_metric`` reading ``_source`` (inline scripts must be allowed, the
+does). ``bucket_counts`` is stored without doc values, so latencies are summed by one Painless
+``scripted_metric`` over the request's documents, reading ``_source`` and keying by
+(service, [span name,] step bucket) itself (inline scripts must be allowed, the
 OpenSearch default).
 
 Differences from Jaeger, on purpose: windows without spans are not stored, so a call
@@ -93,9 +94,14 @@ LATENCIES_NAME = "service_latencies"
 
 SEARCH_OPTIONS = {"ignore_unavailable": True, "allow_no_indices": True}
 
-# Sums a bucket's histograms per bounds (documents with other bounds stay apart), as
-# [{"bounds": [...], "counts": [...]}, ...]. ``_source`` because ``bucket_counts`` has no
-# doc values. The source text never changes, so OpenSearch compiles it once.
+# Sums the duration histograms of a whole request per (service, [span name,] step bucket,
+# bounds) in one pass: ``_source`` because ``bucket_counts`` has no doc values. One
+# scripted metric for the request, not one per composite bucket: a scripted metric under
+# each of hundreds of buckets (a services page over an hour) holds a state per bucket and
+# costs about 1 MB of heap each, enough to trip a small node's circuit breaker. Keys are
+# length-prefixed so no service or span name can collide with another. Rows come back as
+# [{"service", "operation", "index", "bounds", "counts"}]; the text never changes, so
+# OpenSearch compiles it once.
 HISTOGRAM_SCRIPT: JSON = {
     "init_script": "state.h = new HashMap();",
     "map_script": """
@@ -105,14 +111,24 @@ HISTOGRAM_SCRIPT: JSON = {
         if (bounds == null || counts == null || counts.size() != bounds.size() + 1) {
             return;
         }
-        String key = bounds.toString();
+        long millis = doc['@timestamp'].value.toInstant().toEpochMilli();
+        long index = (millis - params.first) / params.step;
+        String service = doc['service.name'].size() == 0 ? '' : doc['service.name'].value;
+        String operation = '';
+        if (params.by_operation && doc['span.name'].size() > 0) {
+            operation = doc['span.name'].value;
+        }
+        String shape = bounds.toString();
+        String key = service.length() + ':' + service + operation.length() + ':' + operation
+            + index + ':' + shape;
         def acc = state.h.get(key);
         if (acc == null) {
             List zeros = new ArrayList();
             for (int i = 0; i < counts.size(); ++i) {
                 zeros.add(0L);
             }
-            acc = ['bounds': bounds, 'counts': zeros];
+            acc = ['key': key, 'service': service, 'operation': operation, 'index': index,
+                   'bounds': bounds, 'counts': zeros];
             state.h.put(key, acc);
         }
         List sums = acc.get('counts');
@@ -120,23 +136,24 @@ HISTOGRAM_SCRIPT: JSON = {
             sums.set(i, sums.get(i) + ((Number) counts.get(i)).longValue());
         }
     """,
-    "combine_script": "return state.h;",
+    "combine_script": "return new ArrayList(state.h.values());",
     "reduce_script": """
         Map merged = new HashMap();
         for (def shard : states) {
             if (shard == null) {
                 continue;
             }
-            for (def entry : shard.entrySet()) {
-                def acc = merged.get(entry.getKey());
+            for (def row : shard) {
+                def acc = merged.get(row.get('key'));
                 if (acc == null) {
-                    merged.put(entry.getKey(), entry.getValue());
+                    merged.put(row.get('key'), row);
                     continue;
                 }
                 List sums = acc.get('counts');
-                List more = entry.getValue().get('counts');
+                List more = row.get('counts');
                 for (int i = 0; i < more.size(); ++i) {
-                    sums.set(i, sums.get(i) + more.get(i));
+                    sums.set(i, ((Number) sums.get(i)).longValue()
+                        + ((Number) more.get(i)).longValue());
                 }
             }
         }
@@ -334,7 +351,22 @@ def series_body(
 
 
 CALL_SUMS: JSON = {"calls": {"sum": {"field": "calls"}}, "errors": {"sum": {"field": "errors"}}}
-HISTOGRAM_SUMS: JSON = {"histogram": {"scripted_metric": HISTOGRAM_SCRIPT}}
+
+
+def histograms_body(query: MetricsQuery) -> JSON:
+    """The duration histograms of the asked series, summed per step bucket by one
+    scripted metric over the request's documents (``HISTOGRAM_SCRIPT``)."""
+    params = {
+        "first": query.first_bucket,
+        "step": query.step,
+        "by_operation": query.group_by_operation,
+    }
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {"bool": {"filter": metrics_filters(query, DURATION_METRIC)}},
+        "aggs": {"histograms": {"scripted_metric": {**HISTOGRAM_SCRIPT, "params": params}}},
+    }
 
 
 # --- aggregation results -> values per point ----------------------------------------------
@@ -382,14 +414,19 @@ def read_calls(bucket: JSON) -> Counts:
     }
 
 
-def read_histograms(bucket: JSON) -> Counts:
-    """The scripted metric's histograms keyed (bounds, bucket position)."""
-    counts: Counts = {}
-    for histogram in bucket["histogram"]["value"] or []:
-        bounds = tuple(float(b) for b in histogram["bounds"])
-        for i, count in enumerate(histogram["counts"]):
+def collect_histograms(
+    rows: Iterable[JSON], query: MetricsQuery
+) -> dict[SeriesKey, dict[int, Counts]]:
+    """``HISTOGRAM_SCRIPT``'s rows -> per series, bucket index -> counts keyed (bounds,
+    bucket position)."""
+    series: dict[SeriesKey, dict[int, Counts]] = {}
+    for row in rows:
+        name = (row["service"], row["operation"] if query.group_by_operation else None)
+        counts = series.setdefault(name, {}).setdefault(int(row["index"]), {})
+        bounds = tuple(float(b) for b in row["bounds"])
+        for i, count in enumerate(row["counts"]):
             counts[bounds, i] = counts.get((bounds, i), 0) + int(count)
-    return counts
+    return series
 
 
 def bucket_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> float | None:
@@ -513,8 +550,8 @@ def latencies_help(quantile: float) -> str:
     return f"{quantile:.2f}th quantile latency, grouped by service"
 
 
-def latency_family(query: MetricsQuery, quantile: float, buckets: Iterable[JSON]) -> JSON:
-    series = collect(buckets, query, read_histograms)
+def latency_family(query: MetricsQuery, quantile: float, rows: Iterable[JSON]) -> JSON:
+    series = collect_histograms(rows, query)
     metrics = _metrics(query, series, lambda window: histogram_quantile(quantile, window))
     return metric_family(LATENCIES_NAME, latencies_help(quantile), query, metrics)
 
@@ -561,8 +598,11 @@ class SpmReader:
         return error_rate_family(query, await self.buckets(query, CALLS_METRIC, CALL_SUMS))
 
     async def latencies(self, query: MetricsQuery, quantile: float) -> JSON:
-        buckets = await self.buckets(query, DURATION_METRIC, HISTOGRAM_SUMS)
-        return latency_family(query, quantile, buckets)
+        answer = await self.client.search(
+            index=self.index, body=histograms_body(query), **SEARCH_OPTIONS
+        )
+        found = (answer.get("aggregations") or {}).get("histograms") or {}
+        return latency_family(query, quantile, found.get("value") or [])
 
 
 # --- handlers -----------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from pipeline.query.spm import (
     CALL_SUMS,
     CALLS_METRIC,
     DURATION_METRIC,
-    HISTOGRAM_SUMS,
     KIND_RED,
     MAX_POINTS,
     SPAN_KINDS,
@@ -36,6 +35,7 @@ from pipeline.query.spm import (
     call_rate_family,
     error_rate_family,
     histogram_quantile,
+    histograms_body,
     latency_family,
     metrics_calls,
     metrics_errors,
@@ -250,15 +250,23 @@ def test_series_body():
 
     grouped = MetricsQuery(("api",), group_by_operation=True, end=NOW)
     after = {"service": "api", "operation": "GET /", "time": NOW - MINUTE}
-    page = series_body(grouped, DURATION_METRIC, HISTOGRAM_SUMS, after, size=10)
+    page = series_body(grouped, CALLS_METRIC, CALL_SUMS, after, size=10)
     composite = page["aggs"]["series"]["composite"]
     assert [next(iter(s)) for s in composite["sources"]] == ["service", "operation", "time"]
     assert composite["sources"][1] == {"operation": {"terms": {"field": "span.name"}}}
     assert composite["after"] == after
     assert composite["size"] == 10
-    script = page["aggs"]["series"]["aggs"]["histogram"]["scripted_metric"]
-    assert set(script) == {"init_script", "map_script", "combine_script", "reduce_script"}
+    # Latencies: one scripted metric for the whole request, keyed by series and bucket.
+    histograms = histograms_body(grouped)
+    script = histograms["aggs"]["histograms"]["scripted_metric"]
+    assert set(script) == {"init_script", "map_script", "combine_script", "reduce_script", "params"}
+    assert script["params"] == {
+        "first": grouped.first_bucket,
+        "step": grouped.step,
+        "by_operation": True,
+    }
     assert "params['_source']" in script["map_script"]
+    assert {"term": {"metric": DURATION_METRIC}} in histograms["query"]["bool"]["filter"]
 
 
 # --- aggregation results -> points ----------------------------------------------------------
@@ -291,12 +299,17 @@ def histogram_bucket(
     bounds: tuple[float, ...] = BOUNDS,
     op: str | None = None,
 ) -> dict[str, Any]:
-    key: dict[str, Any] = {"service": service, "time": key_of(query, at)}
-    if op is not None:
-        key["operation"] = op
+    """A row of HISTOGRAM_SCRIPT: one series' histogram in the step bucket holding ``at``."""
     counts = counts + [0] * (len(bounds) + 1 - len(counts))
-    value = [{"bounds": list(bounds), "counts": counts}]
-    return {"key": key, "doc_count": 1, "histogram": {"value": value}}
+    index = (key_of(query, at) - query.first_bucket) // query.step
+    operation = op if op is not None else ""
+    return {
+        "service": service,
+        "operation": operation,
+        "index": index,
+        "bounds": list(bounds),
+        "counts": counts,
+    }
 
 
 def values(family: dict[str, Any], index: int = 0) -> list[tuple[str, float]]:
@@ -577,7 +590,8 @@ def test_handlers_answer_families():
     end = NOW
     query = MetricsQuery(("api",), end=end, lookback=0, step=MINUTE, rate_per=MINUTE)
     calls = page([calls_bucket(query, "api", end - 1, calls=120, errors=30)])
-    latencies = page([histogram_bucket(query, "api", end - 1, SIX)])
+    rows = [histogram_bucket(query, "api", end - 1, SIX)]
+    latencies = {"aggregations": {"histograms": {"value": rows}}}
     client = FakeClient(calls, calls, latencies)
     common = f"service=api&endTs={end}&lookback=0&step={MINUTE}&ratePer={MINUTE}"
     rates, errors, p95 = serve(
