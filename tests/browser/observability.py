@@ -22,10 +22,8 @@ from datetime import UTC, datetime
 import orjson
 from opensearchpy import OpenSearch
 
-from pipeline.config.settings import Settings
 from pipeline.metrics.red import RedAggregator
 from pipeline.sink.metrics_documents import MetricDocument, metric_documents
-from pipeline.store.metrics_indices import metrics_index, metrics_index_base
 from tests.unit.metrics.spans import span, trace
 from tests.unit.sink.windows import MS, WINDOW, S, message, sid
 
@@ -76,18 +74,6 @@ def red_documents(operations: list[Operation], starts: list[int]) -> list[Metric
         key, value = message(closed, partition=0)
         docs.extend(metric_documents(value, key))
     return docs
-
-
-def index_metrics(client: OpenSearch, settings: Settings, docs: list[MetricDocument]) -> None:
-    """Into the monthly indices (made from the store's metrics template), refreshed."""
-    base = metrics_index_base(settings)
-    lines = []
-    for doc in docs:
-        index = metrics_index(base, doc.start_unix_nanos)
-        lines.append(orjson.dumps({"index": {"_index": index, "_id": doc.id}}))
-        lines.append(doc.encoded())
-    answer = client.bulk(body=b"\n".join(lines) + b"\n", refresh="true")
-    assert not answer["errors"], answer
 
 
 def iso(unix_nanos: int) -> str:

@@ -43,11 +43,11 @@ from tests.browser.conftest import MISSING, SKIP_REASON
 from tests.browser.observability import (
     Operation,
     index_logs,
-    index_metrics,
     log_document,
     red_documents,
     window_starts,
 )
+from tests.integration.test_query_spm import index_documents
 from tests.integration.trace_builder import MS, TraceBuilder
 
 pytestmark = [
@@ -187,7 +187,7 @@ def store(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator
         alias = store_names(settings).span_alias
         answer = opensearch.bulk(body=bulk_body(docs), index=alias, refresh="true")
         assert not answer["errors"], answer
-        index_metrics(opensearch, settings, red_documents(operations(), window_starts()))
+        index_documents(opensearch, settings, red_documents(operations(), window_starts()))
         index_logs(opensearch, logs_index(settings), log_records())
         yield settings
     finally:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,12 +49,11 @@ from pipeline.config.settings import Settings
 from pipeline.sink.bulk import Doc, bulk_body
 from pipeline.sink.documents import encoded_documents
 from pipeline.store.indices import store_names
-from pipeline.store.metrics_indices import install_metrics_template
 from tests.integration import client_requests as cr
-from tests.integration.cleanup import drop_indices
 from tests.integration.conftest import running_query
 from tests.integration.test_query import TRACES, in_process, private_store
-from tests.integration.test_query_spm import END_MS, index_documents, red_documents
+from tests.integration.test_query_spm import END_MS, red_documents
+from tests.integration.test_query_spm import metrics_store as spm_store
 from tests.integration.trace_builder import MS, T0, TraceBuilder
 
 pytestmark = pytest.mark.integration
@@ -115,13 +113,8 @@ def api(store: Settings) -> Iterator[httpx.Client]:
 def metrics_store(stack: Settings, opensearch: OpenSearch) -> Iterator[Settings]:
     """test_query_spm.py's RED windows (four 15 s windows ending at END_MS) on a private
     ``spm-<random>-`` prefix."""
-    settings = stack.model_copy(update={"store_index_prefix": f"spm-{uuid.uuid4().hex[:8]}-"})
-    try:
-        install_metrics_template(opensearch, settings)
-        index_documents(opensearch, settings, red_documents())
+    with spm_store(stack, opensearch, red_documents()) as settings:
         yield settings
-    finally:
-        drop_indices(opensearch, settings)
 
 
 def now_ms() -> int:

@@ -31,6 +31,7 @@ from pipeline.sink.bulk import Doc, bulk_body
 from pipeline.sink.documents import encoded_documents
 from pipeline.store.indices import store_names
 from pipeline.store.setup import ensure_store
+from tests.asgi import Request, get_all_async
 from tests.integration.conftest import running_query
 from tests.integration.trace_builder import MS, T0, TraceBuilder
 
@@ -362,17 +363,20 @@ def test_dependencies(api: httpx.Client):
     assert problem["msg"] == "lookback: '1h' is not an integer"
 
 
-def in_process(settings: Settings, *paths: str) -> list[httpx.Response]:
-    """GET each path from the app run in this process, over a fresh client."""
+def in_process(
+    settings: Settings, *requests: Request, client: tuple[str, int] = ("127.0.0.1", 40000)
+) -> list[httpx.Response]:
+    """GET each request from the app run in this process, over a fresh OpenSearch client,
+    seen as coming from ``client``."""
 
     async def go() -> list[httpx.Response]:
-        client = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=5, max_retries=0)
-        transport = httpx.ASGITransport(app=query_app(settings, client))
+        opensearch = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=10, max_retries=0)
+        app = query_app(settings, opensearch)
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://query") as http:
-                return [await http.get(path) for path in paths]
+            return await get_all_async(app, requests, client=client)
         finally:
-            await client.close()
+            await opensearch.close()
+            await app.state.rates.close()
 
     return asyncio.run(go())
 

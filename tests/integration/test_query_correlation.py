@@ -13,21 +13,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from opensearchpy import AsyncOpenSearch, OpenSearch
-from opensearchpy.exceptions import OpenSearchException
-from starlette.applications import Starlette
 from starlette.routing import Route
 
 from pipeline.config.settings import Settings
 from pipeline.local.run import free_port
-from pipeline.query.app import bad_parameter, opensearch_failed
 from pipeline.query.correlation import LogReader, metrics_exemplars, trace_logs, ui_config
-from pipeline.query.params import ParamError
+from tests.asgi import get_all_async, handlers_app
 from tests.integration.test_query_spm import END_MS, T0_MS, store  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -98,20 +94,13 @@ def serve(settings: Settings, *paths: str) -> list[httpx.Response]:
 
     async def go() -> list[httpx.Response]:
         client = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=5, max_retries=0)
-        app = Starlette(
-            routes=[
-                Route("/api/traces/{trace_id}/logs", trace_logs),
-                Route("/api/ui/config", ui_config),
-                Route("/api/metrics/exemplars", metrics_exemplars),
-            ],
-            exception_handlers={ParamError: bad_parameter, OpenSearchException: opensearch_failed},
-        )
-        app.state.settings = settings
-        app.state.reader = SimpleNamespace(client=client)
-        transport = httpx.ASGITransport(app=app)
+        routes = [
+            Route("/api/traces/{trace_id}/logs", trace_logs),
+            Route("/api/ui/config", ui_config),
+            Route("/api/metrics/exemplars", metrics_exemplars),
+        ]
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://query") as http:
-                return [await http.get(path) for path in paths]
+            return await get_all_async(handlers_app(routes, client, settings), paths)
         finally:
             await client.close()
 

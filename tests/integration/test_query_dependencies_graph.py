@@ -17,10 +17,8 @@ from opensearchpy import OpenSearch
 from pipeline.config.settings import Settings
 from pipeline.metrics.service_graph import ServiceGraph
 from pipeline.sink.metrics_documents import MetricDocument, metric_documents
-from pipeline.store.metrics_indices import install_metrics_template
-from tests.integration.cleanup import drop_indices
 from tests.integration.test_query import dependency_window, in_process, private_store
-from tests.integration.test_query_spm import T0, index_documents
+from tests.integration.test_query_spm import T0, metrics_store
 from tests.unit.metrics.spans import span, trace
 from tests.unit.sink.windows import MS, S, message, sid
 
@@ -62,13 +60,10 @@ def graph_documents() -> list[MetricDocument]:
 
 @pytest.fixture(scope="module")
 def stores(stack: Settings, opensearch: OpenSearch, tmp_path_factory) -> Iterator[Settings]:
-    with private_store(stack, opensearch, tmp_path_factory.mktemp("graph")) as settings:
-        try:
-            install_metrics_template(opensearch, settings)
-            index_documents(opensearch, settings, graph_documents())
+    with private_store(stack, opensearch, tmp_path_factory.mktemp("graph")) as spans:
+        prefix = spans.store_index_prefix  # the metrics beside the spans, one prefix
+        with metrics_store(spans, opensearch, graph_documents(), prefix) as settings:
             yield settings
-        finally:
-            drop_indices(opensearch, settings)
 
 
 def links(reply) -> set[tuple[str, str, int]]:

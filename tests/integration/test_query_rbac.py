@@ -8,7 +8,6 @@ proxy-header path depends on); TLS runs a real `spansieve query` process.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from opensearchpy import AsyncOpenSearch, OpenSearch
+from opensearchpy import OpenSearch
 
 from pipeline.config.settings import Settings
 from pipeline.local.run import free_port
-from pipeline.query.app import query_app
 from pipeline.query.rbac.placeholders import HIDDEN
+from tests.asgi import Request
 from tests.integration.conftest import running_query, trusting
-from tests.integration.test_query import TRACES, dependency_window, private_store
+from tests.integration.test_query import TRACES, dependency_window, in_process, private_store
 
 pytestmark = pytest.mark.integration
 
@@ -89,26 +88,11 @@ def secured(store: Settings, rbac_files: dict[str, Path]) -> Settings:
     )
 
 
-Request = tuple[str, dict[str, Any], dict[str, str]]  # path, params, headers
-
-
 def call(
     settings: Settings, requests: list[Request], client: str = "127.0.0.1"
 ) -> list[httpx.Response]:
     """Each request against the app run in this process, seen as coming from ``client``."""
-
-    async def go() -> list[httpx.Response]:
-        opensearch = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=10)
-        app = query_app(settings, opensearch)
-        transport = httpx.ASGITransport(app=app, client=(client, 40000))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://query") as http:
-                return [await http.get(p, params=q, headers=h) for p, q, h in requests]
-        finally:
-            await opensearch.close()
-            await app.state.rates.close()
-
-    return asyncio.run(go())
+    return in_process(settings, *requests, client=(client, 40000))
 
 
 def get(settings: Settings, path: str, headers: dict[str, str], **params: Any) -> httpx.Response:

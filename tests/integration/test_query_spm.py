@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,11 +86,11 @@ def red_documents() -> list[MetricDocument]:
 
 
 def index_documents(client: OpenSearch, settings: Settings, docs: list[MetricDocument]) -> None:
+    """Into their monthly indices (created from the store's metrics template, as the writer
+    does), refreshed."""
     base = metrics_index_base(settings)
-    indices = {metrics_index(base, doc.start_unix_nanos) for doc in docs}
-    assert len(indices) == 2, indices  # November and December
-    for index in indices:
-        client.indices.create(index=index)  # from the template, as the writer does
+    for index in {metrics_index(base, doc.start_unix_nanos) for doc in docs}:
+        client.indices.create(index=index, ignore=400)  # 400: it exists already
     lines = []
     for doc in docs:
         index = metrics_index(base, doc.start_unix_nanos)
@@ -99,15 +100,30 @@ def index_documents(client: OpenSearch, settings: Settings, docs: list[MetricDoc
     assert not answer["errors"], answer
 
 
-@pytest.fixture(scope="module")
-def store(stack: Settings, opensearch: OpenSearch) -> Iterator[Settings]:
-    settings = stack.model_copy(update={"store_index_prefix": f"spm-{uuid.uuid4().hex[:8]}-"})
+@contextmanager
+def metrics_store(
+    stack: Settings, opensearch: OpenSearch, docs: list[MetricDocument], prefix: str = ""
+) -> Iterator[Settings]:
+    """``docs`` in a metrics store of their own (``spm-<random>-``, or under the
+    ``store_index_prefix`` ``prefix``), dropped afterwards."""
+    name = prefix or f"spm-{uuid.uuid4().hex[:8]}-"
+    settings = stack.model_copy(update={"store_index_prefix": name})
     try:
         install_metrics_template(opensearch, settings)
-        index_documents(opensearch, settings, red_documents())
+        index_documents(opensearch, settings, docs)
         yield settings
     finally:
         drop_indices(opensearch, settings)
+
+
+@pytest.fixture(scope="module")
+def store(stack: Settings, opensearch: OpenSearch) -> Iterator[Settings]:
+    docs = red_documents()
+    base = metrics_index_base(stack.model_copy(update={"store_index_prefix": "x-"}))
+    # November and December: one step bucket gathers documents of two indices (shards).
+    assert len({metrics_index(base, doc.start_unix_nanos) for doc in docs}) == 2
+    with metrics_store(stack, opensearch, docs) as settings:
+        yield settings
 
 
 def family(reply: httpx.Response) -> dict[str, Any]:

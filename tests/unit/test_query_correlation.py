@@ -5,7 +5,6 @@ a canned client."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -13,14 +12,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
 import pipeline.query as query_package
 from pipeline.cli import main
 from pipeline.config.settings import LOG_LINK_PLACEHOLDERS, LogLink, Settings
-from pipeline.query.app import bad_parameter
 from pipeline.query.correlation import (
     EXEMPLAR_DOCUMENTS,
     LogReader,
@@ -39,6 +36,7 @@ from pipeline.query.correlation import (
 )
 from pipeline.query.params import ParamError
 from pipeline.query.spm import CALLS_METRIC, DURATION_METRIC, KIND_RED
+from tests.asgi import get_all, handlers_app
 from tests.unit.test_query_spm import FakeClient
 
 TRACE = "5b8aa5a2d2c872e8321cf37308d69df2"
@@ -364,25 +362,15 @@ def test_exemplars_query_parameters():
 def serve(
     client: FakeClient, *paths: str, visible: Any = None, **settings: Any
 ) -> list[httpx.Response]:
-    app = Starlette(
-        routes=[
-            Route("/api/traces/{trace_id}/logs", trace_logs),
-            Route("/api/ui/config", ui_config),
-            Route("/api/metrics/exemplars", metrics_exemplars),
-        ],
-        exception_handlers={ParamError: bad_parameter},  # as the query app answers them
-    )
-    app.state.settings = Settings(store_index_prefix="t-", **settings)
-    app.state.reader = SimpleNamespace(client=client)
+    routes = [
+        Route("/api/traces/{trace_id}/logs", trace_logs),
+        Route("/api/ui/config", ui_config),
+        Route("/api/metrics/exemplars", metrics_exemplars),
+    ]
+    app = handlers_app(routes, client, Settings(store_index_prefix="t-", **settings))
     if visible is not None:
         app.state.visible_log_record = visible
-
-    async def go() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query") as http:
-            return [await http.get(path) for path in paths]
-
-    return asyncio.run(go())
+    return get_all(app, paths)
 
 
 def test_trace_logs_handler_answers_the_envelope():

@@ -7,20 +7,17 @@ import asyncio
 import math
 import random
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from starlette.applications import Starlette
 from starlette.routing import Route
 
 from pipeline.config.settings import Settings
 from pipeline.metrics.otlp import CALLS, DURATION, span_kind_str
 from pipeline.metrics.red import DEFAULT_BUCKETS_MS
 from pipeline.metrics.summary import histogram_quantile as summary_quantile
-from pipeline.query.app import bad_parameter
 from pipeline.query.params import ParamError
 from pipeline.query.spm import (
     CALL_SUMS,
@@ -48,6 +45,7 @@ from pipeline.query.spm import (
     window_sums,
 )
 from pipeline.sink.metrics_documents import KIND_RED as SINK_KIND_RED
+from tests.asgi import get_all, handlers_app
 
 NOW = 1_700_000_000_000  # ms, 2023-11-14T22:13:20Z
 MINUTE = 60_000
@@ -566,24 +564,14 @@ def page(buckets: list[dict[str, Any]], after: dict[str, Any] | None = None) -> 
 
 
 def serve(client: FakeClient, *paths: str, **settings: Any) -> list[httpx.Response]:
-    app = Starlette(
-        routes=[
-            Route("/api/metrics/calls", metrics_calls),
-            Route("/api/metrics/errors", metrics_errors),
-            Route("/api/metrics/latencies", metrics_latencies),
-            Route("/api/metrics/minstep", metrics_minstep),
-        ],
-        exception_handlers={ParamError: bad_parameter},  # as the query app answers them
-    )
-    app.state.settings = Settings(store_index_prefix="t-", **settings)
-    app.state.reader = SimpleNamespace(client=client)
-
-    async def go() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query") as http:
-            return [await http.get(path) for path in paths]
-
-    return asyncio.run(go())
+    routes = [
+        Route("/api/metrics/calls", metrics_calls),
+        Route("/api/metrics/errors", metrics_errors),
+        Route("/api/metrics/latencies", metrics_latencies),
+        Route("/api/metrics/minstep", metrics_minstep),
+    ]
+    app = handlers_app(routes, client, Settings(store_index_prefix="t-", **settings))
+    return get_all(app, paths)
 
 
 def test_handlers_answer_families():
