@@ -80,7 +80,6 @@ import httpx
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import OpenSearchException
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.bench.query_store import (
     DEFAULT_TRACES,
@@ -92,6 +91,7 @@ from pipeline.bench.query_store import (
     fill_store,
     half_glob,
     matcher,
+    progress,
 )
 from pipeline.bench.stats import quantile
 from pipeline.config.settings import Settings
@@ -372,17 +372,6 @@ def _some(rng: random.Random, pool: Sequence[Any], fallback: Sequence[Any], coun
     return [rng.choice(chosen) for _ in range(count)]
 
 
-def _progress() -> Progress:
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=24),
-        TextColumn("{task.completed:,}/{task.total:,} requests"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, console=Console(stderr=True))
-
-
 def bench_query(
     settings: Settings,
     folder: Path,
@@ -548,11 +537,11 @@ def _measure(
     }
     results: dict[str, Any] = {}
     rbac: dict[str, Any] = {"placeholders_per_trace": _placeholders(on, store.crossing_ids)}
-    with _progress() as progress:
-        task = progress.add_task("query bench requests", total=4 * count * len(KINDS))
+    with progress("{task.completed:,}/{task.total:,} requests") as bar:
+        task = bar.add_task("query bench requests", total=4 * count * len(KINDS))
 
         def tick(done: int) -> None:
-            progress.advance(task, done)
+            bar.advance(task, done)
 
         for kind in MEASURED_ORDER:
             ours_call, bare_call, args, before = against_bare[kind]

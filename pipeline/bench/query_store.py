@@ -98,11 +98,13 @@ class QueryStore:
     seconds: float = 0.0
 
 
-def _progress() -> Progress:
+def progress(counted: str) -> Progress:
+    """A progress bar on stderr; ``counted`` says what the numbers count, as a rich
+    template (``"{task.completed:,}/{task.total:,} requests"``)."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(bar_width=24),
-        TextColumn("{task.completed:,}/{task.total:,} traces, {task.fields[spans]:,} spans"),
+        TextColumn(counted),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -166,8 +168,9 @@ def fill_store(
     spacing = TRAFFIC_MINUTES * 60 * 10**9 // max(traces, 1)
     generator = TraceGenerator(load_topology(DEFAULT_TOPOLOGY), seed=seed)
     pending: Future | None = None
-    with ThreadPoolExecutor(1) as poster, _progress() as progress:
-        task = progress.add_task("query bench store", total=traces, spans=0)
+    counted = "{task.completed:,}/{task.total:,} traces, {task.fields[spans]:,} spans"
+    with ThreadPoolExecutor(1) as poster, progress(counted) as bar:
+        task = bar.add_task("query bench store", total=traces, spans=0)
         for batch in _batches(generator, traces, first_ns, spacing):
             if not store.tagged_services:
                 store.tagged_services = sorted(_tagged(batch))
@@ -192,7 +195,7 @@ def fill_store(
             if pending is not None:
                 pending.result()
             pending = poster.submit(_post_all, settings.opensearch_url, jobs)
-            progress.update(task, advance=len(batch), spans=store.spans)
+            bar.update(task, advance=len(batch), spans=store.spans)
         if pending is not None:
             pending.result()
     _post_all(settings.opensearch_url, metrics.close(time.time() + 86_400))
