@@ -1,8 +1,8 @@
 """Logs and metrics beside a trace: what the UI shows next to a trace besides its spans.
 
 * **Log links** (``GET /api/ui/config``): the ``query_log_links`` url templates of outside
-  log viewers, for the UI to fill in per trace or span. ``expand_log_link`` is the rule
-  it follows: every value URL-quoted; ``{start}``/``{end}`` ISO-8601 UTC with milliseconds
+  log viewers, which the UI fills in per trace or span (``ui/links.js``): every value
+  URL-quoted; ``{start}``/``{end}`` ISO-8601 UTC with milliseconds
   and ``{start_ms}``/``{end_ms}`` ms since the epoch, the start rounded down and the end
   up, so the window always covers the trace.
 * **Inline logs** (``GET /api/traces/{trace_id}/logs``): the OpenTelemetry log records of
@@ -34,7 +34,6 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 from opensearchpy import AsyncOpenSearch
@@ -88,32 +87,6 @@ def log_links_config(settings: Settings) -> JSON:
         "logLinks": [{"name": link.name, "url": link.url} for link in settings.query_log_links],
         "logs": bool(settings.query_logs_index),
     }
-
-
-def iso_millis(millis: int) -> str:
-    """ms since the epoch -> ISO-8601 UTC, always with three fractional digits."""
-    seconds, fraction = divmod(millis, 1000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{fraction:03d}Z"
-
-
-def expand_log_link(
-    url: str, *, trace_id: str, span_id: str = "", service: str = "", start_us: int, end_us: int
-) -> str:
-    """One link template filled in (``query_log_links`` checked its placeholders), the
-    window ``start_us``..``end_us`` (µs, as Jaeger's span times) widened to whole ms."""
-    start_ms = start_us // 1000
-    end_ms = -(-end_us // 1000)
-    values = {
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "service": service,
-        "start": iso_millis(start_ms),
-        "end": iso_millis(end_ms),
-        "start_ms": start_ms,
-        "end_ms": end_ms,
-    }
-    return url.format_map({key: quote(str(value), safe="") for key, value in values.items()})
 
 
 # --- log records ----------------------------------------------------------------------------

@@ -23,8 +23,6 @@ from pipeline.query.correlation import (
     LogReader,
     exemplars,
     exemplars_body,
-    expand_log_link,
-    iso_millis,
     log_links_config,
     log_record,
     metrics_exemplars,
@@ -141,36 +139,6 @@ def test_log_links_config_is_what_the_ui_reads():
     assert log_links_config(Settings(query_log_links=[]))["logs"] is True
 
 
-def test_expand_log_link_quotes_values_and_widens_the_window_to_whole_ms():
-    url = "https://l/?q={trace_id}&s={span_id}&svc={service}&from={start}&to={end}&a={start_ms}&b={end_ms}"
-    link = expand_log_link(
-        url, trace_id=TRACE, span_id=SPAN, service="cart & co", start_us=T_US, end_us=T_US + 1
-    )
-    assert link == (
-        f"https://l/?q={TRACE}&s={SPAN}&svc=cart%20%26%20co"
-        "&from=2023-11-14T22%3A13%3A20.123Z&to=2023-11-14T22%3A13%3A20.124Z"
-        "&a=1700000000123&b=1700000000124"
-    )
-    assert iso_millis(1_700_000_000_000) == "2023-11-14T22:13:20.000Z"
-
-
-# --- log records ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "micros"),
-    [
-        ("2023-11-14T22:13:20.123456789Z", T_US),  # Data Prepper: nanoseconds
-        ("2023-11-14T22:13:20.123456Z", T_US),
-        ("2023-11-14T22:13:20Z", T_US - 123_456),
-        ("2023-11-14T23:13:20.123456+01:00", T_US),
-        ("2023-11-14T22:13:20.123456", T_US),  # no zone: UTC
-        (1_700_000_000_123, T_US - 456),  # epoch_millis
-        ("yesterday", None),
-        (None, None),
-        (True, None),
-    ],
-)
 def test_parse_micros(value, micros):
     assert parse_micros(value) == micros
 
