@@ -139,6 +139,23 @@ def test_log_links_config_is_what_the_ui_reads():
     assert log_links_config(Settings(query_log_links=[]))["logs"] is True
 
 
+# --- log records ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [
+        ("2023-11-14T22:13:20.123456789Z", T_US),  # Data Prepper: nanoseconds
+        ("2023-11-14T22:13:20.123456Z", T_US),
+        ("2023-11-14T22:13:20Z", T_US - 123_456),
+        ("2023-11-14T23:13:20.123456+01:00", T_US),
+        ("2023-11-14T22:13:20.123456", T_US),  # no zone: UTC
+        (1_700_000_000_123, T_US - 456),  # epoch_millis
+        ("yesterday", None),
+        (None, None),
+        (True, None),
+    ],
+)
 def test_parse_micros(value, micros):
     assert parse_micros(value) == micros
 
