@@ -8,6 +8,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from agents.memory import register_memory_trim
 from agents.sampler import register_sampler
+from agents.state import STORE_URL, app_tables_dir
 from agents.transport import Transport
 from pipeline.config.settings import Settings
 
@@ -36,14 +37,17 @@ def create_app(settings: Settings) -> faust.App:
         raise ValueError(f"unknown worker roles {unknown}; choose from {sorted(ROLES)}")
     datadir = (settings.state_dir / "worker").resolve()
     datadir.mkdir(parents=True, exist_ok=True)
+    # Each app (topic prefix) its own folder: tables here, trace pieces beside them.
+    tabledir = app_tables_dir(datadir, f"{settings.topic_prefix}-worker")
     brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
     app = faust.App(
         f"{settings.topic_prefix}-worker",
         broker=brokers,
-        store="rocksdb://",
+        store=STORE_URL,  # RocksDB, healed when ahead of Kafka (agents.state)
         datadir=str(datadir),
+        tabledir=str(tabledir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka_replication_factor,
         web_host="127.0.0.1",
         web_port=settings.worker_web_port,
         web_in_thread=False,

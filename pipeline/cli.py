@@ -16,6 +16,8 @@ from pipeline.config.settings import Settings
 
 COMMON = ("state_dir", "log_format", "log_level")
 SERVICES = ("kafka_bootstrap", "opensearch_url", "redis_url", "topic_prefix", "partitions")
+# Every command that creates topics takes these (see pipeline.kafka.topics).
+REPLICATION = ("kafka_replication_factor", "kafka_min_insync_replicas")
 
 SHIPPED_ESTATE = data_path("pipeline.topologies", "estate-30.yaml")
 
@@ -77,21 +79,21 @@ def _stack_call(action: str, overrides: dict[str, Any]) -> None:
 
 
 @stack.command("up")
-@settings_options(*SERVICES)
+@settings_options(*SERVICES, "kafka_brokers")
 def stack_up(**overrides: Any) -> None:
     """Start whatever of Kafka, OpenSearch and Redis is not running yet, and wait for it."""
     _stack_call("up", overrides)
 
 
 @stack.command("down")
-@settings_options(*SERVICES)
+@settings_options(*SERVICES, "kafka_brokers")
 def stack_down(**overrides: Any) -> None:
     """Stop the services this state directory started (never others)."""
     _stack_call("down", overrides)
 
 
 @stack.command("status")
-@settings_options(*SERVICES)
+@settings_options(*SERVICES, "kafka_brokers")
 def stack_status(**overrides: Any) -> None:
     """Show what runs where."""
     _stack_call("status", overrides)
@@ -99,7 +101,9 @@ def stack_status(**overrides: Any) -> None:
 
 @main.command()
 @settings_options(
-    *SERVICES, *(name for name in Settings.model_fields if name.startswith("gateway_"))
+    *SERVICES,
+    *REPLICATION,
+    *(name for name in Settings.model_fields if name.startswith("gateway_")),
 )
 def gateway(**overrides: Any) -> None:
     """OTLP/gRPC on :4317 and OTLP/HTTP on :4318 into Kafka; health and metrics on :8888."""
@@ -181,8 +185,11 @@ def store_init(**overrides: Any) -> None:
 @main.command()
 @settings_options(
     *SERVICES,
+    *REPLICATION,
     "worker_roles",
     "worker_web_port",
+    "worker_shutdown_timeout",
+    "worker_log_repeat_interval",
     "policies",
     "decision_wait",
     "sampling_percentage",
@@ -196,8 +203,12 @@ def store_init(**overrides: Any) -> None:
 def worker(**overrides: Any) -> None:
     """The Faust worker: sampler and sink agents; Faust web with /metrics on :6066."""
     from agents.worker import run_worker
+    from pipeline.kafka.topics import ReplicationError
 
-    run_worker(load_settings(overrides))
+    try:
+        run_worker(load_settings(overrides))
+    except ReplicationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -351,7 +362,7 @@ def loadgen(
 
 
 @main.command()
-@settings_options(*SERVICES)
+@settings_options(*SERVICES, "kafka_brokers", *REPLICATION)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write JSON here")
 @click.option("--seconds", type=float, default=15.0, show_default=True, help="load per transport")
 @click.option("--traces", type=int, default=30_000, show_default=True, help="sampler workload")
@@ -386,6 +397,8 @@ def bench(
 @main.command()
 @settings_options(
     *SERVICES,
+    "kafka_brokers",
+    *REPLICATION,
     "gateway_http_port",
     "gateway_metrics_port",
     "worker_web_port",
@@ -395,10 +408,14 @@ def bench(
 @click.option("--exit-after-demo", is_flag=True, help="stop the pipeline once the demo is stored")
 def run(exit_after_demo: bool, **overrides: Any) -> None:
     """Everything at once: local stack, gateway, worker, and a demo trace you can look up."""
+    from pipeline.kafka.topics import ReplicationError
     from pipeline.local.run import run_everything
 
     settings = load_settings(overrides)
-    sys.exit(run_everything(settings, exit_after_demo=exit_after_demo))
+    try:
+        sys.exit(run_everything(settings, exit_after_demo=exit_after_demo))
+    except ReplicationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -7,9 +7,17 @@ import sys
 
 import structlog
 
+from pipeline.config.log_dedup import install
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    """Route structlog and the standard library's logging through one renderer."""
+
+def configure_logging(
+    log_format: str = "auto", level: str = "info", repeat_interval: float = 30.0
+) -> None:
+    """Route structlog and the standard library's logging through one renderer.
+
+    The Kafka and Faust clients' repeated warnings go through a RepeatFilter (see
+    pipeline.config.log_dedup): during a broker outage they would write a line per attempt.
+    """
     use_console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     renderer = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
@@ -33,9 +41,14 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
                 structlog.processors.format_exc_info,
                 renderer,
             ],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=("repeated",)),  # set by the RepeatFilter
+            ],
         )
     )
+    install(handler, repeat_interval)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

