@@ -3,7 +3,7 @@
 Uses a private OpenSearch node (own state directory and ports) so the shared one keeps
 serving other tests. During the outage the sink holds its batch and stops consuming; the
 first worker is then stopped (SIGTERM: Faust waits for the unacknowledged batch, so the
-process is killed after the grace period) and a second worker starts while OpenSearch is
+worker exits at its shutdown bound, uncommitted) and a second worker starts while OpenSearch is
 still down. Had any offset been committed before OpenSearch acknowledged its documents,
 or had any fetched record been dropped, traces would be missing at the end.
 """
