@@ -92,6 +92,12 @@ def test_killed_leader_loses_no_acknowledged_message(cluster: Settings) -> None:
     topic = cluster.topic("spans")
     ensure_topics(cluster, [topic])
     admin = _admin(cluster)
+    # A new topic's partitions reach every broker's metadata a moment after creation.
+    assert wait_until(
+        lambda: 0 in admin.list_topics(topic, timeout=10).topics[topic].partitions,
+        "topic metadata",
+        30,
+    )
     partition = admin.list_topics(topic, timeout=10).topics[topic].partitions[0]
     assert len(partition.replicas) == 3
     config = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])

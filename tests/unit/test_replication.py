@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
-import structlog
 from confluent_kafka.admin import NewTopic
 
 from pipeline.config.settings import TOPIC_NAMES, Settings
@@ -98,25 +97,46 @@ def test_min_isr_above_replication_factor_is_refused(admin: type[FakeAdmin]) -> 
     assert _created(admin) == {}
 
 
-def test_fewer_brokers_than_replicas_warns_with_the_numbers(admin: type[FakeAdmin]) -> None:
+class WarningLog:
+    """Stands in for ``topics.log``: structlog loggers cached by earlier tests of the run
+    would bypass ``structlog.testing.capture_logs``."""
+
+    def __init__(self) -> None:
+        self.warnings: list[dict] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append({"event": event, **fields})
+
+    def info(self, event: str, **fields: object) -> None:
+        pass
+
+
+@pytest.fixture
+def warning_log(monkeypatch: pytest.MonkeyPatch) -> WarningLog:
+    found = WarningLog()
+    monkeypatch.setattr(topics, "log", found)
+    monkeypatch.setattr(topics, "_warned", set())  # once per process: not across tests
+    return found
+
+
+def test_fewer_brokers_than_replicas_warns_with_the_numbers(
+    admin: type[FakeAdmin], warning_log: WarningLog
+) -> None:
     admin.brokers = 1
     admin.existing = ("t",)
     settings = Settings(kafka_replication_factor=3, kafka_min_insync_replicas=2)
-    with structlog.testing.capture_logs() as logs:
-        ensure_topics(settings, ["t"])
-        ensure_topics(settings, ["t"])  # warned once, not at every call
-    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
-    assert len(warnings) == 1
-    assert warnings[0]["brokers"] == 1
-    assert warnings[0]["replication_factor"] == 3
-    assert "--kafka-brokers 3" in warnings[0]["advice"]
+    ensure_topics(settings, ["t"])
+    ensure_topics(settings, ["t"])  # warned once, not at every call
+    [warning] = warning_log.warnings
+    assert warning["brokers"] == 1
+    assert warning["replication_factor"] == 3
+    assert "--kafka-brokers 3" in warning["advice"]
 
 
-def test_enough_brokers_do_not_warn(admin: type[FakeAdmin]) -> None:
+def test_enough_brokers_do_not_warn(admin: type[FakeAdmin], warning_log: WarningLog) -> None:
     settings = Settings(kafka_replication_factor=3, kafka_min_insync_replicas=2)
-    with structlog.testing.capture_logs() as logs:
-        ensure_topics(settings)
-    assert not [entry for entry in logs if entry["log_level"] == "warning"]
+    ensure_topics(settings)
+    assert warning_log.warnings == []
 
 
 @pytest.mark.parametrize(
